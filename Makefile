@@ -1,0 +1,45 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   runs the main job on the embedded default (Fashion-MNIST)
+#   make test   runs the tests
+# Both create the virtual environment, install tnt and fetch Fashion-MNIST (Debian package) when missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TNT := $(VENV)/bin/tnt
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>/dev/null || true
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+data:
+	@if [ ! -f $(FMNIST_DIR)/t10k-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "note: Fashion-MNIST not in $(FMNIST_DIR); tnt will try torchvision's download"; \
+	  fi; \
+	fi
+
+demo: setup data
+	$(PY) examples/fashion_mnist/demo.py
+
+test: setup data
+	$(PY) -m ruff check tnt_cli tests examples
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check tnt_cli tests examples
+	$(PY) -m ruff format --check tnt_cli tests examples
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

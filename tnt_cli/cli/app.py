@@ -1,0 +1,99 @@
+"""The `tnt` Typer app: registers one module per command and turns errors into one clear line."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from tnt_cli import __version__
+from tnt_cli.errors import TntError
+
+
+class OneLineError(click.ClickException):
+    """Printed as `error: ...` on stderr, exit code 1, never a traceback."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class TntGroup(TyperGroup):
+    """Catches errors from any command so users see one line (TNT_DEBUG=1 shows the traceback)."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            raise SystemExit(130) from None
+        except TntError as exc:
+            if os.environ.get("TNT_DEBUG"):
+                raise
+            raise OneLineError(one_line(str(exc))) from None
+        except Exception as exc:  # the last line of defence: a bug or an unexpected environment problem
+            if os.environ.get("TNT_DEBUG"):
+                raise
+            raise OneLineError(
+                one_line(f"{type(exc).__name__}: {exc} (set TNT_DEBUG=1 to see the traceback)")
+            ) from None
+
+
+app = typer.Typer(
+    cls=TntGroup,
+    name="tnt",
+    help="Training Noise Token (TNT) pruning for timm Vision Transformers: fine-tune, calibrate, prune, "
+    "evaluate and benchmark ViTs that run on fewer tokens.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tnt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """tnt: Training Noise Token pruning."""
+
+
+# One module per command: tnt_cli/cli/<name>.py defines a function <name>. Modules import torch lazily.
+COMMANDS = ("info", "finetune", "calibrate", "prune", "evaluate", "benchmark", "visualize", "export", "push")
+
+
+def _register() -> None:
+    import importlib
+    import importlib.util
+
+    for name in COMMANDS:
+        module_name = f"tnt_cli.cli.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        app.command(name, no_args_is_help=True)(getattr(module, name))
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())

@@ -1,0 +1,69 @@
+"""`tnt info`: what a model is, and what a schedule would cost and save on it."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from tnt_cli.cli import options as o
+from tnt_cli.cli.output import print_json, stdout
+
+
+def info(
+    model: o.ModelArg,
+    prune_layers: o.PruneLayers = None,
+    keep_rates: o.KeepRates = None,
+    sim_prune: o.SimPrune = None,
+    sim_seed: o.SimSeed = 0,
+    random_weights: o.RandomWeights = False,
+    json_out: o.JsonOut = False,
+) -> None:
+    """Architecture, parameters, prefix tokens, tokens per block and GMACs dense vs pruned.
+
+    Examples:
+
+      tnt info deit_small_distilled_patch16_224 --random-weights --prune-layers 2 --keep-rates 0.6 --sim-prune 25
+
+      tnt info runs/deit_s_tnt --json
+    """
+    from tnt_cli.analysis import describe_model
+    from tnt_cli.io.sources import load_model
+
+    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed)
+    # info only counts: heads need not be trained to say what a schedule would cost
+    loaded = load_model(model, random_weights=random_weights, schedule=schedule, require_trained_heads=False)
+    data = describe_model(loaded.model)
+    data["source"] = loaded.source
+    if json_out:
+        print_json(data)
+        return
+    render(data)
+
+
+def render(data: dict) -> None:
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    rows = [
+        ("model", f"{data['source']} ({data['architecture']})"),
+        ("input", f"{data['input_size']} patch {data['patch_size']} -> {data['patch_tokens']} patch tokens"),
+        ("width / depth / heads", f"{data['embed_dim']} / {data['depth']} / {data['num_heads']}"),
+        ("parameters", f"{data['params'] / 1e6:.2f} M (+{data['tnt_head_params']} in TNT heads)"),
+        ("prefix tokens", str(data["prefix_tokens"])),
+        ("relevance heads", ", ".join(map(str, data["head_blocks"])) or "none"),
+        ("schedule", data["schedule_text"]),
+        ("GMACs dense", f"{data['gmacs_dense']:.2f}"),
+        ("GMACs pruned", f"{data['gmacs_pruned']:.2f}"),
+        ("ratio", f"{data['gmacs_ratio']:.3f} ({1 / data['gmacs_ratio']:.2f}x fewer MACs)"),
+    ]
+    for key, value in rows:
+        summary.add_row(key, value)
+    stdout.print(summary)
+    table = Table(title="tokens per block", show_lines=False)
+    for col in ("block", "tokens", "patch tokens", "GMACs", "dense GMACs"):
+        table.add_column(col, justify="right")
+    for row in data["blocks"]:
+        table.add_row(
+            str(row["block"]), str(row["tokens"]), str(row["patch_tokens"]),
+            f"{row['gmacs']:.3f}", f"{row['dense_gmacs']:.3f}",
+        )
+    stdout.print(table)

@@ -1,0 +1,86 @@
+"""Options shared by several commands, and their parsing into engine objects."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tnt_cli.errors import ScheduleError, TntError
+
+if TYPE_CHECKING:
+    from tnt_cli.engine import Schedule
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A timm name, hf-hub:org/name[@rev], a model directory, a .safetensors file or a .pth checkpoint.",
+        show_default=False,
+    ),
+]
+PruneLayers = Annotated[
+    str | None,
+    typer.Option("--prune-layers", help="Blocks after which to prune, e.g. 2 or 2,3,4.", rich_help_panel="Schedule"),
+]
+KeepRates = Annotated[
+    str | None,
+    typer.Option(
+        "--keep-rates", help="Fraction of patch tokens kept at each prune layer, e.g. 0.6 or 0.8,0.8,0.8.",
+        rich_help_panel="Schedule",
+    ),
+]
+SimPrune = Annotated[
+    int | None,
+    typer.Option(
+        "--sim-prune", help="Tokens dropped by random-partition similarity pruning (r).", rich_help_panel="Schedule"
+    ),
+]
+SimSeed = Annotated[
+    int, typer.Option("--sim-seed", help="Seed of the similarity-pruning partition.", rich_help_panel="Schedule")
+]
+RandomWeights = Annotated[
+    bool,
+    typer.Option("--random-weights", help="Random backbone and heads, no download: for speed and compute work only."),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _parts(text))
+    except ValueError:
+        raise TntError(f"{flag} takes whole numbers separated by commas, got {text!r}") from None
+
+
+def parse_float_list(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in _parts(text))
+    except ValueError:
+        raise TntError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+
+
+def _parts(text: str) -> list[str]:
+    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    if not parts:
+        raise ValueError(text)
+    return parts
+
+
+def schedule_from_flags(
+    prune_layers: str | None,
+    keep_rates: str | None,
+    sim_prune: int | None,
+    sim_seed: int = 0,
+    *,
+    default: Schedule | None = None,
+) -> Schedule | None:
+    """The schedule the flags describe; `default` (e.g. a model directory's own) where no flag is given."""
+    from tnt_cli.engine import Schedule
+
+    if prune_layers is None and keep_rates is None and sim_prune is None:
+        return default
+    if (prune_layers is None) != (keep_rates is None):
+        raise ScheduleError("--prune-layers and --keep-rates go together: give both, with one keep rate per layer")
+    layers = parse_int_list(prune_layers, "--prune-layers") if prune_layers is not None else ()
+    rates = parse_float_list(keep_rates, "--keep-rates") if keep_rates is not None else ()
+    return Schedule(prune_layers=layers, keep_rates=rates, sim_prune=sim_prune or 0, sim_seed=sim_seed)

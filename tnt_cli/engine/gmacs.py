@@ -1,0 +1,107 @@
+"""Analytic multiply-accumulate count of a ViT under a token plan.
+
+Counted like fvcore (what ViT papers call "GFLOPs"): every Linear and convolution, the two attention matmuls,
+LayerNorms (5 MACs per element with affine weights, 4 without), TNT's relevance heads at pruning stages and the
+similarity matrix of similarity pruning. Activations, softmax, residual adds and gathers are free, as in fvcore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from tnt_cli.engine.schedule import TokenPlan
+
+
+@dataclass
+class MacsReport:
+    """MACs of one forward pass for one image, split by where they are spent."""
+
+    embed: int = 0
+    blocks: list[int] = field(default_factory=list)
+    tokens_per_block: list[int] = field(default_factory=list)
+    pruning: int = 0
+    head: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.embed + sum(self.blocks) + self.pruning + self.head
+
+    @property
+    def gmacs(self) -> float:
+        return self.total / 1e9
+
+
+def _norm_macs(module: nn.Module, elements: int) -> int:
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+        return elements * (5 if getattr(module, "weight", None) is not None else 4)
+    if type(module).__name__ in ("RmsNorm", "RMSNorm", "SimpleNorm"):
+        return elements * 4
+    return 0
+
+
+def block_macs(block: nn.Module, tokens: int, dim: int) -> int:
+    """One transformer block on `tokens` tokens: projections, attention matmuls and norms."""
+    macs = 0
+    for module in block.modules():
+        if isinstance(module, nn.Linear):
+            macs += tokens * module.in_features * module.out_features
+        else:
+            macs += _norm_macs(module, tokens * dim)
+    attn = getattr(block, "attn", block)
+    heads, head_dim = getattr(attn, "num_heads", None), getattr(attn, "head_dim", None)
+    inner = heads * head_dim if heads and head_dim else dim
+    macs += 2 * tokens * tokens * inner  # q @ k^T and attn @ v
+    return macs
+
+
+def embed_macs(vit: nn.Module) -> int:
+    """Patch embedding convolution (plus its norm and the pre-norm) for one image."""
+    embed = vit.patch_embed
+    proj = embed.proj
+    num_patches = int(embed.num_patches)
+    macs = 0
+    if isinstance(proj, nn.Conv2d):
+        kh, kw = proj.kernel_size
+        macs += num_patches * proj.in_channels // proj.groups * kh * kw * proj.out_channels
+    else:
+        macs += sum(num_patches * m.in_features * m.out_features for m in proj.modules() if isinstance(m, nn.Linear))
+    dim = int(vit.embed_dim)
+    macs += _norm_macs(getattr(embed, "norm", nn.Identity()), num_patches * dim)
+    macs += _norm_macs(vit.norm_pre, (num_patches + int(vit.num_prefix_tokens)) * dim)
+    return macs
+
+
+def head_macs(vit: nn.Module, final_tokens: int) -> int:
+    """Final norm over the remaining tokens, pooling extras and the classifier head(s)."""
+    dim = int(vit.embed_dim)
+    macs = _norm_macs(vit.norm, final_tokens * dim)
+    macs += _norm_macs(getattr(vit, "fc_norm", nn.Identity()), dim)
+    attn_pool = getattr(vit, "attn_pool", None)
+    if attn_pool is not None:
+        macs += sum(final_tokens * m.in_features * m.out_features for m in attn_pool.modules() if isinstance(m, nn.Linear))
+    for name in ("head", "head_dist"):
+        head = getattr(vit, name, None)
+        if isinstance(head, nn.Linear):
+            macs += head.in_features * head.out_features
+    return macs
+
+
+def count_macs(vit: nn.Module, plan: TokenPlan, *, head_norm: bool = True) -> MacsReport:
+    """MACs of `vit` running `plan` (a dense plan gives the plain model's count)."""
+    dim = int(vit.embed_dim)
+    report = MacsReport(embed=embed_macs(vit))
+    tokens = plan.tokens_per_block
+    for block, n in zip(vit.blocks, tokens):
+        report.blocks.append(block_macs(block, n, dim))
+        report.tokens_per_block.append(n)
+    for stage in plan.stages:
+        if stage.n_relevance is not None:  # relevance head (optionally on layer-normed tokens)
+            report.pruning += stage.n_in * dim + (stage.n_in * dim * 4 if head_norm else 0)
+        if stage.sim_r:
+            candidates = stage.n_relevance if stage.n_relevance is not None else stage.n_in
+            half = candidates // 2
+            report.pruning += half * (candidates - half) * dim
+    report.head = head_macs(vit, plan.num_prefix + plan.final_patches)
+    return report

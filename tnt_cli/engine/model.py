@@ -1,0 +1,277 @@
+"""TNT on a timm VisionTransformer: relevance heads, training noise and scheduled token pruning.
+
+`TNTModel` holds the timm model untouched (same parameters, same state-dict keys) plus a small set of
+relevance heads, and re-runs the timm forward block by block so it can act between blocks:
+- training mode: nothing is dropped; patch tokens after each noise block get relevance-scaled noise;
+- eval mode: after each scheduled block only the top patch tokens by relevance stay (static top-k + gather).
+Prefix tokens (class, distillation, registers) are never scored, noised or pruned and always come first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tnt_cli.engine.noise import (
+    NoiseConfig,
+    TrainingStats,
+    add_relevance_noise,
+    rate_penalty,
+    relevance_alpha,
+)
+from tnt_cli.engine.schedule import BEFORE_BLOCKS, Schedule, Stage, TokenPlan, plan_tokens
+from tnt_cli.engine.tokens import gather_tokens, partition, similarity_keep_index, top_index
+from tnt_cli.errors import ScheduleError, TntError
+
+# A scorer ranks patch tokens at a stage: (model, block, block input, block output) -> scores (B, n_patches).
+# The relevance heads are the default; baselines (random, CLS attention) plug in here.
+Scorer = Callable[["TNTModel", int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class StageTrace:
+    """What one stage did, for visualisation: original patch positions kept, and the scores used."""
+
+    block: int
+    kept_positions: torch.Tensor  # (B, n_out) indices into the original patch grid
+    scores: torch.Tensor | None  # (B, n_in) scores of the tokens entering the stage, or None
+    positions_in: torch.Tensor  # (B, n_in) original positions of the tokens entering the stage
+
+
+def check_supported(vit: nn.Module) -> None:
+    """Refuse models the engine cannot run faithfully, with a message that says why."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(vit, VisionTransformer):
+        raise TntError(
+            f"{type(vit).__name__} is not supported: tnt works on timm VisionTransformer models "
+            "(ViT, DeiT, distilled DeiT, ViTs with registers)"
+        )
+
+
+class TNTModel(nn.Module):
+    """A timm ViT with TNT relevance heads and a deployment schedule."""
+
+    def __init__(
+        self,
+        vit: nn.Module,
+        head_blocks: Iterable[int] = (0, 1, 2, 3, 4),
+        *,
+        noise: NoiseConfig | None = None,
+        schedule: Schedule | None = None,
+        head_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        check_supported(vit)
+        self.vit = vit
+        depth = len(vit.blocks)
+        blocks = sorted({int(b) for b in head_blocks})
+        for b in blocks:
+            if not 0 <= b < depth:
+                raise ScheduleError(f"head block {b} is out of range: this model has blocks 0-{depth - 1}")
+        self.head_norm = head_norm
+        self.heads = nn.ModuleDict({str(b): nn.Linear(vit.embed_dim, 1) for b in blocks})
+        for head in self.heads.values():
+            nn.init.normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+        self.noise = noise or NoiseConfig(blocks=tuple(b for b in blocks if b in (0, 1, 2, 3, 4)))
+        missing = [b for b in self.noise.blocks if str(b) not in self.heads]
+        if missing:
+            raise ScheduleError(f"noise blocks {missing} have no relevance head (heads at blocks {blocks})")
+        self.noise_enabled = True
+        self.scorer: Scorer | None = None
+        self.last_stats = TrainingStats()
+        self._plans: dict[int, TokenPlan] = {}
+        self._partitions: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.schedule = Schedule()
+        self.set_schedule(schedule or Schedule())
+        self.train(vit.training)  # follow the wrapped model's mode, so eval models prune rather than noise
+
+    # ----------------------------------------------------------------- introspection
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.vit.num_prefix_tokens)
+
+    @property
+    def depth(self) -> int:
+        return len(self.vit.blocks)
+
+    @property
+    def num_patches(self) -> int:
+        return int(self.vit.patch_embed.num_patches)
+
+    @property
+    def head_blocks(self) -> tuple[int, ...]:
+        return tuple(sorted(int(b) for b in self.heads))
+
+    @property
+    def plan(self) -> TokenPlan:
+        """The token plan for the model's native input size."""
+        return self._plan_for(self.num_patches)
+
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        """TNT's own tensors, kept apart from the backbone's so timm can load the backbone strictly."""
+        return {f"heads.{k}": v for k, v in self.heads.state_dict().items()}
+
+    # ----------------------------------------------------------------- schedule
+    def set_schedule(self, schedule: Schedule) -> TNTModel:
+        """Validate and install a deployment schedule; returns self for chaining."""
+        if self.scorer is None:
+            missing = [b for b in schedule.prune_layers if str(b) not in self.heads]
+            if missing:
+                have = ", ".join(map(str, self.head_blocks)) or "none"
+                raise ScheduleError(
+                    f"no relevance head at block {missing[0]} (this model has heads at blocks {have})"
+                )
+        plan = plan_tokens(
+            schedule, num_patches=self.num_patches, num_prefix=self.num_prefix_tokens, depth=self.depth
+        )
+        self.schedule = schedule
+        self._plans = {self.num_patches: plan}
+        self._partitions = {}
+        return self
+
+    def _plan_for(self, num_patches: int) -> TokenPlan:
+        plan = self._plans.get(num_patches)
+        if plan is None:  # dynamic image size: plan once per patch count
+            plan = plan_tokens(
+                self.schedule, num_patches=num_patches, num_prefix=self.num_prefix_tokens, depth=self.depth
+            )
+            self._plans[num_patches] = plan
+        return plan
+
+    def _partition(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (n, str(device))
+        part = self._partitions.get(key)
+        if part is None:
+            a, b = partition(n, self.schedule.sim_seed)
+            part = (a.to(device), b.to(device))
+            self._partitions[key] = part
+        return part
+
+    # ----------------------------------------------------------------- relevance
+    def relevance_scores(self, block: int, patches: torch.Tensor) -> torch.Tensor:
+        """Head scores s_i for the patch tokens after `block`: (B, N, D) -> (B, N)."""
+        head = self.heads[str(block)]
+        if self.head_norm:
+            patches = F.layer_norm(patches, (patches.shape[-1],))
+        return head(patches).squeeze(-1)
+
+    # ----------------------------------------------------------------- forward
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward_tokens(x, trace=None)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.vit.forward_head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_traced(self, x: torch.Tensor) -> tuple[torch.Tensor, list[StageTrace]]:
+        """Logits plus, per pruning stage, which original patches survived (eval mode)."""
+        trace: list[StageTrace] = []
+        tokens = self._forward_tokens(x, trace=trace)
+        return self.forward_head(tokens), trace
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        vit = self.vit
+        x = vit.patch_embed(x)
+        x = vit._pos_embed(x)
+        x = vit.patch_drop(x)
+        return vit.norm_pre(x)
+
+    def _forward_tokens(self, x: torch.Tensor, trace: list[StageTrace] | None) -> torch.Tensor:
+        x = self._embed(x)
+        p = self.num_prefix_tokens
+        if self.training:
+            return self.vit.norm(self._forward_train(x, p))
+        plan = self._plan_for(x.shape[1] - p)
+        stages = plan.stage_by_block
+        positions = None
+        if trace is not None:
+            positions = torch.arange(plan.num_patches, device=x.device).unsqueeze(0).expand(x.shape[0], -1)
+        if BEFORE_BLOCKS in stages:
+            x, positions = self._apply_stage(stages[BEFORE_BLOCKS], x, x, positions, trace)
+        for i, blk in enumerate(self.vit.blocks):
+            x_in = x
+            x = blk(x)
+            if i in stages:
+                x, positions = self._apply_stage(stages[i], x, x_in, positions, trace)
+        return self.vit.norm(x)
+
+    def _forward_train(self, x: torch.Tensor, p: int) -> torch.Tensor:
+        stats = TrainingStats()
+        noise = self.noise
+        noisy = set(noise.blocks) if self.noise_enabled else set()
+        for i, blk in enumerate(self.vit.blocks):
+            x = blk(x)
+            if i in noisy:
+                prefix, patches = x[:, :p], x[:, p:]
+                alpha = relevance_alpha(self.relevance_scores(i, patches).float(), noise.form)
+                if noise.form == "sigmoid":
+                    stats.rate_penalties.append(rate_penalty(alpha, noise.target_rate))
+                stats.mean_alpha[i] = alpha.detach().mean()
+                patches = add_relevance_noise(patches, alpha, noise.sigma0, noise.variant)
+                x = torch.cat([prefix, patches], dim=1)
+        self.last_stats = stats
+        return x
+
+    def rate_loss(self) -> torch.Tensor | float:
+        """Sum of the sigmoid form's rate penalties from the last training forward (0.0 for softmax)."""
+        penalties = self.last_stats.rate_penalties
+        return torch.stack(penalties).sum() if penalties else 0.0
+
+    def _apply_stage(
+        self,
+        stage: Stage,
+        x: torch.Tensor,
+        x_in: torch.Tensor,
+        positions: torch.Tensor | None,
+        trace: list[StageTrace] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        p = self.num_prefix_tokens
+        prefix, patches = x[:, :p], x[:, p:]
+        scores = None
+        index = None
+        if stage.n_relevance is not None:
+            scores = self._stage_scores(stage.block, x_in, x)
+            index = top_index(scores, stage.n_relevance)
+            patches = gather_tokens(patches, index)
+        if stage.sim_r:
+            part_a, part_b = self._partition(patches.shape[1], patches.device)
+            sim_index = similarity_keep_index(patches, stage.sim_r, part_a, part_b)
+            patches = gather_tokens(patches, sim_index)
+            index = sim_index if index is None else torch.gather(index, 1, sim_index)
+        if positions is not None and index is not None:
+            positions_in = positions
+            positions = torch.gather(positions, 1, index)
+            if trace is not None:
+                trace.append(StageTrace(stage.block, positions, scores, positions_in))
+        return torch.cat([prefix, patches], dim=1), positions
+
+    def _stage_scores(self, block: int, x_in: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
+        if self.scorer is not None:
+            return self.scorer(self, block, x_in, x_out)
+        return self.relevance_scores(block, x_out[:, self.num_prefix_tokens :])
+
+
+def attach_tnt(
+    vit: nn.Module,
+    head_blocks: Iterable[int] | None = None,
+    *,
+    noise: NoiseConfig | None = None,
+    schedule: Schedule | None = None,
+    head_norm: bool = True,
+) -> TNTModel:
+    """Wrap a timm ViT with TNT heads: on the noise blocks and every scheduled block (default blocks 0-4)."""
+    depth = len(vit.blocks)
+    noise = noise or NoiseConfig(blocks=tuple(b for b in (0, 1, 2, 3, 4) if b < depth))
+    blocks = set(head_blocks) if head_blocks is not None else set(noise.blocks)
+    if schedule is not None and head_blocks is None:
+        blocks |= {b for b in schedule.prune_layers if 0 <= b < depth}
+    noise = NoiseConfig(**{**noise.to_dict(), "blocks": tuple(b for b in noise.blocks if b in blocks)})
+    return TNTModel(vit, sorted(blocks), noise=noise, schedule=schedule, head_norm=head_norm)

@@ -1,0 +1,179 @@
+"""Pruning schedules and the static token plan they imply.
+
+A schedule says where tokens go; the plan says how many tokens every block sees. Both are plain data so the
+engine, the GMACs counter and the CLI agree on one set of numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tnt_cli.errors import ScheduleError
+
+BEFORE_BLOCKS = -1  # a stage at this "block" runs on the patch embeddings, before block 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Where to prune: after each block in `prune_layers`, keep `keep_rates` of the patch tokens.
+
+    `sim_prune` (r) tokens are also dropped by random-partition similarity: with one pruning layer they are
+    dropped right after the relevance top-k (which then keeps k + r candidates); with several, before block 0.
+    """
+
+    prune_layers: tuple[int, ...] = ()
+    keep_rates: tuple[float, ...] = ()
+    sim_prune: int = 0
+    sim_seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prune_layers", tuple(int(b) for b in self.prune_layers))
+        object.__setattr__(self, "keep_rates", tuple(float(k) for k in self.keep_rates))
+        if len(self.prune_layers) != len(self.keep_rates):
+            raise ScheduleError(
+                f"{len(self.prune_layers)} prune layer(s) but {len(self.keep_rates)} keep rate(s): "
+                "give one keep rate per prune layer"
+            )
+        for block, keep in zip(self.prune_layers, self.keep_rates):
+            if not (0.0 < keep <= 1.0) or math.isnan(keep):
+                raise ScheduleError(f"keep rate {keep:g} at block {block} is outside (0, 1]")
+        if any(b < 0 for b in self.prune_layers):
+            raise ScheduleError(f"prune layers must be block indices >= 0, got {list(self.prune_layers)}")
+        if list(self.prune_layers) != sorted(set(self.prune_layers)):
+            raise ScheduleError(f"prune layers must be distinct and increasing, got {list(self.prune_layers)}")
+        if self.sim_prune < 0:
+            raise ScheduleError(f"similarity-prune count must be >= 0, got {self.sim_prune}")
+
+    @property
+    def is_dense(self) -> bool:
+        return self.sim_prune == 0 and all(k == 1.0 for k in self.keep_rates)
+
+    @property
+    def sim_before_blocks(self) -> bool:
+        """Multi-layer form (and r without any relevance layer): similarity pruning on the patch embeddings."""
+        return self.sim_prune > 0 and len(self.prune_layers) != 1
+
+    def to_dict(self) -> dict:
+        return {
+            "prune_layers": list(self.prune_layers),
+            "keep_rates": list(self.keep_rates),
+            "sim_prune": self.sim_prune,
+            "sim_seed": self.sim_seed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Schedule:
+        try:
+            return cls(
+                prune_layers=tuple(data.get("prune_layers", ())),
+                keep_rates=tuple(data.get("keep_rates", ())),
+                sim_prune=int(data.get("sim_prune", 0)),
+                sim_seed=int(data.get("sim_seed", 0)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ScheduleError(f"malformed schedule {data!r}: {exc}") from None
+
+    def describe(self) -> str:
+        if not self.prune_layers and not self.sim_prune:
+            return "dense"
+        parts = [f"block {b} keep {k:g}" for b, k in zip(self.prune_layers, self.keep_rates)]
+        if self.sim_prune:
+            parts.append(f"r {self.sim_prune}")
+        return ", ".join(parts)
+
+
+def keep_count(n: int, keep: float) -> int:
+    """floor(n * keep), robust to float error (0.3 * 10 must be 3, not 2)."""
+    return int(math.floor(n * keep + 1e-9))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One token reduction: after `block` (or before block 0), `n_in` patch tokens become `n_out`.
+
+    `n_relevance` is how many the relevance top-k keeps (None: no relevance step); `sim_r` how many the
+    similarity step then drops from those.
+    """
+
+    block: int
+    n_in: int
+    n_out: int
+    n_relevance: int | None = None
+    sim_r: int = 0
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    """Static token counts for one schedule on one model shape."""
+
+    num_prefix: int
+    num_patches: int
+    depth: int
+    stages: tuple[Stage, ...] = field(default_factory=tuple)
+
+    @property
+    def stage_by_block(self) -> dict[int, Stage]:
+        return {s.block: s for s in self.stages}
+
+    @property
+    def patches_per_block(self) -> tuple[int, ...]:
+        """Patch tokens entering each block."""
+        by_block = self.stage_by_block
+        n = self.num_patches
+        if BEFORE_BLOCKS in by_block:
+            n = by_block[BEFORE_BLOCKS].n_out
+        counts = []
+        for i in range(self.depth):
+            counts.append(n)
+            if i in by_block:
+                n = by_block[i].n_out
+        return tuple(counts)
+
+    @property
+    def tokens_per_block(self) -> tuple[int, ...]:
+        """All tokens (prefix first, then patches) entering each block."""
+        return tuple(self.num_prefix + n for n in self.patches_per_block)
+
+    @property
+    def final_patches(self) -> int:
+        return self.stages[-1].n_out if self.stages else self.num_patches
+
+
+def plan_tokens(schedule: Schedule, *, num_patches: int, num_prefix: int, depth: int) -> TokenPlan:
+    """Turn a schedule into static per-stage token counts, refusing schedules that cannot run."""
+    for block in schedule.prune_layers:
+        if block >= depth:
+            raise ScheduleError(f"block {block} is out of range: this model has blocks 0-{depth - 1}")
+    r = schedule.sim_prune
+    stages: list[Stage] = []
+    n = num_patches
+    if schedule.sim_before_blocks:
+        _check_sim(r, n, where="the patch embeddings")
+        stages.append(Stage(block=BEFORE_BLOCKS, n_in=n, n_out=n - r, sim_r=r))
+        n -= r
+    for block, keep in zip(schedule.prune_layers, schedule.keep_rates):
+        k = keep_count(n, keep)
+        if k < 1:
+            raise ScheduleError(f"keep rate {keep:g} at block {block} leaves no patch token out of {n}")
+        if r and not schedule.sim_before_blocks:
+            candidates = k + r
+            if candidates > n:
+                raise ScheduleError(
+                    f"block {block}: keeping {k} tokens and similarity-pruning {r} needs {candidates} tokens, "
+                    f"but only {n} exist"
+                )
+            _check_sim(r, candidates, where=f"block {block}")
+            stages.append(Stage(block=block, n_in=n, n_out=k, n_relevance=candidates, sim_r=r))
+        elif k < n:
+            stages.append(Stage(block=block, n_in=n, n_out=k, n_relevance=k))
+        n = k
+    return TokenPlan(num_prefix=num_prefix, num_patches=num_patches, depth=depth, stages=tuple(stages))
+
+
+def _check_sim(r: int, n: int, *, where: str) -> None:
+    if r > n // 2:
+        raise ScheduleError(
+            f"similarity pruning of {r} tokens at {where} needs at least {2 * r} candidate tokens, "
+            f"but only {n} exist (r can be at most half of them: {n // 2})"
+        )

@@ -1,0 +1,1 @@
+"""Model sources and the files tnt reads and writes."""
