@@ -24,15 +24,19 @@ def describe_model(model: TNTModel) -> dict[str, Any]:
     backbone_params = sum(p.numel() for p in vit.parameters())
     head_params = sum(p.numel() for p in model.heads.parameters())
     blocks = [
-        {"block": i, "tokens": n, "patch_tokens": n - plan.num_prefix, "gmacs": macs / 1e9,
-         "dense_gmacs": dense_macs / 1e9}
+        {
+            "block": i,
+            "tokens": n,
+            "patch_tokens": n - plan.num_prefix,
+            "gmacs": macs / 1e9,
+            "dense_gmacs": dense_macs / 1e9,
+        }
         for i, (n, macs, dense_macs) in enumerate(zip(pruned.tokens_per_block, pruned.blocks, dense.blocks))
     ]
     return {
         "architecture": type(vit).__name__,
-        "model_name": getattr(vit, "default_cfg", {}).get("architecture") or getattr(vit, "pretrained_cfg", {}).get(
-            "architecture"
-        ),
+        "model_name": getattr(vit, "default_cfg", {}).get("architecture")
+        or getattr(vit, "pretrained_cfg", {}).get("architecture"),
         "input_size": list(vit.patch_embed.img_size) if hasattr(vit.patch_embed, "img_size") else None,
         "patch_size": list(vit.patch_embed.patch_size),
         "embed_dim": int(vit.embed_dim),

@@ -18,7 +18,7 @@ class OneLineError(click.ClickException):
 
     exit_code = 1
 
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+    def show(self, file=None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
 
 
@@ -29,7 +29,7 @@ def one_line(text: str) -> str:
 class TntGroup(TyperGroup):
     """Catches errors from any command so users see one line (TNT_DEBUG=1 shows the traceback)."""
 
-    def invoke(self, ctx: click.Context):  # noqa: ANN201
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):

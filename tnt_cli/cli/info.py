@@ -63,7 +63,10 @@ def render(data: dict) -> None:
         table.add_column(col, justify="right")
     for row in data["blocks"]:
         table.add_row(
-            str(row["block"]), str(row["tokens"]), str(row["patch_tokens"]),
-            f"{row['gmacs']:.3f}", f"{row['dense_gmacs']:.3f}",
+            str(row["block"]),
+            str(row["tokens"]),
+            str(row["patch_tokens"]),
+            f"{row['gmacs']:.3f}",
+            f"{row['dense_gmacs']:.3f}",
         )
     stdout.print(table)

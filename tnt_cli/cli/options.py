@@ -25,7 +25,8 @@ PruneLayers = Annotated[
 KeepRates = Annotated[
     str | None,
     typer.Option(
-        "--keep-rates", help="Fraction of patch tokens kept at each prune layer, e.g. 0.6 or 0.8,0.8,0.8.",
+        "--keep-rates",
+        help="Fraction of patch tokens kept at each prune layer, e.g. 0.6 or 0.8,0.8,0.8.",
         rich_help_panel="Schedule",
     ),
 ]

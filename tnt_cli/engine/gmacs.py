@@ -80,7 +80,8 @@ def head_macs(vit: nn.Module, final_tokens: int) -> int:
     macs += _norm_macs(getattr(vit, "fc_norm", nn.Identity()), dim)
     attn_pool = getattr(vit, "attn_pool", None)
     if attn_pool is not None:
-        macs += sum(final_tokens * m.in_features * m.out_features for m in attn_pool.modules() if isinstance(m, nn.Linear))
+        linears = [m for m in attn_pool.modules() if isinstance(m, nn.Linear)]
+        macs += sum(final_tokens * m.in_features * m.out_features for m in linears)
     for name in ("head", "head_dist"):
         head = getattr(vit, name, None)
         if isinstance(head, nn.Linear):

@@ -124,12 +124,8 @@ class TNTModel(nn.Module):
             missing = [b for b in schedule.prune_layers if str(b) not in self.heads]
             if missing:
                 have = ", ".join(map(str, self.head_blocks)) or "none"
-                raise ScheduleError(
-                    f"no relevance head at block {missing[0]} (this model has heads at blocks {have})"
-                )
-        plan = plan_tokens(
-            schedule, num_patches=self.num_patches, num_prefix=self.num_prefix_tokens, depth=self.depth
-        )
+                raise ScheduleError(f"no relevance head at block {missing[0]} (this model has heads at blocks {have})")
+        plan = plan_tokens(schedule, num_patches=self.num_patches, num_prefix=self.num_prefix_tokens, depth=self.depth)
         self.schedule = schedule
         self._plans = {self.num_patches: plan}
         self._partitions = {}

@@ -66,9 +66,7 @@ def noise_scale(alpha: torch.Tensor, variant: str) -> torch.Tensor:
     return one_minus
 
 
-def add_relevance_noise(
-    patches: torch.Tensor, alpha: torch.Tensor, sigma0: float, variant: str
-) -> torch.Tensor:
+def add_relevance_noise(patches: torch.Tensor, alpha: torch.Tensor, sigma0: float, variant: str) -> torch.Tensor:
     """x_i + sigma0 * rms(x_i) * g(alpha_i) * eps_i, with rms not back-propagated so sigma0 is unit-free."""
     rms = patches.detach().float().pow(2).mean(dim=-1, keepdim=True).sqrt().to(patches.dtype)
     eps = torch.randn_like(patches)

@@ -85,7 +85,7 @@ class Schedule:
 
 def keep_count(n: int, keep: float) -> int:
     """floor(n * keep), robust to float error (0.3 * 10 must be 3, not 2)."""
-    return int(math.floor(n * keep + 1e-9))
+    return math.floor(n * keep + 1e-9)
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,7 @@ def partition(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return perm[:half].sort().values, perm[half:].sort().values
 
 
-def similarity_keep_index(
-    patches: torch.Tensor, r: int, part_a: torch.Tensor, part_b: torch.Tensor
-) -> torch.Tensor:
+def similarity_keep_index(patches: torch.Tensor, r: int, part_a: torch.Tensor, part_b: torch.Tensor) -> torch.Tensor:
     """Survivors after dropping the r tokens of half A most cosine-similar to some token of half B.
 
     Returns positions into `patches`: the rest of A (least redundant first), then all of B.
