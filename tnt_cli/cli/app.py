@@ -12,6 +12,22 @@ from typer.core import TyperGroup
 from tnt_cli import __version__
 from tnt_cli.errors import TntError
 
+try:  # typer >= 0.2x runs on its own copy of click: its exceptions, not click's, are the ones it handles
+    from typer import _click as typer_click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    typer_click = click
+
+# Raised by click/typer for usage errors, --help, exits and aborts: they have their own handling.
+PASS_THROUGH = (
+    click.ClickException,
+    click.exceptions.Exit,
+    click.Abort,
+    typer_click.exceptions.ClickException,
+    typer.Exit,
+    typer.Abort,
+    SystemExit,
+)
+
 
 class OneLineError(click.ClickException):
     """Printed as `error: ...` on stderr, exit code 1, never a traceback."""
@@ -26,13 +42,19 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def fail(message: str) -> None:
+    """`error: <one line>` on stderr and exit 1 (printed here: typer would draw its own multi-line panel)."""
+    click.echo(f"error: {one_line(message)}", err=True)
+    raise SystemExit(1) from None
+
+
 class TntGroup(TyperGroup):
     """Catches errors from any command so users see one line (TNT_DEBUG=1 shows the traceback)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+        except PASS_THROUGH:
             raise
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
@@ -40,13 +62,11 @@ class TntGroup(TyperGroup):
         except TntError as exc:
             if os.environ.get("TNT_DEBUG"):
                 raise
-            raise OneLineError(one_line(str(exc))) from None
+            fail(str(exc))
         except Exception as exc:  # the last line of defence: a bug or an unexpected environment problem
             if os.environ.get("TNT_DEBUG"):
                 raise
-            raise OneLineError(
-                one_line(f"{type(exc).__name__}: {exc} (set TNT_DEBUG=1 to see the traceback)")
-            ) from None
+            fail(f"{type(exc).__name__}: {exc} (set TNT_DEBUG=1 to see the traceback)")
 
 
 app = typer.Typer(

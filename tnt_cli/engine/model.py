@@ -78,6 +78,9 @@ class TNTModel(nn.Module):
         for head in self.heads.values():
             nn.init.normal_(head.weight, std=0.02)
             nn.init.zeros_(head.bias)
+        reference = next(vit.parameters(), None)
+        if reference is not None:  # heads live where the backbone lives
+            self.heads.to(device=reference.device, dtype=reference.dtype)
         self.noise = noise or NoiseConfig(blocks=tuple(b for b in blocks if b in (0, 1, 2, 3, 4)))
         missing = [b for b in self.noise.blocks if str(b) not in self.heads]
         if missing:
@@ -129,6 +132,9 @@ class TNTModel(nn.Module):
         self.schedule = schedule
         self._plans = {self.num_patches: plan}
         self._partitions = {}
+        for stage in plan.stages:  # made here, not in forward: a torch.Generator would break a compiled graph
+            if stage.sim_r:
+                self._partition(stage.n_relevance or stage.n_in, torch.device("cpu"))
         return self
 
     def _plan_for(self, num_patches: int) -> TokenPlan:
@@ -144,8 +150,10 @@ class TNTModel(nn.Module):
         key = (n, str(device))
         part = self._partitions.get(key)
         if part is None:
-            a, b = partition(n, self.schedule.sim_seed)
-            part = (a.to(device), b.to(device))
+            cpu = self._partitions.get((n, "cpu"))
+            if cpu is None:
+                cpu = self._partitions[(n, "cpu")] = partition(n, self.schedule.sim_seed)
+            part = (cpu[0].to(device), cpu[1].to(device))
             self._partitions[key] = part
         return part
 

@@ -1,0 +1,87 @@
+"""`tnt info`: the official GMACs numbers, JSON output, and one clear line for bad schedules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tnt_cli.cli.app import app
+
+OFFICIAL = ["deit_small_distilled_patch16_224", "--random-weights", "--prune-layers", "2", "--keep-rates", "0.6"]
+OFFICIAL += ["--sim-prune", "25"]
+
+
+@pytest.fixture
+def run(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.delenv("TNT_DEBUG", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, ["info", *args])
+
+    return invoke
+
+
+def test_info_prints_the_official_gmacs(run):
+    result = run(*OFFICIAL)
+    assert result.exit_code == 0, result.stderr
+    lines = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines()}
+    assert lines["GMACs dense"].split()[-1] == "4.63"
+    assert lines["GMACs pruned"].split()[-1] == "3.20"
+    assert "prefix tokens" in lines and lines["prefix tokens"].split()[-1] == "2"
+    assert "block 2 keep 0.6, r 25" in result.stdout
+
+
+def test_info_json_is_json_alone_and_agrees(run):
+    result = run(*OFFICIAL, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)  # nothing but JSON on stdout
+    assert f"{data['gmacs_dense']:.2f}" == "4.63"
+    assert f"{data['gmacs_pruned']:.2f}" == "3.20"
+    assert data["gmacs_ratio"] == pytest.approx(data["gmacs_pruned"] / data["gmacs_dense"])
+    assert data["prefix_tokens"] == 2 and data["patch_tokens"] == 196 and data["depth"] == 12
+    assert [b["tokens"] for b in data["blocks"]] == [198] * 3 + [2 + 117] * 9
+    assert data["schedule"] == {"prune_layers": [2], "keep_rates": [0.6], "sim_prune": 25, "sim_seed": 0}
+
+
+def test_info_dense_without_schedule_flags(run):
+    result = run("deit_tiny_patch16_224", "--random-weights", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["gmacs_pruned"] == data["gmacs_dense"] and data["gmacs_ratio"] == 1.0
+    assert f"{data['gmacs_dense']:.2f}" == "1.26"
+    assert [b["tokens"] for b in data["blocks"]] == [197] * 12
+
+
+BAD = {
+    "keep-zero": ["--prune-layers", "2", "--keep-rates", "0"],
+    "keep-above-one": ["--prune-layers", "2", "--keep-rates", "1.5"],
+    "keep-negative": ["--prune-layers", "2", "--keep-rates=-0.2"],
+    "unequal-lengths": ["--prune-layers", "2,3", "--keep-rates", "0.5"],
+    "layers-without-rates": ["--prune-layers", "2"],
+    "block-out-of-range": ["--prune-layers", "12", "--keep-rates", "0.5"],
+    "non-numeric-layers": ["--prune-layers", "two", "--keep-rates", "0.5"],
+    "non-numeric-rates": ["--prune-layers", "2", "--keep-rates", "0.5x"],
+    "empty-rates": ["--prune-layers", "2", "--keep-rates", ","],
+    "too-many-sim-single": ["--prune-layers", "2", "--keep-rates", "0.6", "--sim-prune", "150"],
+    "too-many-sim-before-blocks": ["--sim-prune", "150"],
+    "negative-sim": ["--sim-prune=-3"],
+    "unknown-model": [],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_schedules_exit_with_one_clear_line(run, name):
+    model = "no_such_model_xyz" if name == "unknown-model" else "deit_tiny_patch16_224"
+    result = run(model, "--random-weights", *BAD[name])
+    assert result.exit_code != 0
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1, result.stderr
+    assert err[0].startswith("error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "TNT_DEBUG" not in err[0], "expected a deliberate message, not the catch-all"
+    assert result.stdout == ""
