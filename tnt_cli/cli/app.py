@@ -29,15 +29,6 @@ PASS_THROUGH = (
 )
 
 
-class OneLineError(click.ClickException):
-    """Printed as `error: ...` on stderr, exit code 1, never a traceback."""
-
-    exit_code = 1
-
-    def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -91,8 +82,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    offline: bool = typer.Option(
+        False, "--offline", help="Use only the local Hugging Face cache (same as HF_HUB_OFFLINE=1)."
+    ),
 ) -> None:
     """tnt: Training Noise Token pruning."""
+    if offline:  # before any command imports timm / huggingface_hub, which read the flag once
+        from tnt_cli.io.offline import set_offline
+
+        set_offline(True)
 
 
 # One module per command: tnt_cli/cli/<name>.py defines a function <name>. Modules import torch lazily.

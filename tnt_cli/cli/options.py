@@ -44,6 +44,35 @@ RandomWeights = Annotated[
     typer.Option("--random-weights", help="Random backbone and heads, no download: for speed and compute work only."),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+Offline = Annotated[
+    bool,
+    typer.Option("--offline", help="Use only the local Hugging Face cache, never the network (sets HF_HUB_OFFLINE=1)."),
+]
+Arch = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        help="Architecture of a bare .pth/.safetensors checkpoint: a timm name, or a config.json (timm format). "
+        "Without it tnt infers ViT/DeiT shapes.",
+        show_default=False,
+    ),
+]
+PushToHub = Annotated[
+    str | None,
+    typer.Option(
+        "--push-to-hub",
+        help="After writing the directory, upload it to this Hub repo (org/name) in one commit.",
+        metavar="REPO",
+        show_default=False,
+    ),
+]
+
+
+def apply_offline(offline: bool) -> None:
+    """Call first thing in a command: HF_HUB_OFFLINE must be set before timm imports huggingface_hub."""
+    from tnt_cli.io.offline import set_offline
+
+    set_offline(offline)
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:

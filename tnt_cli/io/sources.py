@@ -1,21 +1,46 @@
-"""Resolve MODEL strings to a TNT model."""
+"""Resolve MODEL strings to a TNT model.
+
+MODEL may be:
+- a timm name (`deit_small_patch16_224`): pretrained weights from the Hub, or random with `random_weights`;
+- `hf-hub:org/name[@rev]`: a tnt directory or a timm model repo on the Hub (cache honoured, HF_HUB_OFFLINE too);
+- a local directory: tnt's layout (config.json with "tnt", model.safetensors, tnt_heads.safetensors) or timm's
+  `save_for_hf` layout (config.json + model.safetensors / pytorch_model.bin); `local-dir:PATH` works too;
+- a `.safetensors` file: the architecture comes from its metadata (tnt writes it) or from `arch`;
+- a `.pth`/`.pt`/`.bin` checkpoint, unpickled with weights_only=True only; the state dict may sit under
+  'model' or 'state_dict'. The architecture comes from `arch` or is inferred from tensor shapes (see
+  `tnt_cli.io.arch`). Official TNT checkpoints (`alpha_heads.*`) import with their trained heads.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import TntError
+from tnt_cli.io.offline import set_offline
 
 if TYPE_CHECKING:
-    from tnt_cli.engine import Schedule, TNTModel
+    import torch
+
+    from tnt_cli.engine import NoiseConfig, Schedule, TNTModel
+    from tnt_cli.io.arch import SplitState
 
 DEFAULT_HEAD_BLOCKS = (0, 1, 2, 3, 4)
+IMPORTED_FROM = {"official": "an official TNT checkpoint (github.com/mx-ethan-rao/tnt)"}
+FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar")
 
 
 @dataclass
 class LoadedModel:
-    """A TNT model plus what we know about where it came from."""
+    """A TNT model plus what we know about where it came from.
+
+    `heads_trained` says whether relevance pruning is allowed (trained heads, or a random-weights model meant
+    for speed work); the model's `tnt_provenance` keeps the plain facts for `save_model_dir`.
+    """
 
     model: TNTModel
     source: str
@@ -23,11 +48,104 @@ class LoadedModel:
     base_model: str | None = None
     heads_trained: bool = False
     tnt_config: dict = field(default_factory=dict)
+    random_weights: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def record_provenance(
+        self, *, heads_trained: bool, training: dict | None = None, imported_from: str | None = None
+    ) -> None:
+        """Attach what `save_model_dir` needs to write a truthful config (heads trained? from where?)."""
+        self.model.tnt_provenance = {
+            "source": self.source,
+            "base_model": self.base_model,
+            "heads_trained": bool(heads_trained),
+            "random_weights": self.random_weights,
+            "training": training,
+            "imported_from": imported_from,
+        }
 
 
+def load_model(
+    spec: str | os.PathLike,
+    *,
+    random_weights: bool = False,
+    schedule: Schedule | None = None,
+    require_trained_heads: bool = True,
+    offline: bool = False,
+    arch: str | None = None,
+) -> LoadedModel:
+    """Build the model MODEL names, in eval mode, with `schedule` installed when given (else its own).
+
+    With `random_weights` (timm names only) the backbone and the heads are random (for speed and compute work
+    only); heads are then created on blocks 0-4 and every scheduled block. `offline` turns on HF_HUB_OFFLINE
+    (call it before anything imports timm for it to reach huggingface_hub's import-time setting; tnt also
+    updates an already-imported huggingface_hub). `arch` (a timm name, or a config.json / directory holding
+    one) says which architecture a bare checkpoint is.
+    """
+    set_offline(offline)
+    spec = os.fspath(spec)
+    loaded = resolve(spec, random_weights=random_weights, schedule=schedule, arch=arch)
+    if schedule is not None:
+        install_schedule(loaded, schedule, require_trained_heads=require_trained_heads)
+    loaded.model.eval()
+    return loaded
+
+
+def resolve(spec: str, *, random_weights: bool, schedule: Schedule | None, arch: str | None) -> LoadedModel:
+    """Dispatch on the kind of MODEL string."""
+    from tnt_cli.io.model_dir import load_model_dir
+
+    kind, target = classify(spec)
+    if random_weights and kind != "timm":
+        raise TntError(f"--random-weights applies to timm model names only, not to {spec!r}")
+    if kind == "hub":
+        return load_hub(spec)
+    if kind == "dir":
+        return load_model_dir(target, source=spec)
+    if kind == "safetensors":
+        return load_safetensors_file(Path(target), arch=arch, schedule=schedule)
+    if kind == "pickle":
+        return load_pickle_file(Path(target), arch=arch, schedule=schedule)
+    return load_timm_name(spec, random_weights=random_weights, schedule=schedule)
+
+
+def classify(spec: str) -> tuple[str, str]:
+    """('hub' | 'dir' | 'safetensors' | 'pickle' | 'timm', target), refusing paths that do not exist."""
+    from tnt_cli.io.hub import HUB_PREFIX, REPO_ID
+
+    if spec.startswith(HUB_PREFIX):
+        return "hub", spec
+    path_text = spec[len("local-dir:") :] if spec.startswith("local-dir:") else spec
+    path = Path(path_text).expanduser()
+    if path.is_dir():
+        return "dir", str(path)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".safetensors":
+            return "safetensors", str(path)
+        if suffix in FILE_SUFFIXES:
+            return "pickle", str(path)
+        if path.name == "config.json":
+            return "dir", str(path.parent)
+        raise TntError(f"{spec}: unsupported file type (expected a directory, .safetensors, .pth, .pt or .bin)")
+    looks_like_path = (
+        spec.startswith(("local-dir:", ".", "/", "~"))
+        or os.sep in spec
+        or "/" in spec
+        or path.suffix.lower() in FILE_SUFFIXES
+    )
+    if looks_like_path:
+        hint = f" (for a Hugging Face Hub model write hf-hub:{spec})" if REPO_ID.match(spec) else ""
+        raise TntError(f"no such file or directory: {path_text}{hint}")
+    return "timm", spec
+
+
+# ----------------------------------------------------------------------------- timm names and the Hub
 def create_timm_model(name: str, *, pretrained: bool, **kwargs):
-    """timm.create_model with timm's errors turned into one-line messages."""
+    """timm.create_model with timm's and the Hub's errors turned into one-line messages."""
     import timm
+
+    from tnt_cli.io.hub import hub_error
 
     if "/" not in name and ":" not in name and not timm.is_model(name):
         raise TntError(f"unknown timm model {name!r} (see `timm.list_models()` for names)")
@@ -36,6 +154,9 @@ def create_timm_model(name: str, *, pretrained: bool, **kwargs):
     except TntError:
         raise
     except Exception as exc:  # timm and the Hub raise many types; the user needs the reason, not a trace
+        mapped = hub_error(exc, name)
+        if mapped is not None:
+            raise mapped from None
         raise TntError(f"could not create {name!r}: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
@@ -44,32 +165,229 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_model(
-    spec: str,
-    *,
-    random_weights: bool = False,
-    schedule: Schedule | None = None,
-    require_trained_heads: bool = True,
-) -> LoadedModel:
-    """Build the model MODEL names, in eval mode, with `schedule` installed when given.
-
-    With `random_weights` the backbone and the heads are random (for speed and compute work only); heads are
-    then created on blocks 0-4 and every scheduled block.
-    """
+def load_timm_name(spec: str, *, random_weights: bool, schedule: Schedule | None) -> LoadedModel:
     from tnt_cli.engine import attach_tnt
 
-    vit = create_timm_model(spec, pretrained=not random_weights)
-    vit.eval()
-    depth = len(getattr(vit, "blocks", ()))
+    vit = build_backbone(spec, spec, where=spec, pretrained=not random_weights)
+    model = attach_tnt(vit, default_head_blocks(len(vit.blocks), schedule))
+    base = None if random_weights else (vit.pretrained_cfg or {}).get("hf_hub_id")
+    loaded = LoadedModel(
+        model=model,
+        source=spec,
+        architecture=spec,
+        base_model=base,
+        heads_trained=random_weights,
+        random_weights=random_weights,
+    )
+    loaded.record_provenance(heads_trained=False)
+    return loaded
+
+
+def load_hub(spec: str) -> LoadedModel:
+    """A tnt directory or timm model repo from the Hub (through the local cache; offline when asked)."""
+    from tnt_cli.io.hub import download, download_first, parse_hub_spec
+    from tnt_cli.io.model_dir import HEADS, TIMM_WEIGHTS, WEIGHTS, load_model_dir, read_config
+
+    repo, revision = parse_hub_spec(spec)
+    config_path = download(repo, "config.json", revision, what=spec)
+    snapshot = config_path.parent
+    tnt = read_config(snapshot).get("tnt")
+    if isinstance(tnt, dict):
+        download(repo, WEIGHTS, revision, what=spec)
+        download(repo, tnt.get("heads_file", HEADS), revision, what=spec)
+    else:
+        download_first(repo, TIMM_WEIGHTS, revision, what=spec)
+    base = tnt.get("base_model") if isinstance(tnt, dict) and tnt.get("base_model") else repo
+    return load_model_dir(snapshot, source=spec, base_model=base)
+
+
+# ----------------------------------------------------------------------------- files
+def load_safetensors_file(path: Path, *, arch: str | None, schedule: Schedule | None) -> LoadedModel:
+    """A .safetensors file: tnt's model.safetensors (architecture in its metadata), or any with `arch`."""
+    from tnt_cli.io.model_dir import load_model_dir, read_config
+    from tnt_cli.io.weights import read_safetensors
+
+    state, metadata = read_safetensors(path)
+    parent = path.parent
+    if arch is None and (parent / "config.json").is_file():
+        try:
+            same_dir = "tnt" in read_config(parent) and path.name == "model.safetensors"
+        except TntError:
+            same_dir = False
+        if same_dir:  # DIR/model.safetensors of a tnt directory: load the directory, heads included
+            return load_model_dir(parent, source=str(path))
+    if arch is None and "timm_config" in metadata:
+        try:
+            config = json.loads(metadata["timm_config"])
+        except ValueError:
+            raise TntError(f"{path}: its timm_config metadata is not valid JSON") from None
+        vit = backbone_from_config(config, where=str(path))
+        return from_state(vit, state, path, architecture=config.get("architecture", "?"), schedule=schedule)
+    if arch is None and not any(k.startswith("alpha_heads.") for k in state):
+        raise TntError(
+            f"{path} does not say which architecture it is: load the directory that holds it with its "
+            "config.json (timm's save_for_hf layout), or pass --arch"
+        )
+    return load_state(state, path, arch=arch, schedule=schedule)
+
+
+def load_pickle_file(path: Path, *, arch: str | None, schedule: Schedule | None) -> LoadedModel:
+    from tnt_cli.io.weights import extract_state_dict, read_pickle
+
+    state = extract_state_dict(read_pickle(path), path)
+    return load_state(state, path, arch=arch, schedule=schedule)
+
+
+def load_state(
+    state: dict[str, torch.Tensor], path: Path, *, arch: str | None, schedule: Schedule | None
+) -> LoadedModel:
+    """A bare state dict: build `arch`, or the ViT/DeiT its shapes describe, then load it strictly."""
+    from tnt_cli.io.arch import infer_vit, split_checkpoint
+
+    split = split_checkpoint(state)
+    notes = []
+    if arch is not None:
+        vit = backbone_from_arch(arch, split.backbone, where=str(path))
+        architecture = arch
+    else:
+        name, args = infer_vit(split.backbone, str(path))
+        vit = build_backbone(name, name, where=str(path), pretrained=False, **args)
+        architecture = name
+        notes.append(f"architecture inferred from tensor shapes: {name} with {args}")
+    loaded = from_state(vit, state, path, architecture=architecture, schedule=schedule)
+    loaded.notes += notes
+    return loaded
+
+
+def from_state(
+    vit: Any, state: dict[str, torch.Tensor], path: Path, *, architecture: str, schedule: Schedule | None
+) -> LoadedModel:
+    model, split = assemble(vit, state, where=str(path), schedule=schedule)
+    trained = split.layout != "timm"
+    loaded = LoadedModel(
+        model=model,
+        source=str(path),
+        architecture=architecture,
+        heads_trained=trained,
+        tnt_config={"imported_from": IMPORTED_FROM[split.layout]} if split.layout in IMPORTED_FROM else {},
+    )
+    if split.dropped:
+        loaded.notes.append(f"ignored training-only tensors: {', '.join(split.dropped)}")
+    loaded.record_provenance(heads_trained=trained, imported_from=IMPORTED_FROM.get(split.layout))
+    return loaded
+
+
+# ----------------------------------------------------------------------------- building blocks
+def build_backbone(name: str, architecture: str, *, where: str, pretrained: bool = False, **kwargs) -> Any:
+    """A timm model by name (or local-dir:), refused unless it is a VisionTransformer tnt can run."""
+    import timm
+
+    from tnt_cli.engine.model import check_supported
+
+    if name.startswith("local-dir:") and not timm.is_model(architecture):
+        raise TntError(
+            f"{where}: config.json names architecture {architecture!r}, which this timm does not know "
+            "(tnt supports timm VisionTransformer models)"
+        )
+    vit = create_timm_model(name, pretrained=pretrained, **kwargs)
+    try:
+        check_supported(vit)
+    except TntError as exc:
+        raise TntError(f"{where}: {exc}") from None
+    return vit.eval()
+
+
+def backbone_from_config(config: dict, *, where: str) -> Any:
+    """Build from a timm config dict (via a throwaway local-dir, so timm parses it exactly as it would)."""
+    with tempfile.TemporaryDirectory(prefix="tnt-config-") as tmp:
+        Path(tmp, "config.json").write_text(json.dumps(config))
+        return build_backbone(f"local-dir:{tmp}", str(config.get("architecture")), where=where)
+
+
+def backbone_from_arch(arch: str, backbone: dict[str, torch.Tensor], *, where: str) -> Any:
+    """`arch`: a directory or config.json (timm format), or a timm name (classes taken from the checkpoint)."""
+    from tnt_cli.io.model_dir import read_config
+
+    path = Path(arch).expanduser()
+    if path.is_dir() or path.suffix == ".json":
+        if not path.exists():
+            raise TntError(f"no such file or directory: {arch}")
+        config = read_config(path if path.is_dir() else path.parent) if path.is_dir() else _read_json(path)
+        return backbone_from_config(config, where=where)
+    kwargs = {}
+    head = backbone.get("head.weight")
+    if head is not None:
+        kwargs["num_classes"] = int(head.shape[0])
+    return build_backbone(arch, arch, where=where, pretrained=False, **kwargs)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TntError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or "architecture" not in config:
+        raise TntError(f'{path} is not a timm model config (no "architecture")')
+    return config
+
+
+def default_head_blocks(depth: int, schedule: Schedule | None) -> list[int]:
     blocks = {b for b in DEFAULT_HEAD_BLOCKS if b < depth}
     if schedule is not None:
         blocks |= {b for b in schedule.prune_layers if 0 <= b < depth}
-    model = attach_tnt(vit, sorted(blocks))
-    loaded = LoadedModel(model=model, source=spec, architecture=spec, heads_trained=random_weights)
-    if schedule is not None:
-        install_schedule(loaded, schedule, require_trained_heads=require_trained_heads)
-    model.eval()
-    return loaded
+    return sorted(blocks)
+
+
+def assemble(
+    vit: Any,
+    state: dict[str, torch.Tensor],
+    *,
+    where: str,
+    noise: NoiseConfig | None = None,
+    head_norm: bool | None = None,
+    expect_heads: list[int] | None = None,
+    schedule: Schedule | None = None,
+) -> tuple[TNTModel, SplitState]:
+    """Load a checkpoint's backbone strictly into `vit` and its heads (if any) into a new TNT wrapper."""
+    from tnt_cli.engine import NoiseConfig, attach_tnt
+    from tnt_cli.io.arch import OFFICIAL_SIGMA0, check_head_widths, split_checkpoint
+
+    split = split_checkpoint(state)
+    load_backbone(vit, split.backbone, where=where)
+    check_head_widths(split.heads, int(vit.embed_dim), where)
+    if expect_heads is not None and sorted(split.heads) != sorted(int(b) for b in expect_heads):
+        raise TntError(
+            f"{where}: heads file has blocks {sorted(split.heads)} but config.json lists {sorted(expect_heads)}"
+        )
+    depth = len(vit.blocks)
+    if any(b >= depth for b in split.heads):
+        raise TntError(f"{where}: relevance head at block {max(split.heads)} but the model has {depth} blocks")
+    if not split.heads:
+        return attach_tnt(vit, default_head_blocks(depth, schedule)), split
+    blocks = sorted(split.heads)
+    if split.layout == "official":
+        noise = NoiseConfig(blocks=tuple(blocks), sigma0=OFFICIAL_SIGMA0, variant="std", form="softmax")
+        head_norm = False  # the official heads score the raw block output at deployment
+    model = attach_tnt(vit, blocks, noise=noise, head_norm=True if head_norm is None else head_norm)
+    head_state = {f"{b}.{name}": t for b, tensors in split.heads.items() for name, t in tensors.items()}
+    model.heads.load_state_dict(head_state)
+    return model, split
+
+
+def load_backbone(vit: Any, state: dict[str, torch.Tensor], *, where: str) -> None:
+    """Strict load with one-line errors naming the first problem."""
+    try:
+        missing, unexpected = vit.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # size mismatches
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), first_line(exc))
+        raise TntError(f"{where}: weights do not fit the architecture: {detail}") from None
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise TntError(f"{where}: weights do not match the architecture: {', '.join(parts)} tensors")
 
 
 def install_schedule(loaded: LoadedModel, schedule: Schedule, *, require_trained_heads: bool = True) -> None:

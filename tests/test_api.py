@@ -1,0 +1,33 @@
+"""The Python API: tnt_cli.load / tnt_cli.save / tnt_cli.Schedule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+from _io_helpers import images, tiny_tnt
+
+import tnt_cli
+
+
+def test_load_runs_with_the_saved_schedule_and_can_change_it(tmp_path):
+    model = tiny_tnt(schedule=tnt_cli.Schedule(prune_layers=(1,), keep_rates=(0.5,)))
+    out = tnt_cli.save(model, tmp_path / "m", base_model="timm/x", metrics={"accuracy": {"top1": 0.5}})
+    assert (out / "report.json").exists()
+    loaded = tnt_cli.load(str(out))
+    assert isinstance(loaded, tnt_cli.TNTModel) and not loaded.training
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+        loaded.set_schedule(tnt_cli.Schedule(prune_layers=(0,), keep_rates=(0.25,)))
+        _, trace = loaded.forward_traced(x)
+    assert trace[0].kept_positions.shape == (3, 4)  # 16 patches -> 4
+    again = tnt_cli.load(out, schedule=tnt_cli.Schedule())
+    assert again.schedule.is_dense
+
+
+def test_import_is_cheap():
+    code = "import sys, tnt_cli; assert 'torch' not in sys.modules and 'timm' not in sys.modules; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

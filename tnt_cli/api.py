@@ -1,0 +1,59 @@
+"""The Python API: load a model ready to run with its schedule, save one as a Hub-ready directory.
+
+import tnt_cli
+model = tnt_cli.load("runs/deit_s_tnt")                      # TNTModel, eval mode, its saved schedule
+model.set_schedule(tnt_cli.Schedule(prune_layers=(2,), keep_rates=(0.5,)))
+tnt_cli.save(model, "models/deit_s_tnt_0.5")                 # config.json, weights, heads, model card
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tnt_cli.engine import Schedule, TNTModel
+
+
+def load(
+    model: str | os.PathLike,
+    *,
+    schedule: Schedule | None = None,
+    random_weights: bool = False,
+    offline: bool = False,
+    arch: str | None = None,
+    require_trained_heads: bool = True,
+) -> TNTModel:
+    """MODEL (timm name, hf-hub:org/name[@rev], directory, .safetensors, .pth) as a TNTModel in eval mode.
+
+    The model runs with `schedule` if given, else with the schedule saved in its directory (dense for plain
+    timm models). Change it any time with `model.set_schedule(tnt_cli.Schedule(...))`.
+    """
+    from tnt_cli.io.sources import load_model
+
+    return load_model(
+        model,
+        schedule=schedule,
+        random_weights=random_weights,
+        offline=offline,
+        arch=arch,
+        require_trained_heads=require_trained_heads,
+    ).model
+
+
+def save(
+    model: TNTModel,
+    out_dir: str | os.PathLike,
+    *,
+    base_model: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write MODEL (with its current schedule) as a tnt model directory; returns the directory."""
+    from tnt_cli.io.model_dir import save_model_dir
+
+    return save_model_dir(
+        out_dir, model, base_model=base_model, training=training, metrics=metrics, overwrite=overwrite
+    )

@@ -1,0 +1,290 @@
+"""The tnt model directory: a Hub-ready timm model repo plus TNT's heads and settings.
+
+Layout:
+- `config.json`: timm's format (architecture, num_classes, num_features, global_pool, model_args,
+  pretrained_cfg) plus a top-level `"tnt"` object (timm ignores unknown top-level keys);
+- `model.safetensors`: the backbone with timm's key names, so `timm.create_model('local-dir:DIR',
+  pretrained=True)` loads it strictly as a working dense model;
+- `tnt_heads.safetensors`: the relevance heads (`heads.{block}.weight/bias`), where timm never looks;
+- `README.md`: the model card; `report.json`: measurements, when there are any.
+
+Writes go to a hidden temporary directory beside the target, `config.json` last, then one rename: a crash
+leaves either the old directory or none, never one that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from tnt_cli import __version__
+from tnt_cli.errors import TntError
+from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from tnt_cli.engine import TNTModel
+    from tnt_cli.io.sources import LoadedModel
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+HEADS = "tnt_heads.safetensors"
+CARD = "README.md"
+REPORT = "report.json"
+CORE_FILES = (CONFIG, WEIGHTS, HEADS, CARD, REPORT)
+# weights files timm's local-dir: loader accepts, in its order of preference
+TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
+
+
+def save_model_dir(
+    out_dir: str | Path,
+    model: TNTModel,
+    *,
+    base_model: str | None,
+    training: dict | None = None,
+    metrics: dict | None = None,
+    overwrite: bool = False,
+    extra_files: dict[str, bytes] | None = None,
+    heads_trained: bool | None = None,
+) -> Path:
+    """Write MODEL as a tnt model directory (atomically) and return its path.
+
+    `base_model` is the Hub id the weights started from (the card's `base_model`); None falls back to what
+    the loader recorded. `heads_trained` defaults to: True when `training` is given, else what the loader
+    recorded (False for --random-weights models), else True.
+    """
+    out_dir = Path(out_dir)
+    provenance = dict(getattr(model, "tnt_provenance", {}) or {})
+    if base_model is None:
+        base_model = provenance.get("base_model")
+    if training is None:
+        training = provenance.get("training")
+    elif heads_trained is None:
+        heads_trained = True
+    if heads_trained is None:
+        heads_trained = bool(provenance.get("heads_trained", True))
+    _check_extra_files(extra_files or {})
+
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        timm_config = timm_config_of(model.vit, tmp)
+        tnt = tnt_config(
+            model,
+            base_model=base_model,
+            heads_trained=heads_trained,
+            random_weights=bool(provenance.get("random_weights", False)),
+            training=training,
+            imported_from=provenance.get("imported_from"),
+        )
+        config = {**timm_config, "tnt": tnt}
+        _write_tensors(tmp, model, timm_config, tnt)
+        atomic_write_text(tmp / CARD, render(config, metrics))
+        if metrics:
+            atomic_write_json(tmp / REPORT, metrics)
+        for name, data in (extra_files or {}).items():
+            target = tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        atomic_write_json(tmp / CONFIG, config)  # last: a directory without it is visibly incomplete
+    return out_dir
+
+
+def timm_config_of(vit: Any, scratch: Path) -> dict:
+    """timm's own config.json for the backbone (timm's exporter, so the format is exactly timm's)."""
+    from timm.models._hub import save_config_for_hf
+
+    path = scratch / ".timm_config.json"
+    try:
+        save_config_for_hf(vit, str(path))
+        return json.loads(path.read_text())
+    except Exception as exc:
+        raise TntError(f"could not write timm's config for this model: {type(exc).__name__}: {exc}") from None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def tnt_config(
+    model: TNTModel,
+    *,
+    base_model: str | None,
+    heads_trained: bool,
+    random_weights: bool = False,
+    training: dict | None = None,
+    imported_from: str | None = None,
+) -> dict:
+    """The `"tnt"` object of config.json: how to rebuild the TNT model, and what its schedule costs."""
+    from tnt_cli.analysis import describe_model
+
+    described = describe_model(model)
+    data: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "tnt_version": __version__,
+        "base_model": base_model,
+        "heads_file": HEADS,
+        "head_blocks": list(model.head_blocks),
+        "head_norm": bool(model.head_norm),
+        "heads_trained": bool(heads_trained),
+        "random_weights": bool(random_weights),
+        "noise": model.noise.to_dict(),
+        "schedule": model.schedule.to_dict(),
+        "schedule_text": model.schedule.describe(),
+        "gmacs": {
+            "dense": described["gmacs_dense"],
+            "pruned": described["gmacs_pruned"],
+            "ratio": described["gmacs_ratio"],
+        },
+        "tokens_per_block": [row["tokens"] for row in described["blocks"]],
+        "input_size": described["input_size"],
+    }
+    if imported_from:
+        data["imported_from"] = imported_from
+    if training:
+        data["training"] = json.loads(json.dumps(training, default=str))
+    return data
+
+
+def _write_tensors(tmp: Path, model: TNTModel, timm_config: dict, tnt: dict) -> None:
+    from tnt_cli.io.weights import write_safetensors
+
+    write_safetensors(
+        tmp / WEIGHTS,
+        model.vit.state_dict(),
+        {"architecture": timm_config["architecture"], "timm_config": timm_config, "content": "timm backbone"},
+    )
+    write_safetensors(tmp / HEADS, model.head_state_dict(), {"content": "tnt relevance heads", "tnt": tnt})
+
+
+def _check_extra_files(extra: dict[str, bytes]) -> None:
+    for name in extra:
+        parts = PurePosixPath(name).parts
+        if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
+            raise TntError(f"extra file name {name!r} must be a relative path inside the directory")
+        if name in CORE_FILES:
+            raise TntError(f"extra file {name!r} would replace one tnt writes itself")
+
+
+def render(config: dict, metrics: dict | None) -> str:
+    from tnt_cli.io.card import render_card
+
+    return render_card(config, metrics)
+
+
+def update_card(model_dir: str | Path, metrics: dict) -> Path:
+    """Merge new measurements into report.json and rewrite README.md (each file replaced atomically)."""
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    if "tnt" not in config:
+        raise TntError(f'{model_dir} is not a tnt model directory (config.json has no "tnt" section)')
+    report_path = model_dir / REPORT
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    merged = merge_metrics(report, json.loads(json.dumps(metrics, default=str)))
+    atomic_write_json(report_path, merged)
+    atomic_write_text(model_dir / CARD, render(config, merged))
+    return model_dir
+
+
+def merge_metrics(old: dict, new: dict) -> dict:
+    """Dicts merge key by key; anything else (numbers, lists of rows) is replaced by the new value."""
+    out = dict(old)
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_metrics(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config(model_dir: str | Path) -> dict:
+    """config.json of a model directory, with one-line errors for a missing or broken file."""
+    model_dir = Path(model_dir)
+    path = model_dir / CONFIG
+    if not path.is_file():
+        raise TntError(f"{model_dir} is not a model directory: it has no config.json")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TntError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        raise TntError(f'{path} is not a timm model config (no "architecture")')
+    return config
+
+
+def is_model_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / CONFIG).is_file() and any((path / w).is_file() for w in TIMM_WEIGHTS)
+
+
+def load_model_dir(
+    model_dir: str | Path,
+    *,
+    source: str | None = None,
+    base_model: str | None = None,
+) -> LoadedModel:
+    """Read a tnt directory (heads, head_norm, noise, schedule) or a timm save_for_hf directory (new heads)."""
+    from tnt_cli.engine import NoiseConfig
+    from tnt_cli.io.sources import LoadedModel, assemble, build_backbone
+    from tnt_cli.io.weights import read_safetensors
+
+    model_dir = Path(model_dir)
+    where = source or str(model_dir)
+    config = read_config(model_dir)
+    tnt = config.get("tnt")
+    if tnt is not None and not isinstance(tnt, dict):
+        raise TntError(f'{model_dir / CONFIG}: "tnt" must be an object')
+    weights = next((model_dir / w for w in TIMM_WEIGHTS if (model_dir / w).is_file()), None)
+    if weights is None:
+        raise TntError(f"{where} has config.json but no weights ({', '.join(TIMM_WEIGHTS[:2])})")
+    vit = build_backbone(f"local-dir:{model_dir}", config["architecture"], where=where)
+    state = _read_weights(weights)
+    heads = None
+    noise = None
+    head_norm = None
+    if tnt is not None:
+        heads_path = model_dir / tnt.get("heads_file", HEADS)
+        if not heads_path.is_file():
+            raise TntError(f"{where} is a tnt directory but {heads_path.name} is missing")
+        head_tensors, _ = read_safetensors(heads_path)
+        state = {**state, **{k: v for k, v in head_tensors.items()}}
+        try:
+            noise = NoiseConfig.from_dict(tnt.get("noise", {}))
+        except (TypeError, ValueError) as exc:
+            raise TntError(f"{model_dir / CONFIG}: bad noise settings: {exc}") from None
+        head_norm = bool(tnt.get("head_norm", True))
+        heads = tnt.get("head_blocks")
+    model, split = assemble(vit, state, where=where, noise=noise, head_norm=head_norm, expect_heads=heads)
+    heads_trained = bool(tnt.get("heads_trained", True)) if tnt is not None else split.layout != "timm"
+    random_weights = bool(tnt.get("random_weights", False)) if tnt is not None else False
+    base = base_model or (tnt or {}).get("base_model")
+    loaded = LoadedModel(
+        model=model,
+        source=source or str(model_dir),
+        architecture=config["architecture"],
+        base_model=base,
+        heads_trained=heads_trained or random_weights,
+        tnt_config=dict(tnt or {}),
+        random_weights=random_weights,
+    )
+    if tnt is not None and tnt.get("schedule"):
+        from tnt_cli.engine import Schedule
+
+        model.set_schedule(Schedule.from_dict(tnt["schedule"]))
+    loaded.record_provenance(
+        heads_trained=heads_trained,
+        training=(tnt or {}).get("training"),
+        imported_from=(tnt or {}).get("imported_from") or _imported(split.layout),
+    )
+    return loaded
+
+
+def _imported(layout: str) -> str | None:
+    from tnt_cli.io.sources import IMPORTED_FROM
+
+    return IMPORTED_FROM.get(layout)
+
+
+def _read_weights(path: Path) -> dict:
+    from tnt_cli.io.weights import extract_state_dict, read_pickle, read_safetensors
+
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)[0]
+    return extract_state_dict(read_pickle(path), path)

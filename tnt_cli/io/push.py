@@ -1,0 +1,140 @@
+"""Upload a model directory to the Hugging Face Hub: create the repo, one commit, the URL back.
+
+Used by `tnt push` and by every command's `--push-to-hub REPO`. The card is uploaded as written (README.md
+with `base_model`): `ModelCard.validate()` would need the network, and timm's push_to_hf_hub writes no
+base_model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tnt_cli.errors import TntError
+from tnt_cli.io.hub import REPO_ID, is_network_error
+from tnt_cli.io.offline import is_offline
+
+IGNORE_PATTERNS = [".*", "**/.*", "__pycache__", "**/__pycache__/*", "*.partial", "*.tmp"]
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    path: str  # relative, posix
+    size: int
+
+
+def upload_plan(model_dir: str | Path) -> list[UploadFile]:
+    """The files upload_folder would send (hidden files and temporary leftovers excluded)."""
+    root = Path(model_dir)
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            continue
+        if path.name.endswith((".partial", ".tmp")):
+            continue
+        files.append(UploadFile(rel.as_posix(), path.stat().st_size))
+    return files
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    """Refuse anything that is not a tnt or timm model directory (config.json + weights)."""
+    from tnt_cli.io.model_dir import TIMM_WEIGHTS, read_config
+
+    path = Path(model_dir)
+    if not path.exists():
+        raise TntError(f"no such directory: {path}")
+    if not path.is_dir():
+        raise TntError(f"{path} is not a directory: push uploads a model directory written by tnt or timm")
+    read_config(path)
+    if not any((path / name).is_file() for name in TIMM_WEIGHTS):
+        raise TntError(f"{path} has config.json but no weights ({', '.join(TIMM_WEIGHTS[:2])}): nothing to push")
+    return path
+
+
+def check_repo_id(repo: str) -> str:
+    repo = repo[len("hf-hub:") :] if repo.startswith("hf-hub:") else repo
+    if not REPO_ID.match(repo):
+        raise TntError(f"{repo!r} is not a Hub repo id: write org/name (or user/name)")
+    return repo
+
+
+def push_folder(
+    model_dir: str | Path,
+    repo: str,
+    private: bool = False,
+    dry_run: bool = False,
+    commit_message: str | None = None,
+    revision: str | None = None,
+) -> str:
+    """Create REPO (if needed) and upload MODEL_DIR in one commit; returns the repo URL.
+
+    With `dry_run` nothing is sent and no token is needed: call `upload_plan` to list the files.
+    """
+    path = check_model_dir(model_dir)
+    repo = check_repo_id(repo)
+    url = f"https://huggingface.co/{repo}"
+    if dry_run:
+        return url
+    if is_offline():
+        raise TntError("offline mode is on (HF_HUB_OFFLINE / --offline): cannot push to the Hugging Face Hub")
+    import huggingface_hub
+
+    token = huggingface_hub.get_token()
+    if not token:
+        raise TntError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
+    fill_repo_in_card(path, repo)
+    api = huggingface_hub.HfApi(token=token)
+    try:
+        repo_url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
+        if revision:
+            api.create_branch(repo, branch=revision, exist_ok=True, repo_type="model")
+        api.upload_folder(
+            folder_path=str(path),
+            repo_id=repo,
+            repo_type="model",
+            revision=revision,
+            commit_message=commit_message or f"Upload {path.name} with tnt",
+            ignore_patterns=IGNORE_PATTERNS,
+        )
+    except Exception as exc:
+        raise push_error(exc, repo) from None
+    return str(getattr(repo_url, "url", None) or url)
+
+
+def fill_repo_in_card(model_dir: Path, repo: str) -> None:
+    """Replace the card's `<this repo>` placeholders with the repo it is pushed to (README rewritten atomically)."""
+    from tnt_cli.io.atomic import atomic_write_text
+    from tnt_cli.io.card import REPO_PLACEHOLDER
+
+    card = model_dir / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+        if REPO_PLACEHOLDER in text:
+            atomic_write_text(card, text.replace(REPO_PLACEHOLDER, repo))
+
+
+def push_error(exc: BaseException, repo: str) -> TntError | BaseException:
+    """One line per failure a user can act on; anything unknown keeps its type for the last-resort handler."""
+    from huggingface_hub import errors
+
+    if isinstance(exc, TntError):
+        return exc
+    if isinstance(exc, errors.OfflineModeIsEnabled):
+        return TntError("offline mode is on (HF_HUB_OFFLINE): cannot push to the Hugging Face Hub")
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, errors.RepositoryNotFoundError) or status in (401, 403):
+        return TntError(
+            f"cannot write to {repo}: the token has no write access to it (check the org name, and that the "
+            "token from HF_TOKEN / `hf auth login` has write permission)"
+        )
+    if isinstance(exc, errors.HfHubHTTPError):
+        return TntError(f"the Hugging Face Hub refused the upload to {repo} (HTTP {status or '?'}): {_first(exc)}")
+    if is_network_error(exc):
+        return TntError(f"could not reach the Hugging Face Hub to push {repo}: {_first(exc)} (network down?)")
+    return exc
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
