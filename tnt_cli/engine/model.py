@@ -138,6 +138,7 @@ class TNTModel(nn.Module):
         return self
 
     def _plan_for(self, num_patches: int) -> TokenPlan:
+        num_patches = int(num_patches)  # a traced size (ONNX export) must hit the same cache entry
         plan = self._plans.get(num_patches)
         if plan is None:  # dynamic image size: plan once per patch count
             plan = plan_tokens(
@@ -147,6 +148,7 @@ class TNTModel(nn.Module):
         return plan
 
     def _partition(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        n = int(n)
         key = (n, str(device))
         part = self._partitions.get(key)
         if part is None:
@@ -162,7 +164,7 @@ class TNTModel(nn.Module):
         """Head scores s_i for the patch tokens after `block`: (B, N, D) -> (B, N)."""
         head = self.heads[str(block)]
         if self.head_norm:
-            patches = F.layer_norm(patches, (patches.shape[-1],))
+            patches = F.layer_norm(patches, (self.vit.embed_dim,))  # a constant width keeps export static
         return head(patches).squeeze(-1)
 
     # ----------------------------------------------------------------- forward

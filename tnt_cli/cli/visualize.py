@@ -1,0 +1,85 @@
+"""`tnt visualize`: draw which patches each pruning stage keeps, with relevance maps and the prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tnt_cli.cli import options as o
+from tnt_cli.cli.output import print_json, stderr, stdout
+from tnt_cli.errors import TntError
+
+
+def visualize(
+    model: o.ModelArg,
+    images: Annotated[list[Path], typer.Argument(help="Images to show (any format Pillow reads).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the PNGs (one per image).")],
+    prune_layers: o.PruneLayers = None,
+    keep_rates: o.KeepRates = None,
+    sim_prune: o.SimPrune = None,
+    sim_seed: o.SimSeed = 0,
+    method: Annotated[
+        str, typer.Option("--method", help="Who picks the tokens: tnt (relevance heads), random or cls-attn.")
+    ] = "tnt",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random method.")] = 0,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Dataset whose class names label predictions (fashion-mnist, an ImageFolder)."),
+    ] = None,
+    renderer: Annotated[
+        str, typer.Option("--renderer", help="auto (matplotlib if installed), matplotlib or pillow.")
+    ] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace PNGs that already exist.")] = False,
+    random_weights: o.RandomWeights = False,
+    json_out: o.JsonOut = False,
+) -> None:
+    """Draw, per image and per pruning stage, the patches kept (pruned ones dimmed), the relevance map and the
+    predicted class with its probability. Images are resized with the model's own eval transform.
+
+    Examples:
+
+      tnt visualize runs/deit_s_tnt cat.jpg dog.png --out viz/
+
+      tnt visualize runs/deit_s_tnt cat.jpg --out viz/ --method cls-attn --prune-layers 2 --keep-rates 0.5
+
+      tnt visualize deit_tiny_patch16_224 cat.jpg --out viz/ --random-weights --prune-layers 2,4 --keep-rates 0.7,0.7
+    """
+    from tnt_cli.io.sources import load_model
+    from tnt_cli.viz.core import METHODS, visualize_files
+    from tnt_cli.viz.images import class_names, read_image
+    from tnt_cli.viz.render import resolve_renderer
+
+    if method not in METHODS:
+        raise TntError(f"unknown --method {method!r}: choose one of {', '.join(METHODS)}")
+    resolve_renderer(renderer)
+    for path in images:  # fail on a bad image before spending time on the model
+        read_image(path)
+    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed)
+    if method == "tnt":
+        loaded = load_model(model, random_weights=random_weights, schedule=schedule)
+        schedule = None  # installed (and checked against the heads) by load_model
+    else:  # baselines need no trained heads: they replace them
+        loaded = load_model(model, random_weights=random_weights, require_trained_heads=False)
+    names, names_from = class_names(loaded.model.vit, data=data, config=loaded.tnt_config)
+    stderr.print(f"visualizing {len(images)} image(s) with {method} on {loaded.source}")
+    results = visualize_files(
+        loaded.model,
+        images,
+        out,
+        method=method,
+        schedule=schedule,
+        class_names=names,
+        renderer=renderer,
+        overwrite=overwrite,
+        seed=seed,
+    )
+    if results and not results[0].stages:
+        stderr.print("note: the schedule is dense, nothing is pruned (give --prune-layers and --keep-rates)")
+    if json_out:
+        print_json({"model": loaded.source, "class_names_from": names_from, "images": [r.to_dict() for r in results]})
+        return
+    for r in results:
+        kept = ", ".join(f"{s.n_out}/{s.n_in}" for s in r.stages) or "all tokens (dense)"
+        stdout.print(f"{r.output}: {r.class_label(r.prediction)} ({r.probability:.1%}); kept {kept}")

@@ -1,0 +1,187 @@
+"""Images in, model inputs out: reading any format Pillow reads, the model's own eval transform, class names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tnt_cli.errors import TntError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+    from torch import nn
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decode an image fully (first frame of animations), as 'L' or 'RGB'; one clear line when it cannot."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise TntError(f"cannot read image {path}: {'no such file' if not path.exists() else 'not a file'}")
+    try:
+        with Image.open(path) as img:
+            img.seek(0)
+            img.load()
+            return _to_l_or_rgb(img)
+    except TntError:
+        raise
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        raise TntError(f"cannot read image {path}: {reason}") from None
+
+
+def _to_l_or_rgb(img: Image.Image) -> Image.Image:
+    from PIL import Image
+
+    if img.mode in ("L", "RGB"):
+        return img.copy()
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit depth: stretch to 8 bits, don't clip
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.astype(np.uint8), mode="L")
+    if img.mode in ("1", "LA", "La"):
+        return img.convert("L")
+    return img.convert("RGB")
+
+
+def model_transform(vit: nn.Module) -> Callable:
+    """The model's own evaluation transform (PIL image -> normalised tensor), grayscale widened to its channels."""
+    try:
+        from tnt_cli.data import eval_transform  # the data module's shared transform
+    except ImportError:
+        try:
+            from tnt_cli.data.transforms import eval_transform
+        except ImportError:
+            eval_transform = None
+    if eval_transform is not None:
+        return eval_transform(vit)
+    return _timm_transform(vit)
+
+
+def _timm_transform(vit: nn.Module) -> Callable:
+    """Stand-in for the data module: timm's eval transform, with the image converted to the model's channels."""
+    from timm.data import create_transform, resolve_data_config
+
+    cfg = resolve_data_config(model=vit)
+    in_chans = int(vit.patch_embed.proj.in_channels)
+    size = vit.patch_embed.img_size
+    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    if len(mean) != in_chans:
+        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+    tf = create_transform(
+        input_size=(in_chans, *size), interpolation=cfg["interpolation"], mean=mean, std=std, crop_pct=cfg["crop_pct"]
+    )
+    mode = "L" if in_chans == 1 else "RGB"
+    return lambda img: tf(img if img.mode == mode else img.convert(mode))
+
+
+def find_normalize(transform: Callable) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) of the Normalize step inside a (nested) torchvision Compose, if there is one."""
+    stack = [transform]
+    while stack:
+        t = stack.pop()
+        if hasattr(t, "mean") and hasattr(t, "std") and type(t).__name__ == "Normalize":
+            return tuple(float(v) for v in np.atleast_1d(t.mean)), tuple(float(v) for v in np.atleast_1d(t.std))
+        stack.extend(getattr(t, "transforms", ()))
+    return None
+
+
+def display_image(x: torch.Tensor, norm: tuple[tuple[float, ...], tuple[float, ...]] | None) -> np.ndarray:
+    """A model input (C, H, W) back to an RGB picture (H, W, 3) in [0, 1], as the model saw it."""
+    arr = x.detach().float().cpu().numpy()
+    if norm is not None:
+        mean, std = (np.asarray(v, dtype=np.float32).reshape(-1, 1, 1) for v in norm)
+        arr = arr * std + mean
+    arr = np.clip(arr, 0.0, 1.0)
+    if arr.shape[0] == 1:
+        arr = np.repeat(arr, 3, axis=0)
+    return np.ascontiguousarray(arr[:3].transpose(1, 2, 0))
+
+
+# --------------------------------------------------------------------------- class names
+def class_names(
+    vit: nn.Module, *, data: str | None = None, config: dict | None = None
+) -> tuple[list[str] | None, str | None]:
+    """Names for the model's classes and where they came from, or (None, None) to show indices.
+
+    Looked up in order: the dataset `data` (its class list), the model directory's config and the checkpoint's
+    `label_names`, the dataset the model was fine-tuned on (when it is readable here), ImageNet's names when
+    timm says the head is an ImageNet head.
+    """
+    n = int(getattr(vit, "num_classes", 0) or 0)
+    if data:
+        names = _dataset_classes(data)
+        if len(names) != n:
+            raise TntError(f"{data} has {len(names)} classes but the model predicts {n}")
+        return names, data
+    pretrained = getattr(vit, "pretrained_cfg", None) or {}
+    for source in (config or {}, (config or {}).get("tnt") or {}, pretrained):
+        for key in ("class_names", "label_descriptions", "label_names", "classes"):
+            names = _as_list(source.get(key) if isinstance(source, dict) else None, n)
+            if names:
+                return names, "model config"
+    training = (config or {}).get("training") or {}
+    trained_on = training.get("data") if isinstance(training, dict) else None
+    if isinstance(trained_on, str) and trained_on:
+        try:
+            names = _dataset_classes(trained_on)
+        except Exception:  # the training data may live on another machine: fall back to the next source
+            names = []
+        if len(names) == n:
+            return names, trained_on
+    names = _imagenet_names(vit, n)
+    return names, ("imagenet" if names else None)
+
+
+def _as_list(names, n: int) -> list[str] | None:
+    """A list of n names from a list, or a {index: name} mapping (timm allows both); None otherwise."""
+    if isinstance(names, dict):
+        try:
+            by_index = {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError):
+            return None
+        names = [by_index.get(i) for i in range(n)]
+        return names if n and None not in names else None
+    if isinstance(names, (list, tuple)) and len(names) == n and n:
+        return [str(v) for v in names]
+    return None
+
+
+def _dataset_classes(spec: str) -> list[str]:
+    try:
+        from tnt_cli.data import dataset_classes
+    except ImportError:
+        dataset_classes = None
+    if dataset_classes is not None:
+        return list(dataset_classes(spec))
+    if spec in ("fashion-mnist", "cluttered-fashion-mnist"):
+        from tnt_cli.data.fashion_mnist import CLASSES
+
+        return list(CLASSES)
+    root = Path(spec)
+    folder = next((root / s for s in ("val", "validation", "test", "train") if (root / s).is_dir()), root)
+    if not folder.is_dir():
+        raise TntError(f"cannot find class names in {spec}: not a known dataset or an ImageFolder root")
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _imagenet_names(vit: nn.Module, n: int) -> list[str] | None:
+    try:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+
+        subset = infer_imagenet_subset(vit)
+        if not subset:
+            return None
+        info = ImageNetInfo(subset)
+        if info.num_classes() != n:
+            return None
+        return [info.index_to_description(i).split(",")[0].strip() for i in range(n)]
+    except Exception:  # names are a nicety: indices are shown when timm cannot tell
+        return None
