@@ -1,0 +1,300 @@
+"""`tnt finetune`: train TNT relevance heads (or the whole ViT) with relevance noise, and write a model directory."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Annotated
+
+import typer
+
+from tnt_cli.cli import options as o
+from tnt_cli.train.config import DEFAULT_LR, TrainConfig
+
+_D = {f.name: f.default for f in fields(TrainConfig)}
+NOISE = "Noise"
+OPTIM = "Optimisation"
+AUG = "Augmentation"
+RUN = "Run"
+EVAL = "Evaluation"
+
+
+def _opt(*names: str, help: str, panel: str, **kw):
+    return typer.Option(*names, help=help, rich_help_panel=panel, **kw)
+
+
+def finetune(
+    model: o.ModelArg,
+    data: Annotated[
+        str,
+        _opt(
+            "--data",
+            help="ImageFolder root (train/ and val/ class folders), fashion-mnist or cluttered-fashion-mnist.",
+            panel=RUN,
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        str,
+        _opt(
+            "--out",
+            help="Output directory (the model directory, its log and checkpoint).",
+            panel=RUN,
+            show_default=False,
+        ),
+    ],
+    train: Annotated[
+        str, _opt("--train", help="heads: relevance heads only, backbone frozen; full: everything.", panel=RUN)
+    ] = _D["train"],
+    split: Annotated[str, _opt("--split", help="Training split.", panel=RUN)] = _D["split"],
+    epochs: Annotated[int, _opt("--epochs", help="Epochs.", panel=OPTIM)] = _D["epochs"],
+    max_steps: Annotated[
+        int | None,
+        _opt(
+            "--max-steps",
+            help="Stop after N optimizer steps (the lr schedule is fitted to N): for short runs.",
+            panel=OPTIM,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, _opt("--batch-size", "-b", help="Images per process per micro-batch.", panel=OPTIM)
+    ] = _D["batch_size"],
+    accum: Annotated[int, _opt("--accum", help="Gradient accumulation steps.", panel=OPTIM)] = _D["accum"],
+    lr: Annotated[
+        float | None,
+        _opt(
+            "--lr",
+            help="Base lr at global batch 512; the lr used is scaled by global "
+            f"batch / 512. Default {DEFAULT_LR['heads']:g} (heads), "
+            f"{DEFAULT_LR['full']:g} (full).",
+            panel=OPTIM,
+        ),
+    ] = None,
+    min_lr: Annotated[float, _opt("--min-lr", help="Final lr of the cosine schedule.", panel=OPTIM)] = _D["min_lr"],
+    weight_decay: Annotated[
+        float, _opt("--weight-decay", help="AdamW weight decay (not on norms, biases, tokens).", panel=OPTIM)
+    ] = _D["weight_decay"],
+    warmup_epochs: Annotated[
+        float, _opt("--warmup-epochs", help="Linear warmup length in epochs (at most half the run).", panel=OPTIM)
+    ] = _D["warmup_epochs"],
+    clip_grad: Annotated[
+        float | None, _opt("--clip-grad", help="Clip the gradient norm to this value.", panel=OPTIM)
+    ] = None,
+    amp: Annotated[
+        str, _opt("--amp", help="auto (bf16, else fp16, on CUDA; off on CPU), bf16, fp16 or off.", panel=OPTIM)
+    ] = _D["amp"],
+    compile: Annotated[bool, _opt("--compile", help="torch.compile the model.", panel=OPTIM)] = False,
+    seed: Annotated[int, _opt("--seed", help="Seed for heads, data order, augmentation and noise.", panel=OPTIM)] = _D[
+        "seed"
+    ],
+    noise_blocks: Annotated[
+        str | None,
+        _opt(
+            "--noise-blocks",
+            help="Blocks after which noise is added (and heads trained), e.g. 0,1,2,3,4. Default: the engine's.",
+            panel=NOISE,
+        ),
+    ] = None,
+    sigma0: Annotated[
+        float | None,
+        _opt("--sigma0", help="Noise scale relative to each token's RMS. Default: the engine's.", panel=NOISE),
+    ] = None,
+    noise_variant: Annotated[
+        str | None,
+        _opt(
+            "--noise-variant",
+            help="std: sigma0*(1-alpha); var: sigma0*sqrt(1-alpha). Default: the engine's.",
+            panel=NOISE,
+        ),
+    ] = None,
+    relevance: Annotated[
+        str | None,
+        _opt(
+            "--relevance",
+            help="softmax (the paper) or sigmoid with a rate penalty. Default: the engine's.",
+            panel=NOISE,
+        ),
+    ] = None,
+    target_rate: Annotated[
+        float | None,
+        _opt(
+            "--target-rate",
+            help="sigmoid form: mean alpha the penalty pulls toward. Default: the engine's.",
+            panel=NOISE,
+        ),
+    ] = None,
+    rate_weight: Annotated[
+        float, _opt("--rate-weight", help="Weight of the sigmoid rate penalty in the loss.", panel=NOISE)
+    ] = _D["rate_weight"],
+    distill: Annotated[bool, _opt("--distill", help="Distil to the frozen dense model's logits.", panel=NOISE)] = False,
+    distill_weight: Annotated[
+        float,
+        _opt("--distill-weight", help="Weight of the distillation term (task loss gets 1 - weight).", panel=NOISE),
+    ] = _D["distill_weight"],
+    distill_temp: Annotated[float, _opt("--distill-temp", help="Distillation temperature.", panel=NOISE)] = _D[
+        "distill_temp"
+    ],
+    crop_scale: Annotated[
+        str, _opt("--crop-scale", help="Random resized crop area range, min,max.", panel=AUG)
+    ] = ",".join(f"{v:g}" for v in _D["scale"]),
+    hflip: Annotated[float, _opt("--hflip", help="Horizontal flip probability.", panel=AUG)] = _D["hflip"],
+    randaugment: Annotated[
+        str | None,
+        _opt("--randaugment", help="timm RandAugment policy, e.g. rand-m9-mstd0.5-inc1 (off by default).", panel=AUG),
+    ] = None,
+    re_prob: Annotated[float, _opt("--re-prob", help="Random erasing probability.", panel=AUG)] = _D["re_prob"],
+    mixup: Annotated[float, _opt("--mixup", help="Mixup alpha (0: off).", panel=AUG)] = _D["mixup"],
+    cutmix: Annotated[float, _opt("--cutmix", help="CutMix alpha (0: off).", panel=AUG)] = _D["cutmix"],
+    smoothing: Annotated[float, _opt("--smoothing", help="Label smoothing.", panel=AUG)] = _D["smoothing"],
+    limit: Annotated[int | None, _opt("--limit", help="Train on a seeded subset of N images.", panel=RUN)] = None,
+    workers: Annotated[int, _opt("--workers", help="DataLoader worker processes.", panel=RUN)] = _D["workers"],
+    device: Annotated[str, _opt("--device", help="auto, cpu or cuda.", panel=RUN)] = _D["device"],
+    val_split: Annotated[str, _opt("--val-split", help="Split for the end-of-run evaluation.", panel=EVAL)] = _D[
+        "val_split"
+    ],
+    eval_limit: Annotated[
+        int | None,
+        _opt("--eval-limit", help="Evaluate on a seeded subset of N images (0: skip evaluation).", panel=EVAL),
+    ] = None,
+    eval_batch_size: Annotated[
+        int | None, _opt("--eval-batch-size", help="Evaluation batch size (default 2 x --batch-size).", panel=EVAL)
+    ] = None,
+    prune_layers: o.PruneLayers = None,
+    keep_rates: o.KeepRates = None,
+    log_every: Annotated[int, _opt("--log-every", help="Write metrics.jsonl every N steps.", panel=RUN)] = _D[
+        "log_every"
+    ],
+    no_progress: Annotated[bool, _opt("--no-progress", help="No progress bar.", panel=RUN)] = False,
+    keep_checkpoint: Annotated[
+        bool, _opt("--keep-checkpoint", help="Keep OUT/checkpoint after a finished run.", panel=RUN)
+    ] = False,
+    resume: Annotated[bool, _opt("--resume", help="Continue OUT's checkpoint (same settings).", panel=RUN)] = False,
+    overwrite: Annotated[bool, _opt("--overwrite", help="Replace an existing OUT.", panel=RUN)] = False,
+    push_to_hub: Annotated[
+        str | None, _opt("--push-to-hub", help="Upload OUT to this Hub repo when done.", panel=RUN)
+    ] = None,
+    json_out: o.JsonOut = False,
+) -> None:
+    """Fine-tune MODEL with Training Noise Tokens and write a tnt model directory to OUT.
+
+    By default only the relevance heads train (backbone frozen, bit-identical). The lr is scaled by
+    global batch / 512; a checkpoint is written every epoch and on Ctrl-C; metrics go to OUT/metrics.jsonl.
+    At the end the dense and the pruned model (default: block 2, keep 0.5; or --prune-layers/--keep-rates) are
+    evaluated on the val split.
+
+    Examples:
+
+      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_tnt --epochs 5
+
+      tnt finetune hf-hub:timm/deit_small_patch16_224.fb_in1k --data /data/imagenet --out runs/deit_s_tnt
+
+      tnt finetune runs/base --data fashion-mnist --out runs/full --train full --distill --max-steps 500
+
+      torchrun --nproc_per_node=8 -m tnt_cli finetune deit_small_patch16_224 --data /data/imagenet --out runs/x
+
+      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_tnt --epochs 5 --resume
+    """
+    from tnt_cli.cli.output import print_json, stderr
+    from tnt_cli.train.trainer import finetune as run_finetune
+
+    cfg = TrainConfig(
+        model=model,
+        data=data,
+        out=out,
+        train=train,
+        noise_blocks=o.parse_int_list(noise_blocks, "--noise-blocks") if noise_blocks is not None else None,
+        sigma0=sigma0,
+        noise_variant=noise_variant,
+        relevance=relevance,
+        target_rate=target_rate,
+        rate_weight=rate_weight,
+        distill=distill,
+        distill_weight=distill_weight,
+        distill_temp=distill_temp,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        accum=accum,
+        lr=lr,
+        min_lr=min_lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        clip_grad=clip_grad,
+        amp=amp,
+        compile=compile,
+        seed=seed,
+        split=split,
+        val_split=val_split,
+        limit=limit,
+        scale=_pair(crop_scale),
+        hflip=hflip,
+        auto_augment=randaugment,
+        re_prob=re_prob,
+        mixup=mixup,
+        cutmix=cutmix,
+        smoothing=smoothing,
+        workers=workers,
+        device=device,
+        eval_limit=eval_limit,
+        eval_batch_size=eval_batch_size,
+        eval_prune_layers=o.parse_int_list(prune_layers, "--prune-layers") if prune_layers else None,
+        eval_keep_rates=o.parse_float_list(keep_rates, "--keep-rates") if keep_rates else None,
+        log_every=log_every,
+        progress=not no_progress,
+        keep_checkpoint=keep_checkpoint,
+    )
+    if (prune_layers is None) != (keep_rates is None):
+        from tnt_cli.errors import ScheduleError
+
+        raise ScheduleError("--prune-layers and --keep-rates go together: give both, with one keep rate per layer")
+    summary = run_finetune(cfg, resume=resume, overwrite=overwrite, push_to_hub=push_to_hub, console=stderr)
+    if summary is None:  # DDP ranks other than 0
+        return
+    if json_out:
+        print_json(summary)
+    else:
+        render(summary)
+
+
+def _pair(text: str) -> tuple[float, float]:
+    values = o.parse_float_list(text, "--crop-scale")
+    if len(values) != 2:
+        from tnt_cli.errors import TntError
+
+        raise TntError(f"--crop-scale takes two numbers min,max, got {text!r}")
+    return values[0], values[1]
+
+
+def render(summary: dict) -> None:
+    from rich.table import Table
+
+    from tnt_cli.cli.output import stdout
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows = [
+        ("output", summary["out"]),
+        ("steps", f"{summary['steps']} ({summary['epochs']} epochs of {summary['steps_per_epoch']} steps)"),
+        (
+            "global batch",
+            f"{summary['global_batch']} ({summary['batch_size']} x {summary['world_size']} proc x "
+            f"{summary['accum']} accum)",
+        ),
+        ("lr", f"{summary['lr']:.3g} (= {summary['base_lr']:g} x {summary['global_batch']}/512)"),
+        ("final loss", f"{summary['final_loss']:.4f}"),
+    ]
+    if summary.get("url"):
+        rows.append(("pushed", summary["url"]))
+    for key, value in rows:
+        grid.add_row(key, value)
+    stdout.print(grid)
+    evaluation = summary.get("evaluation")
+    if not evaluation:
+        return
+    table = Table(title=f"{evaluation['split']} ({evaluation['images']} images)")
+    for col in ("model", "top-1", "top-5", "loss"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for name, key in (("dense", "dense"), (f"pruned ({evaluation['schedule']})", "pruned")):
+        r = evaluation[key]
+        table.add_row(name, f"{100 * r['top1']:.2f}", f"{100 * r['top5']:.2f}", f"{r['loss']:.4f}")
+    stdout.print(table)

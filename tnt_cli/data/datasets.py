@@ -1,0 +1,182 @@
+"""DATA specs -> datasets: an ImageFolder root, "fashion-mnist" or "cluttered-fashion-mnist"."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tnt_cli.errors import TntError
+
+FASHION_MNIST = "fashion-mnist"
+CLUTTERED = "cluttered-fashion-mnist"
+NAMED = (FASHION_MNIST, CLUTTERED)
+_ALIASES = {"fashion-mnist": FASHION_MNIST, "fashion_mnist": FASHION_MNIST, "fashionmnist": FASHION_MNIST}
+_ALIASES.update({"cluttered-fashion-mnist": CLUTTERED, "cluttered_fashion_mnist": CLUTTERED})
+
+
+def canonical_spec(spec: str | Path) -> str | Path:
+    """A named dataset's canonical name, or the ImageFolder root as a Path (checked to exist)."""
+    text = str(spec).strip()
+    if text.lower() in _ALIASES:
+        return _ALIASES[text.lower()]
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise TntError(
+            f"data {text!r} not found: give an ImageFolder root (train/ and val/ class folders), "
+            f"or one of {', '.join(NAMED)}"
+        )
+    if not path.is_dir():
+        raise TntError(f"data {text!r} is not a directory (an ImageFolder root holds train/ and val/ folders)")
+    return path
+
+
+class ArrayDataset(Dataset):
+    """Fixed-size uint8 grayscale images held in memory: PIL on `[i]`, a uint8 tensor via `raw(i)`."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+        if images.ndim != 3 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+            raise TntError(f"malformed image array {images.shape} with {labels.shape[0]} labels")
+        self.images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8).copy())
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64).copy())
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def raw(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        return Image.fromarray(self.images[index].numpy(), mode="L"), int(self.labels[index])
+
+
+class PILToRaw:
+    """`raw(i)` for a dataset of fixed-size PIL images (e.g. the cluttered canvas): uint8 tensor, label."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __call__(self, index: int) -> tuple[torch.Tensor, int]:
+        img, label = self.base[index]
+        arr = np.array(img, dtype=np.uint8, copy=True)
+        tensor = torch.from_numpy(arr)
+        return (tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor), int(label)
+
+
+def base_dataset(spec: str | Path, split: str, *, seed: int = 0) -> Dataset:
+    """The untransformed dataset: items are (PIL image, int label); `.classes` names the labels."""
+    spec = canonical_spec(spec)
+    if spec == FASHION_MNIST:
+        from tnt_cli.data.fashion_mnist import CLASSES, load_arrays
+
+        images, labels = load_arrays(split)
+        return ArrayDataset(images, labels, list(CLASSES))
+    if spec == CLUTTERED:
+        cls = _cluttered_class()
+        try:
+            ds = cls(split, seed=seed)
+        except TntError:
+            raise
+        except (ValueError, KeyError) as exc:
+            raise TntError(f"cluttered-fashion-mnist: {exc}") from None
+        if not hasattr(ds, "classes"):
+            from tnt_cli.data.fashion_mnist import CLASSES
+
+            ds.classes = list(CLASSES)
+        if len(ds) == 0:
+            raise TntError(f"cluttered-fashion-mnist {split} is empty")
+        return ds
+    from tnt_cli.data.folder import ImageFolderDataset
+
+    return ImageFolderDataset(spec, split)
+
+
+def _cluttered_class():
+    try:
+        from tnt_cli.data.cluttered import ClutteredFashionMNIST
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("tnt_cli"):
+            raise TntError("cluttered-fashion-mnist is not available: tnt_cli/data/cluttered.py is missing") from None
+        raise
+    return ClutteredFashionMNIST
+
+
+def dataset_classes(spec: str | Path) -> list[str]:
+    """Class names, in label order."""
+    spec = canonical_spec(spec)
+    if spec in NAMED:
+        cls = _cluttered_class() if spec == CLUTTERED else None
+        classes = getattr(cls, "classes", None) or getattr(cls, "CLASSES", None)
+        if classes:
+            return list(classes)
+        from tnt_cli.data.fashion_mnist import CLASSES
+
+        return list(CLASSES)
+    from tnt_cli.data.folder import folder_classes
+
+    return folder_classes(spec)
+
+
+@contextmanager
+def seeded_rng(seed: int | None) -> Iterator[None]:
+    """Seed python, numpy and torch RNGs for one sample's augmentation, then put the old states back, so
+    loading in the main process never shifts the training RNG (noise, dropout)."""
+    if seed is None:
+        yield
+        return
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+
+
+class TransformedDataset(Dataset):
+    """Applies a transform to a base dataset's images. Accepts `index` or `(index, sample seed)` keys.
+
+    With `raw=True` it skips the PIL transform and returns (uint8 tensor, label, seed) for the batched
+    tensor path (`TensorBatchTransform`).
+    """
+
+    def __init__(self, base: Dataset, transform: Callable | None = None, *, raw: bool = False) -> None:
+        self.base = base
+        self.transform = transform
+        self.raw = raw
+        self.classes = list(getattr(base, "classes", []))
+        if raw:
+            self._raw = base.raw if hasattr(base, "raw") else PILToRaw(base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        if self.raw:
+            image, label = self._raw(index)
+            return image, label, seed
+        image, label = self.base[index]
+        if self.transform is not None:
+            with seeded_rng(seed):
+                image = self.transform(image)
+        return image, int(label)
+
+
+def build_dataset(spec: str | Path, split: str, transform: Callable | None = None, *, seed: int = 0) -> Dataset:
+    """A map-style dataset of (transform(PIL image), int label) with `.classes`; `seed` seeds synthetic data."""
+    base = base_dataset(spec, split, seed=seed)
+    if len(base) == 0:
+        raise TntError(f"{spec} {split} has no images")
+    return TransformedDataset(base, transform)

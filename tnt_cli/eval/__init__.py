@@ -1,0 +1,29 @@
+"""Evaluation: the loop that measures accuracy, the baselines TNT is compared against, and schedule sweeps.
+
+- `baselines`: random, cls-attn, tome, dense; `apply_method(model, method, schedule)`; `method_gmacs`.
+- `evaluate`: `evaluate_model(model, loader, *, device, limit, progress, per_class)`.
+- `sweep`, `cached`, `pareto`: what `tnt calibrate` runs.
+
+Names are loaded lazily so importing this package (the CLI does) stays free of torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "METHODS": "tnt_cli.eval.baselines",
+    "apply_method": "tnt_cli.eval.baselines",
+    "method_gmacs": "tnt_cli.eval.baselines",
+    "evaluate_model": "tnt_cli.eval.evaluate",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tnt_cli.eval' has no attribute {name!r}")

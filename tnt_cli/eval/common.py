@@ -1,0 +1,56 @@
+"""Pieces the evaluate / calibrate / prune commands share: options and model loading per method."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from tnt_cli.engine import Schedule
+    from tnt_cli.io.sources import LoadedModel
+
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="An ImageFolder root (train/ and val/ class folders), fashion-mnist or cluttered-fashion-mnist.",
+        show_default=False,
+    ),
+]
+SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split to evaluate on.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", help="Data-loading worker processes.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA when available).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --limit subset and of the random baseline's scores.")]
+TomeR = Annotated[
+    int | None,
+    typer.Option(
+        "--tome-r",
+        help="ToMe: tokens merged after every block (default: the r whose GMACs match the schedule's).",
+        rich_help_panel="Schedule",
+    ),
+]
+
+
+def load_for_method(
+    spec: str, method: str, schedule: Schedule | None, *, random_weights: bool = False
+) -> tuple[LoadedModel, Schedule]:
+    """Load MODEL for `method`; returns it and the schedule to run (flags, else the model's own).
+
+    Only `tnt` needs trained relevance heads; the baselines score tokens their own way.
+    """
+    from tnt_cli.io.sources import load_model
+
+    if method == "tnt":
+        loaded = load_model(spec, random_weights=random_weights, schedule=schedule)
+        return loaded, loaded.model.schedule
+    loaded = load_model(spec, random_weights=random_weights, require_trained_heads=False)
+    return loaded, loaded.model.schedule if schedule is None else schedule
+
+
+def check_positive(value: int | None, flag: str) -> None:
+    from tnt_cli.errors import TntError
+
+    if value is not None and value <= 0:
+        raise TntError(f"{flag} must be positive, got {value}")

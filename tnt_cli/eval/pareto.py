@@ -1,0 +1,153 @@
+"""Pareto fronts over (GMACs, top-1), choosing a schedule under a target, and the Pareto plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tnt_cli.errors import TntError
+from tnt_cli.eval.sweep import SweepPoint
+
+EPS = 1e-12
+
+
+def dominates(a: SweepPoint, b: SweepPoint) -> bool:
+    """a is at least as cheap and as accurate as b, and strictly better in one."""
+    return a.gmacs <= b.gmacs + EPS and a.top1 >= b.top1 - EPS and (a.gmacs < b.gmacs - EPS or a.top1 > b.top1 + EPS)
+
+
+def pareto_front(points: Sequence[SweepPoint]) -> list[SweepPoint]:
+    """The points no other point dominates, cheapest first."""
+    front = [p for p in points if not any(dominates(q, p) for q in points if q is not p)]
+    return sorted(front, key=lambda p: (p.gmacs, -p.top1))
+
+
+def mark_pareto(points: Sequence[SweepPoint]) -> None:
+    """Set `.pareto` within each method's group (dense belongs to TNT's)."""
+    groups: dict[str, list[SweepPoint]] = {}
+    for p in points:
+        groups.setdefault(p.group, []).append(p)
+    for members in groups.values():
+        front = {id(p) for p in pareto_front(members)}
+        for p in members:
+            p.pareto = id(p) in front
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the user asked calibrate to optimise under: one of gmacs, speedup, max_drop (top-1 points)."""
+
+    kind: str
+    value: float
+
+    def describe(self) -> str:
+        return {
+            "gmacs": f"at most {self.value:g} GMACs",
+            "speedup": f"at least {self.value:g}x speedup",
+            "max_drop": f"at most {self.value:g} top-1 points below dense",
+        }[self.kind]
+
+
+def make_target(target_gmacs: float | None, target_speedup: float | None, max_drop: float | None) -> Target:
+    given = [
+        (k, v)
+        for k, v in (("gmacs", target_gmacs), ("speedup", target_speedup), ("max_drop", max_drop))
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise TntError("give at most one of --target-gmacs, --target-speedup and --max-drop")
+    kind, value = given[0] if given else ("max_drop", 1.0)
+    if kind == "gmacs" and value <= 0:
+        raise TntError(f"--target-gmacs must be positive, got {value:g}")
+    if kind == "speedup" and value <= 0:
+        raise TntError(f"--target-speedup must be positive, got {value:g}")
+    if kind == "max_drop" and value < 0:
+        raise TntError(f"--max-drop is in top-1 points and must be >= 0, got {value:g}")
+    return Target(kind, float(value))
+
+
+def speedup_of(point: SweepPoint, dense: SweepPoint) -> float:
+    """Measured speedup when timed, else the GMACs ratio (what the speedup would be if compute-bound)."""
+    return point.speedup if point.speedup is not None else dense.gmacs / point.gmacs
+
+
+def choose(points: Sequence[SweepPoint], target: Target) -> SweepPoint:
+    """The best deployable (TNT or dense) point under `target`; a clear error naming the best reachable one."""
+    candidates = [p for p in points if p.group == "tnt"]
+    dense = next(p for p in points if p.method == "dense")
+    if target.kind == "gmacs":
+        ok = [p for p in candidates if p.gmacs <= target.value + EPS]
+        if not ok:
+            cheapest = min(candidates, key=lambda p: (p.gmacs, -p.top1))
+            raise TntError(
+                f"target {target.value:g} GMACs is below the cheapest schedule swept: {_name(cheapest)}; "
+                "raise the target or add lower keep rates (--grid-keep)"
+            )
+        return max(ok, key=lambda p: (p.top1, -p.gmacs))
+    if target.kind == "speedup":
+        ok = [p for p in candidates if speedup_of(p, dense) >= target.value - EPS]
+        if not ok:
+            fastest = max(candidates, key=lambda p: (speedup_of(p, dense), p.top1))
+            raise TntError(
+                f"no schedule swept reaches {target.value:g}x speedup: the best reachable is "
+                f"{speedup_of(fastest, dense):.2f}x with {_name(fastest)}"
+            )
+        return max(ok, key=lambda p: (p.top1, -p.gmacs))
+    floor = dense.top1 - target.value / 100
+    ok = [p for p in candidates if p.top1 >= floor - EPS]  # dense always qualifies
+    return min(ok, key=lambda p: (p.gmacs, -p.top1))
+
+
+def check_reachable(points: Sequence[SweepPoint], target: Target, *, speed_measured: bool) -> None:
+    """Refuse a target no swept schedule can meet before spending time on the sweep (when compute decides it)."""
+    if target.kind == "gmacs" or (target.kind == "speedup" and not speed_measured):
+        choose([SweepPoint(p.method, p.schedule, p.tome_r, gmacs=p.gmacs, top1=0.0) for p in points], target)
+
+
+def _name(p: SweepPoint) -> str:
+    accuracy = f", top-1 {100 * p.top1:.2f}%" if p.images else ""
+    return f"{p.describe()} ({p.gmacs:.4g} GMACs{accuracy})"
+
+
+STYLE = {
+    "tnt": dict(color="tab:blue", marker="o", label="TNT"),
+    "random": dict(color="tab:gray", marker="x", label="random"),
+    "cls-attn": dict(color="tab:orange", marker="^", label="CLS attention (EViT)"),
+    "tome": dict(color="tab:green", marker="s", label="ToMe"),
+}
+
+
+def plot_pareto(points: Sequence[SweepPoint], chosen: SweepPoint, path: Path, *, title: str, target: Target) -> None:
+    """Top-1 vs GMACs: every method's points, each method's Pareto front as a line, dense and the choice marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    dense = next(p for p in points if p.method == "dense")
+    for group, style in STYLE.items():
+        members = [p for p in points if p.method == group]
+        if not members:
+            continue
+        ax.scatter([p.gmacs for p in members], [100 * p.top1 for p in members], s=18, alpha=0.45, **style)
+        front = pareto_front(members + ([dense] if group == "tnt" else []))
+        ax.plot([p.gmacs for p in front], [100 * p.top1 for p in front], color=style["color"], lw=1.4)
+    ax.scatter([dense.gmacs], [100 * dense.top1], marker="*", s=160, color="black", label="dense", zorder=4)
+    ax.scatter(
+        [chosen.gmacs], [100 * chosen.top1], s=260, facecolors="none", edgecolors="red", lw=2,
+        label=f"chosen: {chosen.describe()}", zorder=5,
+    )  # fmt: skip
+    if target.kind == "gmacs":
+        ax.axvline(target.value, color="red", ls="--", lw=0.8)
+    elif target.kind == "max_drop":
+        ax.axhline(100 * dense.top1 - target.value, color="red", ls="--", lw=0.8)
+    ax.set_xlabel("GMACs per image")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

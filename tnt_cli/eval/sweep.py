@@ -1,0 +1,257 @@
+"""Schedule sweeps for `tnt calibrate`: grids, one cached pass over the data, and optional speed timing.
+
+Batches are the outer loop and configurations the inner one, so memory stays at one batch of cached dense
+states: the embeddings and blocks before each first pruning block run once per batch, whatever the grid size.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from tnt_cli.engine import Schedule, TNTModel
+from tnt_cli.errors import ScheduleError, TntError
+from tnt_cli.eval.baselines import METHODS, apply_method, match_tome_r, method_gmacs
+from tnt_cli.eval.cached import dense_states, needed_states, run_from_states
+from tnt_cli.eval.evaluate import Accumulator
+
+DEFAULT_KEEP_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
+SWEEP_METHODS = ("tnt", "random", "cls-attn", "tome")
+
+
+@dataclass
+class SweepPoint:
+    """One configuration of the sweep and, once measured, its numbers."""
+
+    method: str
+    schedule: Schedule = field(default_factory=Schedule)
+    tome_r: int | None = None
+    gmacs: float = 0.0
+    top1: float | None = None
+    top5: float | None = None
+    loss: float | None = None
+    images: int = 0
+    images_per_s: float | None = None
+    speedup: float | None = None
+    pareto: bool = False
+    chosen: bool = False
+
+    @property
+    def group(self) -> str:
+        """Dense is the zero-pruning end of TNT's curve: it shares TNT's Pareto front and selection."""
+        return "tnt" if self.method == "dense" else self.method
+
+    def describe(self) -> str:
+        if self.method == "tome":
+            return f"tome r {self.tome_r}"
+        return self.schedule.describe()
+
+    def row(self) -> dict:
+        return {
+            "method": self.method,
+            "schedule": self.describe(),
+            "prune_layers": " ".join(map(str, self.schedule.prune_layers)),
+            "keep_rates": " ".join(f"{k:g}" for k in self.schedule.keep_rates),
+            "sim_prune": self.schedule.sim_prune,
+            "tome_r": "" if self.tome_r is None else self.tome_r,
+            "gmacs": repr(self.gmacs),  # exact: Pareto flags must be checkable from the file
+            "top1": "" if self.top1 is None else repr(self.top1),
+            "top5": "" if self.top5 is None else repr(self.top5),
+            "loss": "" if self.loss is None else repr(self.loss),
+            "images": self.images,
+            "images_per_s": "" if self.images_per_s is None else f"{self.images_per_s:.2f}",
+            "speedup": "" if self.speedup is None else f"{self.speedup:.4f}",
+            "pareto": int(self.pareto),
+            "chosen": int(self.chosen),
+        }
+
+
+def parse_layer_grid(text: str) -> list[tuple[int, ...]]:
+    """'2,3,2+4' -> [(2,), (3,), (2, 4)]: commas separate alternatives, '+' joins a multi-layer schedule."""
+    out = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        try:
+            out.append(tuple(int(b) for b in part.split("+")))
+        except ValueError:
+            raise TntError(f"--grid-layers takes block numbers like 2,3,2+4, got {text!r}") from None
+    return out
+
+
+def default_layer_grid(model: TNTModel) -> list[tuple[int, ...]]:
+    """Every block with a relevance head, except the last block (pruning after it saves nothing)."""
+    return [(b,) for b in model.head_blocks if b < model.depth - 1]
+
+
+def auto_sim_prune(model: TNTModel) -> int:
+    """A similarity-prune count of about 1/8 of the patches (25 of 196 on a 224 / 16 ViT, as in the paper)."""
+    return max(1, int(model.num_patches / 8 + 0.5))
+
+
+def build_grid(
+    model: TNTModel,
+    layers: Sequence[tuple[int, ...]],
+    keep_rates: Sequence[float],
+    sim_counts: Sequence[int],
+    *,
+    sim_seed: int = 0,
+) -> tuple[list[Schedule], int]:
+    """Every valid schedule in layers x keep rates x r (one keep rate at every layer); and how many were invalid."""
+    from tnt_cli.engine.schedule import plan_tokens
+
+    if not layers or not keep_rates or not sim_counts:
+        raise TntError("the schedule grid is empty: give at least one prune layer, keep rate and r")
+    for blocks in layers:
+        for block in blocks:
+            if not 0 <= block < model.depth:
+                raise TntError(
+                    f"block {block} in the layer grid is out of range: this model has blocks 0-{model.depth - 1}"
+                )
+    schedules, invalid, seen = [], 0, set()
+    for blocks in layers:
+        for keep in keep_rates:
+            for r in sim_counts:
+                try:
+                    schedule = Schedule(blocks, (keep,) * len(blocks), sim_prune=r, sim_seed=sim_seed)
+                    plan = plan_tokens(
+                        schedule, num_patches=model.num_patches, num_prefix=model.num_prefix_tokens, depth=model.depth
+                    )
+                except ScheduleError:
+                    invalid += 1
+                    continue
+                key = (plan.stages, schedule.sim_seed)
+                if not plan.stages or key in seen:  # dense is measured once; equal plans once
+                    continue
+                seen.add(key)
+                schedules.append(schedule)
+    return schedules, invalid
+
+
+def build_points(
+    model: TNTModel, schedules: Sequence[Schedule], methods: Sequence[str], *, heads_trained: bool
+) -> list[SweepPoint]:
+    """Dense, then each method over the schedules (tome at the r values matching their GMACs)."""
+    for method in methods:
+        if method not in SWEEP_METHODS:
+            raise TntError(f"unknown method {method!r} in --methods: choose from {', '.join(SWEEP_METHODS)}")
+    if "tnt" in methods:
+        missing = sorted({b for s in schedules for b in s.prune_layers if str(b) not in model.heads})
+        if missing:
+            have = ", ".join(map(str, model.head_blocks)) or "none"
+            raise TntError(f"no relevance head at block {missing[0]} (heads at blocks {have}): change --grid-layers")
+        if not heads_trained:
+            raise TntError("this model's relevance heads are untrained: fine-tune it first or sweep baselines only")
+    points = [SweepPoint("dense", Schedule(), gmacs=method_gmacs(model, "dense"))]
+    for method in methods:
+        if method == "tome":
+            rs = sorted({match_tome_r(model, method_gmacs(model, "tnt", s)) for s in schedules} - {0})
+            points += [
+                SweepPoint("tome", Schedule(), tome_r=r, gmacs=method_gmacs(model, "tome", tome_r=r)) for r in rs
+            ]
+        else:
+            points += [SweepPoint(method, s, gmacs=method_gmacs(model, method, s)) for s in schedules]
+    return points
+
+
+def run_sweep(
+    model: TNTModel,
+    points: Sequence[SweepPoint],
+    loader: Iterable,
+    *,
+    device: torch.device,
+    limit: int | None = None,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Measure top-1 / top-5 / loss of every point on the same images, filling the points in place."""
+    model.eval().to(device)
+    states_for = []
+    for point in points:
+        with _configured(model, point, seed) as setup:
+            states_for.append(needed_states(setup))
+    keep = set().union(*states_for)
+    accs = [Accumulator() for _ in points]
+    seen = 0
+    with torch.inference_mode():
+        for images, labels in loader:
+            if limit is not None and seen >= limit:
+                break
+            if limit is not None and seen + len(labels) > limit:
+                images, labels = images[: limit - seen], labels[: limit - seen]
+            images = images.to(device)
+            states = dense_states(model, images, keep)
+            for point, acc in zip(points, accs):
+                with _configured(model, point, seed) as setup:
+                    setup.begin_batch(seen)
+                    acc.add(run_from_states(setup, states), labels)
+            seen += len(labels)
+            if on_batch is not None:
+                on_batch(len(labels))
+    for point, acc in zip(points, accs):
+        result = acc.result()
+        point.top1, point.top5, point.loss, point.images = result["top1"], result["top5"], result["loss"], acc.images
+
+
+def measure_speed(
+    model: TNTModel,
+    points: Sequence[SweepPoint],
+    *,
+    device: torch.device,
+    batch_size: int = 32,
+    rounds: int = 5,
+    min_seconds: float = 0.05,
+    seed: int = 0,
+    on_point: Callable[[], None] | None = None,
+) -> None:
+    """Images/s of each point and its speedup over dense, timed alternately with dense on the same batch.
+
+    Each timing repeats the forward enough times to last about `min_seconds` (so tiny models are not timer
+    noise); the median over `rounds` alternating rounds is kept, after one warm-up round.
+    """
+    size = model.vit.patch_embed.img_size
+    chans = model.vit.patch_embed.proj.in_channels
+    images = torch.randn(batch_size, chans, *size, generator=torch.Generator().manual_seed(seed)).to(device)
+    dense = next(p for p in points if p.method == "dense")
+    model.eval().to(device)
+    with torch.inference_mode():
+        with _configured(model, dense, seed) as setup:
+            once = _time(setup.module, images, device, 1)
+        iters = max(1, math.ceil(min_seconds / max(once, 1e-6)))
+        for point in points:
+            dense_times, times = [], []
+            for i in range(rounds + 1):  # round 0 warms up
+                for target, store in ((dense, dense_times), (point, times)):
+                    with _configured(model, target, seed) as setup:
+                        seconds = _time(setup.module, images, device, iters)
+                    if i:
+                        store.append(seconds / iters)
+            point.images_per_s = batch_size / statistics.median(times)
+            point.speedup = statistics.median(dense_times) / statistics.median(times)
+            if on_point is not None:
+                on_point()
+    dense.speedup = 1.0
+
+
+def _time(module, images: torch.Tensor, device: torch.device, iters: int) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        module(images)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _configured(model: TNTModel, point: SweepPoint, seed: int):
+    method = point.method
+    if method not in METHODS:
+        raise TntError(f"unknown method {method!r}")
+    return apply_method(model, method, point.schedule, tome_r=point.tome_r, seed=seed)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
