@@ -54,7 +54,7 @@ def test_cls_attn_keeps_the_patches_the_cls_row_attends_to_most(model):
     x = images()
     with apply_method(model, "cls-attn", Schedule((1,), (0.25,))) as setup, torch.inference_mode():
         _, trace = setup.module.forward_traced(x)
-        x_in = model.vit.blocks[0](model._embed(x))  # the input of block 1
+        x_in = model.vit.blocks[0](model.embed(x))  # the input of block 1
     expected = (x_in[:, 1:] @ u).topk(4, dim=1).indices  # 16 patches, keep 4
     kept = trace[0].kept_positions
     assert kept.shape == (4, 4)

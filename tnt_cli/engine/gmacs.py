@@ -33,7 +33,7 @@ class MacsReport:
         return self.total / 1e9
 
 
-def _norm_macs(module: nn.Module, elements: int) -> int:
+def norm_macs(module: nn.Module, elements: int) -> int:
     if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
         return elements * (5 if getattr(module, "weight", None) is not None else 4)
     if type(module).__name__ in ("RmsNorm", "RMSNorm", "SimpleNorm"):
@@ -48,7 +48,7 @@ def block_macs(block: nn.Module, tokens: int, dim: int) -> int:
         if isinstance(module, nn.Linear):
             macs += tokens * module.in_features * module.out_features
         else:
-            macs += _norm_macs(module, tokens * dim)
+            macs += norm_macs(module, tokens * dim)
     attn = getattr(block, "attn", block)
     heads, head_dim = getattr(attn, "num_heads", None), getattr(attn, "head_dim", None)
     inner = heads * head_dim if heads and head_dim else dim
@@ -68,16 +68,16 @@ def embed_macs(vit: nn.Module) -> int:
     else:
         macs += sum(num_patches * m.in_features * m.out_features for m in proj.modules() if isinstance(m, nn.Linear))
     dim = int(vit.embed_dim)
-    macs += _norm_macs(getattr(embed, "norm", nn.Identity()), num_patches * dim)
-    macs += _norm_macs(vit.norm_pre, (num_patches + int(vit.num_prefix_tokens)) * dim)
+    macs += norm_macs(getattr(embed, "norm", nn.Identity()), num_patches * dim)
+    macs += norm_macs(vit.norm_pre, (num_patches + int(vit.num_prefix_tokens)) * dim)
     return macs
 
 
 def head_macs(vit: nn.Module, final_tokens: int) -> int:
     """Final norm over the remaining tokens, pooling extras and the classifier head(s)."""
     dim = int(vit.embed_dim)
-    macs = _norm_macs(vit.norm, final_tokens * dim)
-    macs += _norm_macs(getattr(vit, "fc_norm", nn.Identity()), dim)
+    macs = norm_macs(vit.norm, final_tokens * dim)
+    macs += norm_macs(getattr(vit, "fc_norm", nn.Identity()), dim)
     attn_pool = getattr(vit, "attn_pool", None)
     if attn_pool is not None:
         linears = [m for m in attn_pool.modules() if isinstance(m, nn.Linear)]

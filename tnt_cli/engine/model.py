@@ -183,7 +183,8 @@ class TNTModel(nn.Module):
         tokens = self._forward_tokens(x, trace=trace)
         return self.forward_head(tokens), trace
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's token embedding: patches, prefix tokens, positions, pre-norm (the input of block 0)."""
         vit = self.vit
         x = vit.patch_embed(x)
         x = vit._pos_embed(x)
@@ -191,7 +192,7 @@ class TNTModel(nn.Module):
         return vit.norm_pre(x)
 
     def _forward_tokens(self, x: torch.Tensor, trace: list[StageTrace] | None) -> torch.Tensor:
-        x = self._embed(x)
+        x = self.embed(x)
         p = self.num_prefix_tokens
         if self.training:
             return self.vit.norm(self._forward_train(x, p))
@@ -201,12 +202,12 @@ class TNTModel(nn.Module):
         if trace is not None:
             positions = torch.arange(plan.num_patches, device=x.device).unsqueeze(0).expand(x.shape[0], -1)
         if BEFORE_BLOCKS in stages:
-            x, positions = self._apply_stage(stages[BEFORE_BLOCKS], x, x, positions, trace)
+            x, positions = self.apply_stage(stages[BEFORE_BLOCKS], x, x, positions, trace)
         for i, blk in enumerate(self.vit.blocks):
             x_in = x
             x = blk(x)
             if i in stages:
-                x, positions = self._apply_stage(stages[i], x, x_in, positions, trace)
+                x, positions = self.apply_stage(stages[i], x, x_in, positions, trace)
         return self.vit.norm(x)
 
     def _forward_train(self, x: torch.Tensor, p: int) -> torch.Tensor:
@@ -231,14 +232,18 @@ class TNTModel(nn.Module):
         penalties = self.last_stats.rate_penalties
         return torch.stack(penalties).sum() if penalties else 0.0
 
-    def _apply_stage(
+    def apply_stage(
         self,
         stage: Stage,
         x: torch.Tensor,
         x_in: torch.Tensor,
-        positions: torch.Tensor | None,
-        trace: list[StageTrace] | None,
+        positions: torch.Tensor | None = None,
+        trace: list[StageTrace] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run one pruning stage on `x` (the output of `stage.block`; `x_in` its input, for attention scorers).
+
+        `positions` (original patch index of every current patch token) is carried along when tracing.
+        """
         p = self.num_prefix_tokens
         prefix, patches = x[:, :p], x[:, p:]
         scores = None

@@ -121,15 +121,15 @@ class ClsAttentionScorer:
 
 def cls_attn_scoring_macs(model: TNTModel, block: int, tokens: int) -> int:
     """MACs of ClsAttentionScorer at `block` on `tokens` tokens (prefix included)."""
-    from tnt_cli.engine.gmacs import _norm_macs
+    from tnt_cli.engine.gmacs import norm_macs
 
     norm1, attn = _attention_parts(model.vit.blocks[block])
     dim = int(model.vit.embed_dim)
     inner = attn.num_heads * attn.head_dim
     queries = 1 if has_class_token(model) else tokens
-    macs = _norm_macs(norm1, tokens * dim)
+    macs = norm_macs(norm1, tokens * dim)
     macs += tokens * dim * inner + queries * dim * inner  # keys for all tokens, queries for the CLS row(s)
-    macs += _norm_macs(attn.k_norm, tokens * inner) + _norm_macs(attn.q_norm, queries * inner)
+    macs += norm_macs(attn.k_norm, tokens * inner) + norm_macs(attn.q_norm, queries * inner)
     macs += queries * tokens * inner  # q . k^T
     return macs
 
@@ -199,7 +199,7 @@ class ToMeViT(nn.Module):
         self.r = int(r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_from(self.model._embed(x))
+        return self.forward_from(self.model.embed(x))
 
     def forward_from(self, x: torch.Tensor) -> torch.Tensor:
         """Run the blocks with merging on embedded tokens (the input of block 0)."""

@@ -41,7 +41,7 @@ def needed_states(setup: MethodSetup) -> set[int]:
 
 def dense_states(model: TNTModel, images: torch.Tensor, keep: set[int]) -> dict[int, torch.Tensor]:
     """Token states `keep` from one dense pass that stops at the last state anybody needs."""
-    x = model._embed(images)
+    x = model.embed(images)
     states = {0: x} if 0 in keep else {}
     last = max(keep) if keep else 0
     for i in range(min(last, model.depth)):
@@ -65,15 +65,15 @@ def run_from_states(setup: MethodSetup, states: dict[int, torch.Tensor], start: 
     x = states[start]
     first_block = start
     if BEFORE_BLOCKS in stages:
-        x, _ = model._apply_stage(stages[BEFORE_BLOCKS], x, x, None, None)
+        x, _ = model.apply_stage(stages[BEFORE_BLOCKS], x, x, None, None)
     elif start in stages:  # the first pruning block already ran in the dense pass
-        x, _ = model._apply_stage(stages[start], states[start + 1], states[start], None, None)
+        x, _ = model.apply_stage(stages[start], states[start + 1], states[start], None, None)
         first_block = start + 1
     for i in range(first_block, model.depth):
         x_in = x
         x = model.vit.blocks[i](x)
         if i in stages:
-            x, _ = model._apply_stage(stages[i], x, x_in, None, None)
+            x, _ = model.apply_stage(stages[i], x, x_in, None, None)
     return model.forward_head(model.vit.norm(x))
 
 
