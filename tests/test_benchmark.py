@@ -1,0 +1,271 @@
+"""`tnt benchmark`: report files, JSON agreement, compile, bad input, and the timing/summary arithmetic.
+
+Nothing here asserts on measured speed (the machine is shared); timing tests use fake clocks or tiny models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tnt_cli.bench import BenchConfig, parse_batch_sizes, run_benchmark
+from tnt_cli.bench import timing as btiming
+from tnt_cli.bench.report import to_markdown, write_reports
+from tnt_cli.bench.runner import _batch_row, _row_warnings
+from tnt_cli.bench.variants import DENSE, PRUNED, TNT_DENSE, build_variants, keep_all
+from tnt_cli.cli.app import app
+from tnt_cli.engine import Schedule, attach_tnt
+from tnt_cli.errors import TntError
+
+TINY = {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 10}
+TINY_SCHEDULE = Schedule(prune_layers=(1,), keep_rates=(0.5,), sim_prune=4)
+FAST = ["--batch-sizes", "1,3", "--warmup", "0", "--iters", "2", "--threads", "1"]
+SCHEDULE_FLAGS = ["--prune-layers", "1", "--keep-rates", "0.5", "--sim-prune", "4"]
+
+
+def tiny_tnt(schedule: Schedule = TINY_SCHEDULE, seed: int = 0):
+    import timm
+
+    torch.manual_seed(seed)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **TINY).eval()
+    return attach_tnt(vit, (0, 1, 2), schedule=schedule).eval()
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """Invoke `tnt benchmark` with MODEL 'tiny' served by a tiny in-memory model (no download, fast)."""
+    from tnt_cli.io import sources
+
+    real_load = sources.load_model
+
+    def fake_load(spec, **kwargs):
+        if spec != "tiny":
+            return real_load(spec, **kwargs)
+        loaded = sources.LoadedModel(model=tiny_tnt(), source="tiny", architecture="vit_tiny_patch16_224")
+        if kwargs.get("schedule") is not None:
+            sources.install_schedule(loaded, kwargs["schedule"], require_trained_heads=False)
+        return loaded
+
+    monkeypatch.setattr(sources, "load_model", fake_load)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("COLUMNS", "160")
+    monkeypatch.delenv("TNT_DEBUG", raising=False)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["benchmark", *args])
+
+
+# --------------------------------------------------------------------------------------------- end to end
+def test_tiny_benchmark_writes_parseable_reports_and_json_agrees(cli, tmp_path):
+    out = tmp_path / "bench"
+    result = cli("tiny", *SCHEDULE_FLAGS, *FAST, "--out", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    printed = json.loads(result.stdout)  # JSON alone on stdout
+    written = json.loads((out / "report.json").read_text())
+    assert printed == written
+    assert [row["batch_size"] for row in written["results"]] == [1, 3]
+    for row in written["results"]:
+        assert set(row["variants"]) == {DENSE, TNT_DENSE, PRUNED}
+        for stats in row["variants"].values():
+            assert stats["rounds"] == 2
+            assert stats["images_per_s"] == pytest.approx(row["batch_size"] / (stats["latency_ms_p50"] / 1e3))
+            assert stats["latency_ms_p50"] <= stats["latency_ms_p90"]
+        speedup = row["variants"][PRUNED]["images_per_s"] / row["variants"][DENSE]["images_per_s"]
+        assert row["speedup"] == pytest.approx(speedup)
+        assert row["efficiency"] == pytest.approx(speedup / written["gmacs"]["ratio"])
+    assert written["gmacs"]["dense"] > written["gmacs"]["pruned"] > 0
+    assert written["environment"]["threads"] == 1
+    assert written["settings"]["dtype"] == "fp32" and written["settings"]["compile"] is False
+    assert written["schedule"] == TINY_SCHEDULE.to_dict()
+    for key in ("device_name", "torch", "timm"):
+        assert written["environment"][key]
+    md = (out / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| batch |") and len(table) == 1 + 2  # header + one row per batch size
+    assert [line.split("|")[1].strip() for line in table[1:]] == ["1", "3"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
+
+
+def test_terminal_table_without_json(cli):
+    result = cli("tiny", *SCHEDULE_FLAGS, *FAST, "--no-tnt-dense")
+    assert result.exit_code == 0, result.stderr
+    assert "pruned (TNT)" in result.stdout and "dense (timm)" in result.stdout
+    assert "TNT keep 1.0" not in result.stdout
+
+
+def test_real_timm_name_with_random_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["benchmark", "vit_tiny_patch16_224", "--random-weights", "--batch-sizes", "1", "--warmup", "0"]
+    result = CliRunner().invoke(app, [*args, "--iters", "1", "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["gmacs"]["dense"] == pytest.approx(1.26, abs=0.01)  # default schedule: block 2 keep 0.6 r 25
+    assert report["schedule_text"] == "block 2 keep 0.6, r 25"
+
+
+@pytest.mark.slow
+def test_compile_on_cpu_gives_the_same_logits(cli, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    torch._dynamo.reset()
+    args = ["--batch-sizes", "2", "--warmup", "0", "--iters", "1", "--threads", "1", "--no-tnt-dense"]
+    result = cli("tiny", *SCHEDULE_FLAGS, *args, "--compile", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["settings"]["compile"] is True
+    check = report["compile_check"]
+    assert set(check) == {DENSE, PRUNED}
+    for name in (DENSE, PRUNED):
+        assert check[name]["allclose"] and check[name]["same_top1"]
+        assert check[name]["max_abs_diff"] < 1e-4
+    assert not [w for w in report["warnings"] if "compiled" in w]
+
+
+# --------------------------------------------------------------------------------------------- model directories
+def test_out_model_dir_updates_the_card_without_clobbering_its_report(cli, tmp_path):
+    from tnt_cli.io.model_dir import save_model_dir
+
+    model_dir = save_model_dir(tmp_path / "m", tiny_tnt(), base_model=None, metrics={"top1": 0.5})
+    result = cli(str(model_dir), *SCHEDULE_FLAGS, *FAST, "--update-card", "--json")
+    assert result.exit_code == 0, result.stderr
+    printed = json.loads(result.stdout)
+    model_report = json.loads((model_dir / "report.json").read_text())
+    assert model_report["top1"] == 0.5  # the model's own metrics survive
+    bench = model_report["benchmark"]
+    assert [b["speedup"] for b in bench["batches"]] == [row["speedup"] for row in printed["results"]]
+    assert "benchmark" in (model_dir / "README.md").read_text().lower()
+
+    result = cli(str(model_dir), *SCHEDULE_FLAGS, *FAST, "--out", str(model_dir))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((model_dir / "benchmark.json").read_text())["kind"] == "tnt-benchmark"
+    assert (model_dir / "benchmark.md").read_text().startswith("**tnt benchmark**")
+    assert json.loads((model_dir / "report.json").read_text())["top1"] == 0.5
+
+
+# --------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--batch-sizes", "0"], "batch size 0"),
+        (["--batch-sizes", "1,x"], "--batch-sizes"),
+        (["--batch-sizes", ""], "--batch-sizes"),
+        (["--dtype", "fp64"], "--dtype"),
+        (["--device", "tpu"], "--device"),
+        (["--iters", "0"], "--iters"),
+        (["--threads", "0"], "--threads"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--prune-layers", "1"], "--keep-rates"),
+    ],
+)
+def test_bad_input_is_one_line(cli, tmp_path, args, needle):
+    out = tmp_path / "never"
+    result = cli("tiny", *args, "--out", str(out))
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_one_line(cli):
+    result = cli("tiny", *SCHEDULE_FLAGS, "--device", "cuda")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "no CUDA GPU" in result.stderr
+
+
+def test_unsupported_dtype_is_one_clear_line(cli, monkeypatch):
+    """A torch build without half-precision CPU kernels fails the probe forward: one line naming the dtype."""
+    import contextlib
+
+    from tnt_cli.bench import runner
+
+    @contextlib.contextmanager
+    def broken(device, dtype):
+        if dtype == "fp16":
+            raise RuntimeError("\"addmm_impl_cpu_\" not implemented for 'Half'\nmore detail")
+        yield
+
+    monkeypatch.setattr(runner, "autocast_context", broken)
+    result = cli("tiny", *SCHEDULE_FLAGS, *FAST, "--dtype", "fp16")
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: fp16 inference of the dense model failed on cpu") and "Half" in line
+
+
+def test_update_card_needs_a_model_dir(cli):
+    result = cli("tiny", *SCHEDULE_FLAGS, *FAST, "--update-card")
+    assert result.exit_code == 1 and "model directory" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------- units
+def test_parse_batch_sizes():
+    assert parse_batch_sizes("1, 32,128,32") == (1, 32, 128)
+    for bad in ("", "0", "-4", "2.5", "a"):
+        with pytest.raises(TntError):
+            parse_batch_sizes(bad)
+    with pytest.raises(TntError):
+        BenchConfig(dtype="int8")
+
+
+def test_alternating_order_and_counts(monkeypatch):
+    calls: list[str] = []
+    clock = iter(float(i) for i in range(1000))
+    monkeypatch.setattr(btiming.time, "perf_counter", lambda: next(clock))
+    variants = {name: (lambda x, name=name: calls.append(name)) for name in "abc"}
+    times = btiming.time_alternating(variants, torch.zeros(1), device="cpu", warmup=1, iters=3)
+    assert calls == list("abc" + "cba" + "abc" + "cba")
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t == 1.0 for v in times.values() for t in v)  # each call spans exactly one fake tick
+
+
+def test_row_arithmetic_and_slowdown_warning():
+    times = {DENSE: [0.2, 0.2, 0.4], TNT_DENSE: [0.21, 0.21, 0.21], PRUNED: [0.1, 0.1, 0.1]}
+    row = _batch_row(8, times, gmacs_ratio=2.5)
+    assert row["variants"][DENSE]["images_per_s"] == pytest.approx(40.0)
+    assert row["speedup"] == pytest.approx(2.0) and row["efficiency"] == pytest.approx(0.8)
+    assert row["tnt_dense_overhead_pct"] == pytest.approx(5.0)
+    assert row["variants"][DENSE]["latency_ms_p90"] == pytest.approx(360.0)
+    assert not [w for w in _row_warnings(row) if "slower" in w]
+    slow = _batch_row(8, {DENSE: [0.1], PRUNED: [0.12]}, gmacs_ratio=1.4)
+    assert any("slower than dense" in w for w in _row_warnings(slow))
+
+
+def test_keep_one_variant_shares_weights_and_matches_timm():
+    model = tiny_tnt()
+    variants = build_variants(model)
+    assert variants[TNT_DENSE].vit is model.vit and variants[TNT_DENSE].heads is model.heads
+    assert variants[TNT_DENSE].schedule == keep_all(TINY_SCHEDULE) and variants[PRUNED] is model
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(variants[TNT_DENSE](x), variants[DENSE](x))
+
+
+def test_reports_are_replaced_atomically(tmp_path, monkeypatch):
+    report = run_benchmark(tiny_tnt(), BenchConfig(batch_sizes=(2,), warmup=0, iters=1, threads=1), progress=False)
+    json_path, _ = write_reports(tmp_path, report)
+    before = json_path.read_text()
+
+    from tnt_cli.io import atomic
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", fail)
+    with pytest.raises(OSError):
+        write_reports(tmp_path, {**report, "model": "changed"})
+    assert json_path.read_text() == before  # the old report is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]
+    assert to_markdown(report) == (tmp_path / "report.md").read_text()
+
+
+def test_output_is_not_a_directory(tmp_path):
+    report = run_benchmark(tiny_tnt(), BenchConfig(batch_sizes=(1,), warmup=0, iters=1, threads=1), progress=False)
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(TntError, match="not a directory"):
+        write_reports(target, report)
+    assert Path(os.fspath(target)).read_text() == "x"

@@ -1,0 +1,173 @@
+"""The benchmark report as files (JSON + pasteable Markdown), a rich table, and a compact card summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from tnt_cli.bench.variants import DENSE, LABELS, PRUNED, TNT_DENSE
+from tnt_cli.io.atomic import atomic_write_json, atomic_write_text
+
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+# inside a tnt model directory report.json is the model's own metrics file (update_card merges into it)
+MODEL_DIR_JSON, MODEL_DIR_MD = "benchmark.json", "benchmark.md"
+
+
+def is_model_dir(path: str | Path) -> bool:
+    """A tnt model directory: config.json with a top-level "tnt" section."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return "tnt" in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def headline(report: dict) -> str:
+    env, s = report["environment"], report["settings"]
+    compiled = ", compiled" if s["compile"] else ""
+    layout = ", channels-last" if s["channels_last"] else ""
+    threads = f", {env['threads']} threads" if env["device"] == "cpu" else ""
+    return (
+        f"{report['model']} | {report['schedule_text']} | {env['device_name']} ({env['device']}{threads}) | "
+        f"{s['dtype']}{compiled}{layout} | torch {env['torch']}, timm {env['timm']}"
+    )
+
+
+def _fmt_overhead(row: dict) -> str:
+    pct = row.get("tnt_dense_overhead_pct")
+    return "-" if pct is None else f"{pct:+.1f}%"
+
+
+def _memory(row: dict, name: str) -> str:
+    mib = row["variants"][name].get("peak_memory_mib")
+    if mib is None:
+        mib = row.get("process_peak_rss_mib")
+    return "-" if mib is None else f"{mib:,.0f}"
+
+
+def _gmacs(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.3g}"
+
+
+def _memory_cell(report: dict, row: dict) -> str:
+    if report["environment"]["device"] == "cpu":
+        return _memory(row, DENSE)  # one process-wide high-water mark
+    return f"{_memory(row, DENSE)} / {_memory(row, PRUNED)}"
+
+
+def to_markdown(report: dict) -> str:
+    g = report["gmacs"]
+    memory_header = (
+        "peak RSS MiB (process)" if report["environment"]["device"] == "cpu" else "peak MiB (dense / pruned)"
+    )
+    lines = [
+        f"**tnt benchmark**: {headline(report)}",
+        "",
+        f"GMACs dense {_gmacs(g['dense'])}, pruned {_gmacs(g['pruned'])} (ratio {g['ratio']:.2f}x). "
+        f"{report['settings']['iters']} alternating rounds after {report['settings']['warmup']} warm-up; "
+        "images/s from the median latency.",
+        "",
+        "| batch | dense img/s | pruned img/s | speedup | efficiency | dense p50 / p90 ms | pruned p50 / p90 ms "
+        f"| TNT keep 1.0 vs timm | {memory_header} |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["results"]:
+        d, p = row["variants"][DENSE], row["variants"][PRUNED]
+        lines.append(
+            f"| {row['batch_size']} | {d['images_per_s']:.1f} | {p['images_per_s']:.1f} | {row['speedup']:.2f}x "
+            f"| {row['efficiency']:.2f} | {d['latency_ms_p50']:.1f} / {d['latency_ms_p90']:.1f} "
+            f"| {p['latency_ms_p50']:.1f} / {p['latency_ms_p90']:.1f} | {_fmt_overhead(row)} "
+            f"| {_memory_cell(report, row)} |"
+        )
+    lines += [
+        "",
+        "efficiency = measured speedup / GMACs ratio (1.0: time falls exactly with compute). "
+        f"Peak memory: {report['memory']}.",
+    ]
+    lines += [f"> warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def to_table(report: dict) -> Table:
+    g = report["gmacs"]
+    table = Table(
+        title=headline(report),
+        caption=f"GMACs dense {_gmacs(g['dense'])} / pruned {_gmacs(g['pruned'])} = {g['ratio']:.2f}x; "
+        "efficiency = speedup / GMACs ratio",
+    )
+    for col in ("batch", "variant", "img/s", "p50 ms", "p90 ms", "peak MiB", "speedup", "efficiency"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for row in report["results"]:
+        for name, stats in row["variants"].items():
+            speed, eff = "", ""
+            if name == PRUNED:
+                style = "green" if row["speedup"] >= 1 else "red"
+                speed, eff = f"[{style}]{row['speedup']:.2f}x[/]", f"{row['efficiency']:.2f}"
+            elif name == TNT_DENSE:
+                speed = f"{stats['images_per_s'] / row['variants'][DENSE]['images_per_s']:.3f}x"
+            table.add_row(
+                str(row["batch_size"]) if name == DENSE else "",
+                LABELS.get(name, name),
+                f"{stats['images_per_s']:.1f}",
+                f"{stats['latency_ms_p50']:.1f}",
+                f"{stats['latency_ms_p90']:.1f}",
+                _memory(row, name),
+                speed,
+                eff,
+            )
+        table.add_section()
+    return table
+
+
+def card_metrics(report: dict) -> dict:
+    """What a model card shows: per batch size throughput, speedup and efficiency, with the machine."""
+    env, s = report["environment"], report["settings"]
+    return {
+        "benchmark": {
+            "device": f"{env['device_name']} ({env['device']})",
+            "threads": env["threads"],
+            "dtype": s["dtype"],
+            "compile": s["compile"],
+            "torch": env["torch"],
+            "timm": env["timm"],
+            "schedule": report["schedule_text"],
+            "gmacs_dense": report["gmacs"]["dense"],
+            "gmacs_pruned": report["gmacs"]["pruned"],
+            "created_utc": report["created_utc"],
+            "batches": [
+                {
+                    "batch_size": row["batch_size"],
+                    "dense_images_per_s": row["variants"][DENSE]["images_per_s"],
+                    "pruned_images_per_s": row["variants"][PRUNED]["images_per_s"],
+                    "speedup": row["speedup"],
+                    "efficiency": row["efficiency"],
+                }
+                for row in report["results"]
+            ],
+        }
+    }
+
+
+def write_reports(out_dir: str | Path, report: dict) -> tuple[Path, Path]:
+    """report.json + report.md (benchmark.* inside a model directory), each written atomically."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        from tnt_cli.errors import TntError
+
+        raise TntError(f"--out {out} exists and is not a directory")
+    json_name, md_name = (MODEL_DIR_JSON, MODEL_DIR_MD) if is_model_dir(out) else (REPORT_JSON, REPORT_MD)
+    return atomic_write_json(out / json_name, report), atomic_write_text(out / md_name, to_markdown(report))
+
+
+def update_model_card(model_dir: str | Path, report: dict) -> bool:
+    """Merge the numbers into the model directory's card; False when the IO layer has no update_card yet."""
+    try:
+        from tnt_cli.io.model_dir import update_card
+    except ImportError:
+        return False
+    update_card(Path(model_dir), card_metrics(report))
+    return True

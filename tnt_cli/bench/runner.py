@@ -1,0 +1,245 @@
+"""Run a benchmark: build the variants, time them alternately per batch size, and assemble the report data."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from tnt_cli.bench import env as benv
+from tnt_cli.bench.config import BenchConfig
+from tnt_cli.bench.timing import summarize, time_alternating
+from tnt_cli.bench.variants import DENSE, PRUNED, TNT_DENSE, build_variants
+from tnt_cli.engine import TNTModel
+from tnt_cli.errors import TntError
+
+NOISY_SPREAD = 1.5  # p90 / p50 above this: something else was competing for the device
+
+
+def autocast_context(device: str, dtype: str) -> contextlib.AbstractContextManager:
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=benv.TORCH_DTYPES[dtype])
+
+
+def make_input(vit: nn.Module, batch_size: int, *, device: str, channels_last: bool, seed: int) -> torch.Tensor:
+    """Random images of the model's own input shape (speed does not depend on pixel values)."""
+    embed = vit.patch_embed
+    height, width = embed.img_size
+    channels = int(getattr(embed.proj, "in_channels", 3))
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, channels, height, width, generator=generator).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _raise_lost(exc: Exception, what: str) -> None:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    raise TntError(f"{what}: {type(exc).__name__}: {text}") from exc
+
+
+def _compile_all(variants: dict[str, nn.Module], n_batch_sizes: int) -> dict[str, Callable]:
+    import torch._dynamo as dynamo
+
+    # dense and TNT run different code; each batch size is one more guard set per code object
+    needed = max(8, 3 * n_batch_sizes + 2)
+    for attr in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo.config, attr) and getattr(dynamo.config, attr) < needed:
+            setattr(dynamo.config, attr, needed)
+    try:
+        return {name: torch.compile(module) for name, module in variants.items()}
+    except Exception as exc:
+        _raise_lost(exc, "torch.compile is not available here")
+        raise  # unreachable: keeps type checkers honest
+
+
+def _compare_logits(eager: dict[str, nn.Module], compiled: dict[str, Callable], x: torch.Tensor, ctx) -> dict:
+    """The --compile contract: compiled logits equal eager ones (to float tolerance), per variant."""
+    out = {}
+    for name, module in eager.items():
+        with ctx():
+            ref = module(x).float()
+            got = compiled[name](x).float()
+        diff = (ref - got).abs().max().item()
+        out[name] = {
+            "max_abs_diff": diff,
+            "allclose": bool(torch.allclose(ref, got, rtol=1e-3, atol=1e-4)),
+            "same_top1": bool((ref.argmax(-1) == got.argmax(-1)).all()),
+        }
+    return out
+
+
+def _cuda_peak_mib(forward: Callable, x: torch.Tensor, ctx) -> float:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    with ctx():
+        forward(x)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], Callable[[], None]]]:
+    """Yields `stage(description) -> step()`; a transient rich bar on stderr, or no-ops."""
+    if not enabled:
+        yield lambda _description: lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("benchmark", total=total)
+
+        def stage(description: str) -> Callable[[], None]:
+            bar.update(task, description=description)
+            return lambda: bar.advance(task)
+
+        yield stage
+
+
+def run_benchmark(
+    model: TNTModel,
+    config: BenchConfig,
+    *,
+    source: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Time dense and pruned (and TNT at keep 1.0) alternately at every batch size; return the report data."""
+    from tnt_cli.analysis import describe_model
+
+    device = benv.resolve_device(config.device)
+    threads = benv.set_threads(device, config.threads)
+    warmup, iters = config.warmup_for(device), config.iters_for(device)
+    description = describe_model(model)
+    gmacs_dense, gmacs_pruned = description["gmacs_dense"], description["gmacs_pruned"]
+    gmacs_ratio = gmacs_dense / gmacs_pruned
+
+    model.eval().to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    eager = build_variants(model, tnt_dense=config.tnt_dense)
+    ctx = lambda: autocast_context(device, config.dtype)  # noqa: E731 - a fresh context per use
+
+    results, warnings = [], []
+    compile_check = None
+    rounds = (warmup + iters) * len(eager) * len(config.batch_sizes)
+    with torch.inference_mode(), _progress(progress, rounds) as stage:
+        probe = make_input(model.vit, 1, device=device, channels_last=config.channels_last, seed=config.seed)
+        for name, module in eager.items():  # a clear message when the dtype cannot run here, before timing
+            try:
+                with ctx():
+                    module(probe)
+            except Exception as exc:
+                _raise_lost(exc, f"{config.dtype} inference of the {name} model failed on {device}")
+        forwards: dict[str, Callable] = dict(eager)
+        if config.compile:
+            forwards = _compile_all(eager, len(config.batch_sizes))
+            first = make_input(
+                model.vit, config.batch_sizes[0], device=device, channels_last=config.channels_last, seed=config.seed
+            )
+            try:
+                compile_check = _compare_logits(eager, forwards, first, ctx)
+            except TntError:
+                raise
+            except Exception as exc:
+                _raise_lost(exc, "torch.compile failed")
+            for name, check in compile_check.items():
+                if not check["allclose"]:
+                    warnings.append(f"compiled {name} logits differ from eager by {check['max_abs_diff']:.3g}")
+
+        def timed(forward: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+            def call(x: torch.Tensor) -> torch.Tensor:
+                with ctx():
+                    return forward(x)
+
+            return call
+
+        for batch in config.batch_sizes:
+            x = make_input(model.vit, batch, device=device, channels_last=config.channels_last, seed=config.seed)
+            step = stage(f"batch {batch}")
+            try:
+                times = time_alternating(
+                    {name: timed(f) for name, f in forwards.items()},
+                    x,
+                    device=device,
+                    warmup=warmup,
+                    iters=iters,
+                    on_step=step,
+                )
+            except torch.cuda.OutOfMemoryError:
+                raise TntError(f"out of GPU memory at batch size {batch}: use smaller --batch-sizes") from None
+            except RuntimeError as exc:
+                if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
+                    raise TntError(f"out of memory at batch size {batch}: use smaller --batch-sizes") from None
+                raise
+            row = _batch_row(batch, times, gmacs_ratio)
+            if device == "cuda":
+                for name, forward in forwards.items():
+                    row["variants"][name]["peak_memory_mib"] = _cuda_peak_mib(forward, x, ctx)
+            else:
+                row["process_peak_rss_mib"] = benv.peak_rss_mib()
+            warnings.extend(_row_warnings(row))
+            results.append(row)
+            del x
+
+    return {
+        "kind": "tnt-benchmark",
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": source,
+        "architecture": description.get("model_name") or description["architecture"],
+        "schedule": model.schedule.to_dict(),
+        "schedule_text": model.schedule.describe(),
+        "tokens_per_block": [row["tokens"] for row in description["blocks"]],
+        "environment": benv.environment(device, threads),
+        "settings": {
+            "dtype": config.dtype,
+            "compile": config.compile,
+            "channels_last": config.channels_last,
+            "batch_sizes": list(config.batch_sizes),
+            "warmup": warmup,
+            "iters": iters,
+            "threads": threads,
+            "timing": "alternating rounds (order reversed every other round); throughput from the median",
+            "inference_mode": True,
+        },
+        "gmacs": {"dense": gmacs_dense, "pruned": gmacs_pruned, "ratio": gmacs_ratio},
+        "memory": "cuda max_memory_allocated per variant"
+        if device == "cuda"
+        else "process RSS high-water mark (all variants together)",
+        "results": results,
+        "compile_check": compile_check,
+        "peak_rss_mib": benv.peak_rss_mib(),
+        "warnings": warnings,
+    }
+
+
+def _batch_row(batch: int, times: dict[str, list[float]], gmacs_ratio: float) -> dict:
+    stats = {name: summarize(seconds, batch) for name, seconds in times.items()}
+    speedup = stats[PRUNED]["images_per_s"] / stats[DENSE]["images_per_s"]
+    row = {
+        "batch_size": batch,
+        "variants": stats,
+        "speedup": speedup,
+        "gmacs_ratio": gmacs_ratio,
+        "efficiency": speedup / gmacs_ratio,
+    }
+    if TNT_DENSE in stats:
+        # positive: TNT at keep 1.0 is this many percent slower than plain timm
+        row["tnt_dense_overhead_pct"] = (stats[DENSE]["images_per_s"] / stats[TNT_DENSE]["images_per_s"] - 1) * 100
+    return row
+
+
+def _row_warnings(row: dict) -> list[str]:
+    batch = row["batch_size"]
+    out = []
+    if row["speedup"] < 1:
+        out.append(
+            f"batch {batch}: pruned is slower than dense (speedup {row['speedup']:.2f}x): pruning does not pay here"
+        )
+    spread = max(v["latency_ms_p90"] / v["latency_ms_p50"] for v in row["variants"].values())
+    if spread > NOISY_SPREAD:
+        out.append(f"batch {batch}: noisy timings (p90 is {spread:.1f}x p50): other load on the device? raise --iters")
+    return out

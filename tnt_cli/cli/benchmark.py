@@ -1,0 +1,153 @@
+"""`tnt benchmark`: images/s and latency of dense vs pruned, measured alternately in one run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tnt_cli.cli import options as o
+from tnt_cli.cli.output import print_json, stderr, stdout
+
+PANEL = "Measurement"
+
+
+def benchmark(
+    model: o.ModelArg,
+    prune_layers: o.PruneLayers = None,
+    keep_rates: o.KeepRates = None,
+    sim_prune: o.SimPrune = None,
+    sim_seed: o.SimSeed = 0,
+    batch_sizes: Annotated[
+        str, typer.Option("--batch-sizes", help="Batch sizes to time, e.g. 1,32,128.", rich_help_panel=PANEL)
+    ] = "1,32,128",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="fp32, bf16 or fp16 (autocast).", rich_help_panel=PANEL)
+    ] = "fp32",
+    compile_: Annotated[
+        bool,
+        typer.Option(
+            "--compile", help="torch.compile every variant (checked against eager logits).", rich_help_panel=PANEL
+        ),
+    ] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="Channels-last model and input.", rich_help_panel=PANEL)
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.", rich_help_panel=PANEL)] = "auto",
+    warmup: Annotated[
+        int | None,
+        typer.Option(
+            "--warmup", help="Untimed rounds per batch size (default: 2 on CPU, 10 on GPU).", rich_help_panel=PANEL
+        ),
+    ] = None,
+    iters: Annotated[
+        int | None,
+        typer.Option(
+            "--iters", help="Timed rounds per batch size (default: 10 on CPU, 50 on GPU).", rich_help_panel=PANEL
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="CPU threads, fixed for the run (default: torch's).", rich_help_panel=PANEL),
+    ] = None,
+    tnt_dense: Annotated[
+        bool,
+        typer.Option("--tnt-dense/--no-tnt-dense", help="Also time TNT at keep 1.0 (its overhead over timm)."),
+    ] = True,
+    random_weights: o.RandomWeights = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write report.json and report.md here (a model directory: its card).")
+    ] = None,
+    update_card: Annotated[
+        bool, typer.Option("--update-card", help="MODEL is a model directory: add the numbers to its card.")
+    ] = False,
+    json_out: o.JsonOut = False,
+) -> None:
+    """Measure whether pruning pays on this machine: dense and pruned timed alternately, explained by GMACs.
+
+    The dense baseline is the plain timm model (what you would deploy without TNT); TNT at keep 1.0 is timed
+    too, to show the cost of TNT's forward itself. Efficiency = measured speedup / GMACs ratio. Without schedule
+    flags the model's own schedule is used, else block 2 / keep 0.6 / r 25.
+
+    Examples:
+
+      tnt benchmark deit_small_patch16_224 --random-weights --batch-sizes 1,32 --threads 4
+
+      tnt benchmark runs/deit_s_tnt --dtype bf16 --compile --device cuda --out runs/deit_s_tnt
+
+      tnt benchmark vit_base_patch16_224 --random-weights --prune-layers 2,3,4 --keep-rates 0.8,0.8,0.8 \\
+        --sim-prune 40 --json
+    """
+    from tnt_cli.bench.config import BenchConfig, parse_batch_sizes
+    from tnt_cli.errors import TntError
+
+    config = BenchConfig(
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        dtype=dtype.lower(),
+        compile=compile_,
+        channels_last=channels_last,
+        device=device.lower(),
+        warmup=warmup,
+        iters=iters,
+        threads=threads,
+        tnt_dense=tnt_dense,
+    )
+    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed)
+    card_dir = _card_dir(model, out, update_card)
+    if update_card and card_dir is None:
+        raise TntError("--update-card needs MODEL or --out to be a tnt model directory")
+
+    from tnt_cli.bench.env import resolve_device, set_threads
+
+    resolve_device(config.device)  # fail on --device cuda without a GPU before loading anything
+    set_threads(resolve_device(config.device), config.threads)
+    report = _run(model, schedule, random_weights, config, progress=not json_out)
+
+    from tnt_cli.bench.report import to_table, update_model_card, write_reports
+
+    for warning in report["warnings"]:
+        stderr.print(f"[yellow]warning:[/] {warning}")
+    if out is not None:
+        paths = write_reports(out, report)
+        stderr.print(f"wrote {paths[0]} and {paths[1]}")
+    if card_dir is not None:
+        if update_model_card(card_dir, report):
+            stderr.print(f"updated the model card in {card_dir}")
+        else:
+            stderr.print(
+                "[yellow]warning:[/] this tnt version cannot update model cards yet; numbers are in the report"
+            )
+    if json_out:
+        print_json(report)
+    else:
+        stdout.print(to_table(report))
+
+
+def _card_dir(model: str, out: Path | None, update_card: bool) -> Path | None:
+    from tnt_cli.bench.report import is_model_dir
+
+    if out is not None and is_model_dir(out):
+        return out
+    if update_card and is_model_dir(model):
+        return Path(model)
+    return None
+
+
+def _run(model: str, schedule, random_weights: bool, config, *, progress: bool) -> dict:
+    from tnt_cli.bench.runner import run_benchmark
+    from tnt_cli.bench.variants import DEFAULT_SCHEDULE
+    from tnt_cli.errors import ScheduleError
+    from tnt_cli.io.sources import install_schedule, load_model
+
+    # speed does not depend on what the heads learned: untrained heads are fine for timing
+    loaded = load_model(model, random_weights=random_weights, schedule=schedule, require_trained_heads=False)
+    if schedule is None and loaded.model.schedule.is_dense:
+        stderr.print(f"no pruning schedule given: using {DEFAULT_SCHEDULE.describe()}")
+        try:
+            install_schedule(loaded, DEFAULT_SCHEDULE, require_trained_heads=False)
+        except ScheduleError as exc:
+            raise ScheduleError(f"the default schedule does not fit this model ({exc}): pass schedule flags") from None
+    report = run_benchmark(loaded.model, config, source=loaded.source, progress=progress)
+    report["heads_trained"] = loaded.heads_trained
+    return report
