@@ -3,7 +3,10 @@
 Step counts are the smallest that show what each test is about on 2 shared CPU cores: 80 steps of batch 32
 for "the loss goes down" (a from-scratch tiny ViT's loss moves from ~2.27 to 2.00-2.14 over 80 steps for
 every seed tried, 0-3, a drop of at least 0.12 against a step-to-step noise of ~0.05 on a 10-step mean),
-and 24 steps across an epoch boundary for the resume test (exactness does not need learning).
+and 24 steps across an epoch boundary for the resume test (exactness does not need learning). The "trained"
+fixture pins the settings those numbers were measured with (--recipe official, then full training with sigmoid
+noise, sigma0 1, one lr for all); the resume and torchrun tests run the default recipe (distillation and the
+hard-pruning pass on).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def trained(base, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("full") / "out"
     torch.set_num_threads(1)
     result = run_cli(
-        "finetune", base, "--out", out, *FAST, "--train", "full", "--max-steps", "80", "--batch-size", "32",
+        "finetune", base, "--out", out, *FAST, "--recipe", "official", "--train", "full", "--relevance", "sigmoid",
+        "--sigma0", "1", "--head-lr-scale", "1", "--max-steps", "80", "--batch-size", "32",
         "--limit", "2560", "--lr", "0.05", "--warmup-epochs", "0.1", "--eval-limit", "256", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -86,10 +90,11 @@ def test_full_finetune_lowers_the_loss_and_writes_a_loadable_directory(trained):
 def test_heads_only_training_leaves_the_backbone_bit_identical(trained, tmp_path):
     out = tmp_path / "heads"
     result = run_cli(
-        "finetune", trained, "--out", out, *FAST, "--max-steps", "15", "--batch-size", "32", "--limit", "640",
-        "--lr", "0.5", "--eval-limit", "0",
+        "finetune", trained, "--out", out, *FAST, "--train", "heads", "--max-steps", "15", "--batch-size", "32",
+        "--limit", "640", "--lr", "0.5", "--eval-limit", "0",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "pruning pass is off" in result.output  # the default recipe's pass has nothing to train here
     before, after = backbone_state(trained), backbone_state(out)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -99,8 +104,9 @@ def test_heads_only_training_leaves_the_backbone_bit_identical(trained, tmp_path
 
 def test_interrupt_and_resume_ends_with_the_same_weights(base, tmp_path, monkeypatch):
     # 320 images / batch 16 = 20 steps per epoch; 24 steps cross the epoch boundary. Mixup (numpy RNG),
-    # RandAugment (timm PIL path, python + numpy + torch RNG) and the noise (torch RNG) are all on.
-    args = [*FAST, "--train", "full", "--max-steps", "24", "--batch-size", "16", "--limit", "320", "--lr", "0.05",
+    # RandAugment (timm PIL path, python + numpy + torch RNG), the noise (torch RNG) and the default recipe's
+    # distillation and hard-pruning pass (keep rates drawn per step) are all on.
+    args = [*FAST, "--max-steps", "24", "--batch-size", "16", "--limit", "320", "--lr", "0.05",
             "--eval-limit", "0", "--mixup", "0.2", "--randaugment", "rand-m5-n1", "--seed", "7"]  # fmt: skip
     assert run_cli("finetune", base, "--out", tmp_path / "straight", *args).exit_code == 0
 
@@ -121,13 +127,15 @@ def test_interrupt_and_resume_ends_with_the_same_weights(base, tmp_path, monkeyp
         return [{k: v for k, v in m.items() if k != "img_s"} for m in read_metrics(tmp_path / run)]
 
     assert logged("straight") == logged("resumed")
+    settings = json.loads((tmp_path / "resumed" / "config.json").read_text())["tnt"]["training"]["settings"]
+    assert settings["recipe"] == "default" and settings["drop_weight"] == 1.0 and settings["drop_block"] == 1
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(base, tmp_path, monkeypatch):
     out = tmp_path / "nan"
     monkeypatch.setenv(NAN_ENV, "25")  # epoch 1 ends at step 20 with a checkpoint
-    result = run_cli("finetune", base, "--out", out, *FAST, "--max-steps", "30", "--batch-size", "16",
-                     "--limit", "320", "--eval-limit", "0")  # fmt: skip
+    result = run_cli("finetune", base, "--out", out, *FAST, "--recipe", "official", "--max-steps", "30",
+                     "--batch-size", "16", "--limit", "320", "--eval-limit", "0")  # fmt: skip
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("error: loss is nan at step 25: stopped; last good checkpoint")
@@ -173,6 +181,7 @@ def test_torchrun_two_cpu_processes_write_one_output(base, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)  # only rank 0 prints
     assert summary["world_size"] == 2 and summary["global_batch"] == 32
+    assert summary["recipe"] == "default" and summary["settings"]["drop_block"] == 1  # both passes ran under DDP
     metrics = read_metrics(out)
     assert [m["step"] for m in metrics] == list(range(1, 7))  # one writer, not two
     assert all(m["global_batch"] == 32 and m["world_size"] == 2 for m in metrics)

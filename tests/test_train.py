@@ -12,8 +12,9 @@ from _train_helpers import tiny_vit
 
 from tnt_cli.engine import NoiseConfig, attach_tnt
 from tnt_cli.errors import TntError
+from tnt_cli.recipes import RECIPES
 from tnt_cli.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from tnt_cli.train.config import DEFAULT_LR, TrainConfig, resume_mismatch
+from tnt_cli.train.config import TrainConfig, resume_mismatch
 from tnt_cli.train.optim import lr_factor, no_decay_names, param_groups
 from tnt_cli.train.trainer import default_eval_schedule
 
@@ -38,13 +39,14 @@ def test_no_weight_decay_on_norms_biases_tokens_and_head_biases():
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
 
 
-def test_config_defaults_come_from_the_engine_and_bad_values_are_refused():
-    cfg = TrainConfig(model="m", data="fashion-mnist", out="o")
-    engine = NoiseConfig()
+def test_config_defaults_come_from_the_recipe_then_the_engine_and_bad_values_are_refused():
+    cfg = TrainConfig(model="m", data="fashion-mnist", out="o", recipe="official")
+    engine, recipe = NoiseConfig(), RECIPES["official"]
+    assert recipe.noise_blocks is None  # the official recipe leaves the noise blocks to the engine
     assert (cfg.noise_blocks, cfg.sigma0, cfg.noise_variant, cfg.relevance, cfg.target_rate) == (
-        engine.blocks, engine.sigma0, engine.variant, engine.form, engine.target_rate,
+        engine.blocks, recipe.sigma0, recipe.variant, recipe.relevance, recipe.target_rate,
     )  # fmt: skip
-    assert cfg.base_lr == DEFAULT_LR["heads"]
+    assert cfg.base_lr == recipe.lr["heads"]
     with pytest.raises(TntError, match="--train"):
         TrainConfig(model="m", data="d", out="o", train="all")
     with pytest.raises(TntError, match="noise variant"):

@@ -8,9 +8,13 @@ from typing import Annotated
 import typer
 
 from tnt_cli.cli import options as o
-from tnt_cli.train.config import DEFAULT_LR, TrainConfig
+from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES
+from tnt_cli.train.config import TrainConfig
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
+_R = RECIPES[DEFAULT_RECIPE]
+_O = RECIPES["official"]
+_FROM_RECIPE = "Default: the recipe's"
 NOISE = "Noise"
 OPTIM = "Optimisation"
 AUG = "Augmentation"
@@ -42,9 +46,25 @@ def finetune(
             show_default=False,
         ),
     ],
+    recipe: Annotated[
+        str,
+        _opt(
+            "--recipe",
+            help=f"Defaults for noise, training mode, distillation and the pruning pass: {DEFAULT_RECIPE} (the "
+            f"study's sigmoid-drop: {_R.summary}) or official ({_O.summary}). Explicit flags override it.",
+            panel=RUN,
+        ),
+    ] = _D["recipe"],
     train: Annotated[
-        str, _opt("--train", help="heads: relevance heads only, backbone frozen; full: everything.", panel=RUN)
-    ] = _D["train"],
+        str | None,
+        _opt(
+            "--train",
+            help=f"heads: relevance heads only, backbone frozen; full: everything. {_FROM_RECIPE} "
+            f"({_R.train}; official: {_O.train}).",
+            panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
     split: Annotated[str, _opt("--split", help="Training split.", panel=RUN)] = _D["split"],
     epochs: Annotated[int, _opt("--epochs", help="Epochs.", panel=OPTIM)] = _D["epochs"],
     max_steps: Annotated[
@@ -63,9 +83,18 @@ def finetune(
         float | None,
         _opt(
             "--lr",
-            help="Base lr at global batch 512; the lr used is scaled by global "
-            f"batch / 512. Default {DEFAULT_LR['heads']:g} (heads), "
-            f"{DEFAULT_LR['full']:g} (full).",
+            help="Base lr at global batch 512; the lr used is scaled by global batch / 512. With --train full "
+            "it is the backbone's (heads: x --head-lr-scale). Default: the recipe's, "
+            f"{_R.lr['heads']:g} (heads), {_R.lr['full']:g} (full).",
+            panel=OPTIM,
+        ),
+    ] = None,
+    head_lr_scale: Annotated[
+        float | None,
+        _opt(
+            "--head-lr-scale",
+            help="--train full: the relevance heads (fresh layers) train at lr x this. "
+            f"{_FROM_RECIPE} ({_R.head_lr_scale:g}).",
             panel=OPTIM,
         ),
     ] = None,
@@ -90,19 +119,24 @@ def finetune(
         str | None,
         _opt(
             "--noise-blocks",
-            help="Blocks after which noise is added (and heads trained), e.g. 0,1,2,3,4. Default: the engine's.",
+            help="Blocks after which noise is added (and heads trained), e.g. 0,1,2,3,4. Default: the recipe's "
+            "(0,1,2,3; official: 0-4).",
             panel=NOISE,
         ),
     ] = None,
     sigma0: Annotated[
         float | None,
-        _opt("--sigma0", help="Noise scale relative to each token's RMS. Default: the engine's.", panel=NOISE),
+        _opt(
+            "--sigma0",
+            help=f"Noise scale relative to each token's RMS. {_FROM_RECIPE} ({_R.sigma0:g}; official: {_O.sigma0:g}).",
+            panel=NOISE,
+        ),
     ] = None,
     noise_variant: Annotated[
         str | None,
         _opt(
             "--noise-variant",
-            help="std: sigma0*(1-alpha); var: sigma0*sqrt(1-alpha). Default: the engine's.",
+            help=f"std: sigma0*(1-alpha); var: sigma0*sqrt(1-alpha). {_FROM_RECIPE} ({_R.variant}).",
             panel=NOISE,
         ),
     ] = None,
@@ -110,7 +144,8 @@ def finetune(
         str | None,
         _opt(
             "--relevance",
-            help="softmax (the paper) or sigmoid with a rate penalty. Default: the engine's.",
+            help=f"softmax (the paper) or sigmoid with a rate penalty. {_FROM_RECIPE} ({_R.relevance}; official: "
+            f"{_O.relevance}).",
             panel=NOISE,
         ),
     ] = None,
@@ -118,21 +153,66 @@ def finetune(
         float | None,
         _opt(
             "--target-rate",
-            help="sigmoid form: mean alpha the penalty pulls toward. Default: the engine's.",
+            help=f"sigmoid form: mean alpha the penalty pulls toward. {_FROM_RECIPE} ({_R.target_rate:g}).",
             panel=NOISE,
         ),
     ] = None,
     rate_weight: Annotated[
-        float, _opt("--rate-weight", help="Weight of the sigmoid rate penalty in the loss.", panel=NOISE)
-    ] = _D["rate_weight"],
-    distill: Annotated[bool, _opt("--distill", help="Distil to the frozen dense model's logits.", panel=NOISE)] = False,
+        float | None,
+        _opt(
+            "--rate-weight",
+            help=f"Weight of the sigmoid rate penalty. {_FROM_RECIPE} ({_R.rate_weight:g}).",
+            panel=NOISE,
+        ),
+    ] = None,
+    distill: Annotated[
+        bool | None,
+        _opt(
+            "--distill/--no-distill",
+            help="Distil to the frozen dense model's logits. Default: the recipe's (on; official: off).",
+            panel=NOISE,
+            show_default=False,
+        ),
+    ] = None,
     distill_weight: Annotated[
-        float,
-        _opt("--distill-weight", help="Weight of the distillation term (task loss gets 1 - weight).", panel=NOISE),
-    ] = _D["distill_weight"],
+        float | None,
+        _opt(
+            "--distill-weight",
+            help=f"Weight of the KL term, ADDED to the task loss. {_FROM_RECIPE} ({_R.distill:g}).",
+            panel=NOISE,
+        ),
+    ] = None,
     distill_temp: Annotated[float, _opt("--distill-temp", help="Distillation temperature.", panel=NOISE)] = _D[
         "distill_temp"
     ],
+    drop_weight: Annotated[
+        float | None,
+        _opt(
+            "--drop-weight",
+            help="Weight of the hard-pruning pass (0: off): each step also runs the model pruned by the current heads "
+            "at a keep rate from --drop-keeps and adds this x its loss, so the backbone learns to work from the "
+            f"tokens TNT keeps. Needs --train full. {_FROM_RECIPE} ({_R.drop_weight:g}; official: {_O.drop_weight:g}).",
+            panel=NOISE,
+        ),
+    ] = None,
+    drop_keeps: Annotated[
+        str | None,
+        _opt(
+            "--drop-keeps",
+            help="Keep rates the pruning pass draws from, one per step (seeded). "
+            f"{_FROM_RECIPE} ({','.join(f'{k:g}' for k in _R.drop_keeps)}).",
+            panel=NOISE,
+        ),
+    ] = None,
+    drop_block: Annotated[
+        int | None,
+        _opt(
+            "--drop-block",
+            help="Block after which the pruning pass prunes (needs a head). Default: the first noise block after "
+            "block 0 that is not the last block (1 for the default noise blocks).",
+            panel=NOISE,
+        ),
+    ] = None,
     crop_scale: Annotated[
         str, _opt("--crop-scale", help="Random resized crop area range, min,max.", panel=AUG)
     ] = ",".join(f"{v:g}" for v in _D["scale"]),
@@ -176,18 +256,25 @@ def finetune(
 ) -> None:
     """Fine-tune MODEL with Training Noise Tokens and write a tnt model directory to OUT.
 
-    By default only the relevance heads train (backbone frozen, bit-identical). The lr is scaled by
-    global batch / 512; a checkpoint is written every epoch and on Ctrl-C; metrics go to OUT/metrics.jsonl.
-    At the end the dense and the pruned model (default: block 2, keep 0.5; or --prune-layers/--keep-rates) are
-    evaluated on the val split.
+    The default recipe (the study's pick) trains the whole model with sigmoid relevance noise (sigma0 1, target
+    rate 0.3), distillation to the frozen dense model, and a hard-pruning pass at random keep rates.
+    --recipe official reproduces the paper: softmax relevance, sigma0 0.02, relevance heads only (backbone
+    frozen, bit-identical), no distillation, no pruning pass. Any explicit flag overrides the recipe; the
+    resolved settings are recorded in OUT/config.json. The lr is scaled by global batch / 512; a checkpoint is
+    written every epoch and on Ctrl-C; metrics go to OUT/metrics.jsonl. At the end the dense and the pruned model
+    (default: block 2, keep 0.5; or --prune-layers/--keep-rates) are evaluated on the val split.
 
     Examples:
 
-      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_tnt --epochs 5
+      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_tnt --max-steps 300
+
+      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_paper --recipe official --epochs 5
+
+      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/no_drop --drop-weight 0 --no-distill
 
       tnt finetune hf-hub:timm/deit_small_patch16_224.fb_in1k --data /data/imagenet --out runs/deit_s_tnt
 
-      tnt finetune runs/base --data fashion-mnist --out runs/full --train full --distill --max-steps 500
+      tnt finetune runs/base --data fashion-mnist --out runs/heads --train heads --max-steps 500
 
       torchrun --nproc_per_node=8 -m tnt_cli finetune deit_small_patch16_224 --data /data/imagenet --out runs/x
 
@@ -200,6 +287,7 @@ def finetune(
         model=model,
         data=data,
         out=out,
+        recipe=recipe,
         train=train,
         noise_blocks=o.parse_int_list(noise_blocks, "--noise-blocks") if noise_blocks is not None else None,
         sigma0=sigma0,
@@ -210,6 +298,10 @@ def finetune(
         distill=distill,
         distill_weight=distill_weight,
         distill_temp=distill_temp,
+        drop_weight=drop_weight,
+        drop_keeps=tuple(o.parse_float_list(drop_keeps, "--drop-keeps")) if drop_keeps is not None else None,
+        drop_block=drop_block,
+        head_lr_scale=head_lr_scale,
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
@@ -264,6 +356,16 @@ def _pair(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
+def _describe_recipe(summary: dict) -> str:
+    s = summary.get("settings", {})
+    parts = [f"{summary.get('recipe')}", f"train {s.get('train')}", f"{s.get('relevance')} sigma0 {s.get('sigma0'):g}"]
+    if s.get("distill"):
+        parts.append(f"distill x{s.get('distill_weight'):g}")
+    if s.get("drop_block") is not None:
+        parts.append(f"pruning pass x{s.get('drop_weight'):g} at block {s.get('drop_block')}")
+    return ", ".join(parts)
+
+
 def render(summary: dict) -> None:
     from rich.table import Table
 
@@ -274,6 +376,7 @@ def render(summary: dict) -> None:
     grid.add_column()
     rows = [
         ("output", summary["out"]),
+        ("recipe", _describe_recipe(summary)),
         ("steps", f"{summary['steps']} ({summary['epochs']} epochs of {summary['steps_per_epoch']} steps)"),
         (
             "global batch",

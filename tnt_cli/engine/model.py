@@ -191,10 +191,19 @@ class TNTModel(nn.Module):
         x = vit.patch_drop(x)
         return vit.norm_pre(x)
 
-    def _forward_tokens(self, x: torch.Tensor, trace: list[StageTrace] | None) -> torch.Tensor:
+    def forward_pruned(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits with the schedule's hard pruning, also in training mode (gradients reach the backbone).
+
+        Fine-tuning uses it for an extra pass that teaches the backbone to work from the tokens the heads keep.
+        """
+        return self.forward_head(self._forward_tokens(x, trace=None, prune=True))
+
+    def _forward_tokens(
+        self, x: torch.Tensor, trace: list[StageTrace] | None, prune: bool = False
+    ) -> torch.Tensor:
         x = self.embed(x)
         p = self.num_prefix_tokens
-        if self.training:
+        if self.training and not prune:
             return self.vit.norm(self._forward_train(x, p))
         plan = self._plan_for(x.shape[1] - p)
         stages = plan.stage_by_block

@@ -1,7 +1,8 @@
 """Fine-tuning settings and their defaults, in one place (the CLI reads its defaults from here).
 
-Noise defaults come from the engine's `NoiseConfig()` (fields left None here are filled from it), so the recipe
-the study picks is changed in one spot. This module does not import torch, so `tnt --help` stays instant.
+Fields left None are filled from the named recipe (`tnt_cli.recipes`, `--recipe`), then from the engine's
+`NoiseConfig()`; anything given explicitly wins. After `__post_init__` every such field holds its resolved value,
+so the saved config says exactly what ran. This module does not import torch, so `tnt --help` stays instant.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from tnt_cli.errors import TntError
+from tnt_cli.recipes import DEFAULT_RECIPE, get_recipe
 
 if TYPE_CHECKING:
     from tnt_cli.engine.noise import NoiseConfig
@@ -21,10 +23,9 @@ TRAIN_MODES = ("heads", "full")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Reference batch for lr scaling: lr = base lr * global batch / 512.
 LR_REFERENCE_BATCH = 512
-# Base lr per mode (at global batch 512): the heads are new linear layers trained from scratch and tolerate
-# a large rate; full training uses DeiT's 5e-4.
-DEFAULT_LR = {"heads": 2e-3, "full": 5e-4}
-DEFAULT_RATE_WEIGHT = 1.0
+# Distillation weight when --distill is given but the recipe has none. The distillation term is ADDED to the
+# task loss (loss = task + w * KL), as in the study, not mixed (1 - w) * task + w * KL.
+DEFAULT_DISTILL_WEIGHT = 1.0
 
 
 @dataclass
@@ -34,24 +35,31 @@ class TrainConfig:
     model: str
     data: str
     out: str
-    train: str = "heads"
-    # noise (None: the engine's NoiseConfig default)
+    recipe: str = DEFAULT_RECIPE
+    train: str | None = None  # None: the recipe's
+    # noise (None: the recipe's, else the engine's NoiseConfig default)
     noise_blocks: tuple[int, ...] | None = None
     sigma0: float | None = None
     noise_variant: str | None = None
     relevance: str | None = None
     target_rate: float | None = None
-    rate_weight: float = DEFAULT_RATE_WEIGHT
-    # distillation to the frozen dense model
-    distill: bool = False
-    distill_weight: float = 0.5
+    rate_weight: float | None = None
+    # distillation to the frozen dense model: loss = task + distill_weight * KL (None: the recipe's)
+    distill: bool | None = None
+    distill_weight: float | None = None
     distill_temp: float = 1.0
+    # hard-pruning pass (None: the recipe's): loss += drop_weight * loss of the pruned logits at a keep rate drawn
+    # from drop_keeps after block drop_block (None: chosen by the trainer from the model, see default_drop_block)
+    drop_weight: float | None = None
+    drop_keeps: tuple[float, ...] | None = None
+    drop_block: int | None = None
+    head_lr_scale: float | None = None  # full training: heads lr = lr * this (None: the recipe's)
     # optimisation
     epochs: int = 10
     max_steps: int | None = None
     batch_size: int = 64
     accum: int = 1
-    lr: float | None = None  # base lr at global batch 512; None: DEFAULT_LR[train]
+    lr: float | None = None  # base lr at global batch 512; None: the recipe's for the train mode
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
@@ -83,16 +91,16 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from tnt_cli.engine.noise import NoiseConfig
-
-        engine = NoiseConfig()
-        for name, attr in NOISE_FIELDS.items():
-            if getattr(self, name) is None:
-                setattr(self, name, getattr(engine, attr))
+        self.notes: list[str] = []  # resolution remarks for the run's log (not a field: not saved)
+        self._resolve()
         self.noise_blocks = tuple(sorted({int(b) for b in self.noise_blocks}))
+        self.drop_keeps = tuple(float(k) for k in self.drop_keeps)
         self.scale = tuple(float(s) for s in self.scale)  # type: ignore[assignment]
-        if self.train not in TRAIN_MODES:
-            raise TntError(f"--train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}")
+        if self.drop_weight > 0 and self.train == "heads":
+            raise TntError(
+                "--drop-weight needs --train full: the hard-pruning pass trains only the backbone (top-k gives the "
+                "heads no gradient), which heads-only training freezes; use --drop-weight 0"
+            )
         if self.amp not in AMP_MODES:
             raise TntError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         checks = [
@@ -106,7 +114,12 @@ class TrainConfig:
             (self.clip_grad is None or self.clip_grad > 0, "--clip-grad must be positive"),
             (0.0 <= self.smoothing < 1.0, "--smoothing must be in [0, 1)"),
             (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must be >= 0"),
-            (0.0 <= self.distill_weight <= 1.0, "--distill-weight must be in [0, 1]"),
+            (self.distill_weight >= 0, "--distill-weight must be >= 0"),
+            (self.drop_weight >= 0, "--drop-weight must be >= 0"),
+            (all(0 < k <= 1 for k in self.drop_keeps), "--drop-keeps must be keep rates in (0, 1]"),
+            (self.drop_weight == 0 or bool(self.drop_keeps), "--drop-keeps needs at least one keep rate"),
+            (self.drop_block is None or self.drop_block >= 0, "--drop-block must be >= 0"),
+            (self.head_lr_scale > 0, "--head-lr-scale must be positive"),
             (self.distill_temp > 0, "--distill-temp must be positive"),
             (self.rate_weight >= 0, "--rate-weight must be >= 0"),
             (0 < self.scale[0] <= self.scale[1] <= 1, "--crop-scale must be two numbers 0 < min <= max <= 1"),
@@ -120,9 +133,49 @@ class TrainConfig:
         except ValueError as exc:
             raise TntError(str(exc)) from None
 
+    def _resolve(self) -> None:
+        """Fill every None field from the recipe (then the engine); explicit values are kept."""
+        from tnt_cli.engine.noise import NoiseConfig
+
+        recipe = get_recipe(self.recipe)
+        if self.train is None:
+            self.train = recipe.train
+        if self.train not in TRAIN_MODES:
+            raise TntError(f"--train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}")
+        engine = NoiseConfig()
+        from_recipe = {"noise_blocks": recipe.noise_blocks, "sigma0": recipe.sigma0, "noise_variant": recipe.variant,
+                       "relevance": recipe.relevance, "target_rate": recipe.target_rate}  # fmt: skip
+        for name, attr in NOISE_FIELDS.items():
+            if getattr(self, name) is None:
+                value = from_recipe[name]
+                setattr(self, name, value if value is not None else getattr(engine, attr))
+        if self.rate_weight is None:
+            self.rate_weight = recipe.rate_weight
+        if self.distill is None:
+            self.distill = recipe.distill > 0
+        if self.distill_weight is None:
+            self.distill_weight = recipe.distill if recipe.distill > 0 else DEFAULT_DISTILL_WEIGHT
+        if self.drop_keeps is None:
+            self.drop_keeps = recipe.drop_keeps
+        if self.drop_weight is None:
+            # heads-only training asked for explicitly: the recipe's pruning pass would train nothing, so it is off
+            self.drop_weight = recipe.drop_weight if self.train == "full" else 0.0
+            if recipe.drop_weight > 0 and self.train != "full":
+                self.notes.append(f"--train heads: the {self.recipe} recipe's hard-pruning pass is off (it trains "
+                                  "only the backbone)")  # fmt: skip
+        if self.head_lr_scale is None:
+            self.head_lr_scale = recipe.head_lr_scale
+        if self.lr is None:
+            self.lr = recipe.lr[self.train]
+
     @property
     def base_lr(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.train]
+        return self.lr
+
+    @property
+    def heads_lr_scale(self) -> float:
+        """The multiplier the heads' lr gets: only with full training (heads-only: --lr is the heads' lr)."""
+        return self.head_lr_scale if self.train == "full" else 1.0
 
     def noise(self) -> NoiseConfig:
         from tnt_cli.engine.noise import NoiseConfig
@@ -147,8 +200,9 @@ class TrainConfig:
 
 # What must be equal for --resume to reproduce the uninterrupted run.
 TRAJECTORY = (
-    "model", "data", "train", "noise_blocks", "sigma0", "noise_variant", "relevance", "target_rate",
-    "rate_weight", "distill", "distill_weight", "distill_temp", "epochs", "max_steps", "batch_size", "accum",
+    "model", "data", "recipe", "train", "noise_blocks", "sigma0", "noise_variant", "relevance", "target_rate",
+    "rate_weight", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps", "drop_block",
+    "head_lr_scale", "epochs", "max_steps", "batch_size", "accum",
     "lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad", "amp", "seed", "split", "limit", "scale",
     "hflip", "auto_augment", "re_prob", "mixup", "cutmix", "smoothing",
 )  # fmt: skip

@@ -22,19 +22,34 @@ def no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split into a decayed and a non-decayed group (empty groups dropped)."""
+def param_groups(
+    model: nn.Module, weight_decay: float, lr: float | None = None, head_lr_scale: float = 1.0
+) -> list[dict]:
+    """Trainable parameters split into a decayed and a non-decayed group (empty groups dropped).
+
+    With head_lr_scale != 1 the relevance heads (`heads.*`) get their own two groups at lr * head_lr_scale,
+    listed after the backbone's (so group 0 carries the base lr whenever the backbone trains).
+    """
     skip = no_decay_names(model)
-    decay, no_decay = [], []
+    split_heads = head_lr_scale != 1.0
+    buckets: dict[tuple[bool, bool], list] = {(h, d): [] for h in (False, True) for d in (True, False)}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if name in skip else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            is_head = split_heads and name.startswith("heads.")
+            buckets[(is_head, name not in skip)].append(param)
+    groups = []
+    for (is_head, decay), params in buckets.items():
+        group = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        if lr is not None:
+            group["lr"] = lr * (head_lr_scale if is_head else 1.0)
+        groups.append(group)
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay)
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, head_lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
+    groups = param_groups(model, weight_decay, lr, head_lr_scale)
     if not groups:
         raise ValueError("no trainable parameters")
     fused = all(p.is_cuda for g in groups for p in g["params"])

@@ -90,6 +90,46 @@ def default_eval_schedule(noise_blocks: tuple[int, ...], depth: int) -> Schedule
     return Schedule(prune_layers=(block,), keep_rates=(DEFAULT_EVAL_KEEP,))
 
 
+def default_drop_block(noise_blocks: tuple[int, ...], depth: int) -> int:
+    """The hard-pruning pass prunes after the first noise block past block 0 (the study used block 1), before the
+    last block (pruning there changes nothing the classifier sees); block 0 or the first noise block otherwise."""
+    usable = [b for b in noise_blocks if 1 <= b < depth - 1]
+    return min(usable) if usable else min(noise_blocks)
+
+
+def drop_keep(keeps: tuple[float, ...], seed: int, step: int, micro: int) -> float:
+    """The keep rate of the hard-pruning pass at (step, micro-batch): a function of (seed, step, micro) alone, from
+    its own generator, so a resumed run draws the same rates and the global RNG streams are untouched."""
+    key = ((seed * 1_000_003 + step) * 1_009 + micro) & 0x7FFF_FFFF_FFFF_FFFF
+    generator = torch.Generator().manual_seed(key)
+    return keeps[int(torch.randint(len(keeps), (1,), generator=generator))]
+
+
+class NoisyAndPruned(nn.Module):
+    """A training step's two passes in ONE forward: the noisy pass (train mode) and, given a schedule, a hard-
+    pruning pass (`TNTModel.forward_pruned`, top-k by the current heads, gradients into the backbone).
+
+    DDP expects one forward per backward; wrapping this module (not the TNTModel) keeps it that way. The model's
+    schedule is restored afterwards, so evaluation and checkpoints never see the training schedule.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, schedule: Schedule | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.model(x)
+        if schedule is None:
+            return logits, None
+        restore = self.model.schedule
+        self.model.set_schedule(schedule)
+        try:
+            pruned = self.model.forward_pruned(x)
+        finally:
+            self.model.set_schedule(restore)
+        return logits, pruned
+
+
 def clamp_noise_blocks(blocks: tuple[int, ...], depth: int, console: Console, is_main: bool) -> tuple[int, ...]:
     kept = tuple(b for b in blocks if 0 <= b < depth)
     if not kept:
@@ -229,6 +269,16 @@ class Trainer:
         trained = set(loaded.model.head_blocks) if loaded.heads_trained else set()
         head_blocks = sorted(set(noise_blocks) | trained)
         model = attach_tnt(vit, head_blocks, noise=noise, head_norm=loaded.model.head_norm)
+        self.drop_block: int | None = None
+        if cfg.drop_weight > 0:
+            block = cfg.drop_block if cfg.drop_block is not None else default_drop_block(noise_blocks, depth)
+            if str(block) not in model.heads:
+                raise TntError(
+                    f"--drop-block {block}: no relevance head there (heads at blocks {','.join(map(str, head_blocks))}"
+                    f"; the model has blocks 0-{depth - 1})"
+                )
+            self.drop_block = block
+            self._drop_schedules = {k: Schedule(prune_layers=(block,), keep_rates=(k,)) for k in cfg.drop_keeps}
         for block in trained:  # continue from the heads a tnt directory brought
             model.heads[str(block)].load_state_dict(loaded.model.heads[str(block)].state_dict())
         if hasattr(loaded.model, "tnt_provenance"):
@@ -298,7 +348,7 @@ class Trainer:
 
     def _build_optim(self) -> None:
         plan = self.plan
-        self.optimizer = build_optimizer(self.model, plan.lr, self.cfg.weight_decay)
+        self.optimizer = build_optimizer(self.model, plan.lr, self.cfg.weight_decay, self.cfg.heads_lr_scale)
         self.scheduler = build_scheduler(
             self.optimizer, total=plan.total_steps, warmup=plan.warmup_steps, lr=plan.lr, min_lr=self.cfg.min_lr
         )
@@ -315,14 +365,15 @@ class Trainer:
         return RunState(epoch=saved["epoch"], step_in_epoch=saved["step_in_epoch"], step=saved["step"])
 
     def _wrap(self) -> None:
-        self.forward_model: nn.Module = self.model
+        self.forward_model: nn.Module = NoisyAndPruned(self.model)
         self.ddp = None
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device] if self.device.type == "cuda" else None
             # Only parameters that require grad are reduced: with heads-only training that is just the heads.
-            self.ddp = DDP(self.model, device_ids=ids, find_unused_parameters=self._may_leave_unused())
+            # DDP wraps both passes of a step (NoisyAndPruned): one forward per backward.
+            self.ddp = DDP(self.forward_model, device_ids=ids, find_unused_parameters=self._may_leave_unused())
             self.forward_model = self.ddp
         if self.cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
@@ -339,6 +390,17 @@ class Trainer:
     def _announce(self, state: RunState) -> None:
         p, cfg = self.plan, self.cfg
         what = "heads only (backbone frozen)" if cfg.train == "heads" else "full model"
+        for text in cfg.notes:
+            self.note(f"note: {text}")
+        extras = [f"{cfg.relevance} relevance, sigma0 {cfg.sigma0:g}"]
+        if cfg.distill:
+            extras.append(f"distill x{cfg.distill_weight:g}")
+        if self.drop_block is not None:
+            keeps = "/".join(f"{k:g}" for k in cfg.drop_keeps)
+            extras.append(f"pruning pass x{cfg.drop_weight:g} at block {self.drop_block} keep {keeps}")
+        if cfg.heads_lr_scale != 1.0:
+            extras.append(f"heads lr x{cfg.heads_lr_scale:g}")
+        self.note(f"recipe {cfg.recipe}: " + ", ".join(extras))
         self.note(
             f"finetune {cfg.model}: {what}, {cfg.data} {cfg.split} ({p.train_images} images), "
             f"{p.steps_per_epoch} steps/epoch, {p.total_steps} steps, global batch {p.global_batch} "
@@ -432,7 +494,7 @@ class Trainer:
             sync = self.ddp.no_sync() if self.ddp is not None and micro < cfg.accum - 1 else nullcontext()
             with sync:
                 with self._autocast():
-                    loss = self._loss(images, targets)
+                    loss = self._loss(images, targets, step, micro)
                 if nan_at is not None and step == nan_at:
                     loss = loss * float("nan")
                 value = D.all_reduce_mean(loss.detach().float(), self.dist)
@@ -449,19 +511,42 @@ class Trainer:
         self.scheduler.step()
         return total
 
-    def _loss(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _loss(self, images: torch.Tensor, targets: torch.Tensor, step: int, micro: int) -> torch.Tensor:
+        """task (+ distill) on the noisy logits + rate penalty + drop_weight * (task (+ distill) on pruned logits)."""
         cfg = self.cfg
-        logits = self.forward_model(images)
-        loss = self.criterion(logits.float(), targets)
+        schedule = None
+        if self.drop_block is not None:
+            schedule = self._drop_schedules[drop_keep(cfg.drop_keeps, cfg.seed, step, micro)]
+        logits, pruned = self.forward_model(images, schedule)
+        teacher_logits = None
         if cfg.distill:
             with torch.no_grad():
                 teacher = self.teacher if self.teacher is not None else self.model.vit  # heads: the frozen backbone
                 teacher_logits = teacher(images)
-            w = cfg.distill_weight
-            loss = (1.0 - w) * loss + w * distill_loss(logits, teacher_logits, cfg.distill_temp)
+        loss = self._task_loss(logits, targets, teacher_logits)
         if cfg.relevance == "sigmoid" and cfg.rate_weight:
-            loss = loss + cfg.rate_weight * self.model.rate_loss()
+            loss = loss + cfg.rate_weight * self.model.rate_loss()  # from the noisy pass (the pruned one sets none)
+        if pruned is not None:
+            loss = loss + cfg.drop_weight * self._task_loss(pruned, targets, teacher_logits)
         return loss
+
+    def _task_loss(self, logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None):
+        """Task loss plus, with distillation, distill_weight * KL(teacher || student) (added, not mixed)."""
+        loss = self.criterion(logits.float(), targets)
+        if teacher_logits is not None:
+            loss = loss + self.cfg.distill_weight * distill_loss(logits, teacher_logits, self.cfg.distill_temp)
+        return loss
+
+    def settings(self) -> dict:
+        """The resolved recipe settings of this run (recorded in the summary and the model directory)."""
+        cfg = self.cfg
+        keys = ("recipe", "train", "relevance", "sigma0", "noise_variant", "target_rate", "rate_weight",
+                "noise_blocks", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps", "lr",
+                "head_lr_scale")  # fmt: skip
+        data = {k: v for k, v in cfg.to_dict().items() if k in keys}
+        data["noise_blocks"] = list(self.model.noise.blocks)  # after clamping to the model
+        data["drop_block"] = self.drop_block
+        return data
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -546,6 +631,8 @@ class Trainer:
             "out": str(self.out),
             "model": self.cfg.model,
             "data": self.cfg.data,
+            "recipe": self.cfg.recipe,
+            "settings": self.settings(),
             "steps": state.step,
             "final_loss": state.last_loss,
             **{k: v for k, v in self.plan.to_dict().items() if k != "amp"},
@@ -555,7 +642,8 @@ class Trainer:
             "evaluation": evaluation,
         }
         training = {
-            "recipe": "tnt finetune",
+            "recipe": f"tnt finetune --recipe {self.cfg.recipe}",
+            "settings": summary["settings"],
             "config": self.cfg.to_dict(),
             "dataset": self.cfg.data,
             "classes": self.classes,
@@ -629,4 +717,7 @@ def finetune(cfg: TrainConfig, **kwargs) -> dict | None:
     return Trainer(cfg, **kwargs).run()
 
 
-__all__ = ["Interrupted", "NonFiniteLoss", "Trainer", "default_eval_schedule", "finetune"]
+__all__ = [
+    "Interrupted", "NoisyAndPruned", "NonFiniteLoss", "Trainer", "default_drop_block", "default_eval_schedule",
+    "drop_keep", "finetune",
+]  # fmt: skip
