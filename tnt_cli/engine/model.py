@@ -198,9 +198,7 @@ class TNTModel(nn.Module):
         """
         return self.forward_head(self._forward_tokens(x, trace=None, prune=True))
 
-    def _forward_tokens(
-        self, x: torch.Tensor, trace: list[StageTrace] | None, prune: bool = False
-    ) -> torch.Tensor:
+    def _forward_tokens(self, x: torch.Tensor, trace: list[StageTrace] | None, prune: bool = False) -> torch.Tensor:
         x = self.embed(x)
         p = self.num_prefix_tokens
         if self.training and not prune:
