@@ -112,11 +112,7 @@ def _cluttered_class():
 def dataset_classes(spec: str | Path) -> list[str]:
     """Class names, in label order."""
     spec = canonical_spec(spec)
-    if spec in NAMED:
-        cls = _cluttered_class() if spec == CLUTTERED else None
-        classes = getattr(cls, "classes", None) or getattr(cls, "CLASSES", None)
-        if classes:
-            return list(classes)
+    if spec in NAMED:  # the cluttered set keeps Fashion-MNIST's labels
         from tnt_cli.data.fashion_mnist import CLASSES
 
         return list(CLASSES)
