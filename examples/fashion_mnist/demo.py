@@ -61,7 +61,8 @@ def main() -> None:
     results = {method: evaluate(pruned, method) for method in ("dense", "tnt", "cls-attn", "random")}
     run([TNT, "benchmark", str(pruned), "--batch-sizes", "1,64", "--update-card"])
     image = write_test_image(OUT / "test-image.png")
-    run([TNT, "visualize", str(pruned), str(image), "--out", str(OUT / "viz"), "--overwrite"])
+    viz = OUT / "viz"
+    run([TNT, "visualize", str(pruned), str(image), "--data", "fashion-mnist", "--out", str(viz), "--overwrite"])
 
     print("\nFull Fashion-MNIST test set, schedule chosen by calibrate:")
     print(f"{'method':<10} {'top-1':>7} {'GMACs':>8}")
