@@ -40,16 +40,6 @@ def train_briefly(vit, steps: int = 20) -> None:
     vit.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the shared 2-core machine is often busy (oversubscribed
-    threads made these tests ~15x slower). Module-scoped, so other test modules keep their thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_cli(*args: str):
     """Invoke `tnt ARGS` in-process; returns click's Result (stdout and stderr apart)."""
     from typer.testing import CliRunner
@@ -75,7 +65,7 @@ def tiny_tnt():
     from tnt_cli.engine import attach_tnt
 
     vit = make_vit()
-    before = torch.get_num_threads()  # session-scoped: set up before the module-scoped `one_thread`
+    before = torch.get_num_threads()  # session-scoped: may run before conftest's `one_thread`
     torch.set_num_threads(1)
     try:
         train_briefly(vit)

@@ -34,6 +34,17 @@ def make_tiny_vit(kind: str = "vit", seed: int = 0, **overrides):
     return vit.eval()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models run fastest on one thread, and on a busy 2-core machine extra threads only add contention."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_vit():
     """Factory fixture: `tiny_vit(kind="vit", seed=0, **timm_kwargs)`."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 
-import _eval_helpers as h
 import pytest
 import torch
 from _eval_helpers import make_vit
@@ -24,7 +23,6 @@ from tnt_cli.eval.baselines import (
 )
 
 # shared fixtures (see tests/_eval_helpers.py)
-one_thread = h.one_thread
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tnt_cli.eval.pareto import Target, choose, dominates, make_target, mark_par
 from tnt_cli.eval.sweep import SweepPoint
 
 # shared fixtures (see tests/_eval_helpers.py)
-one_thread = h.one_thread
+
 serve_tiny = h.serve_tiny
 serve_tiny_module = h.serve_tiny_module
 tiny_tnt = h.tiny_tnt

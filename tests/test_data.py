@@ -23,15 +23,6 @@ from tnt_cli.data.fashion_mnist import load_arrays
 from tnt_cli.errors import TntError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI machine has 2 shared cores: intra-op threads only add contention for these tiny tensors."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def gray28():
     return tiny_vit()

@@ -13,7 +13,7 @@ from tnt_cli.engine import Schedule
 from tnt_cli.eval.evaluate import evaluate_model
 
 # shared fixtures (see tests/_eval_helpers.py)
-one_thread = h.one_thread
+
 serve_tiny = h.serve_tiny
 tiny_tnt = h.tiny_tnt
 

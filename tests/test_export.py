@@ -23,15 +23,6 @@ ort = pytest.importorskip("onnxruntime")
 DEPTH = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and spinning threads crawl on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_vit(schedule: Schedule, **kwargs):
     torch.manual_seed(0)
     vit = timm.create_model(

@@ -27,14 +27,6 @@ from tnt_cli.train.trainer import INTERRUPT_ENV, NAN_ENV
 FAST = ["--data", "fashion-mnist", "--no-progress", "--log-every", "1", "--crop-scale", "0.6,1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     """A plain timm model directory holding a random tiny ViT: what a user would start from."""

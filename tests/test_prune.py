@@ -9,7 +9,7 @@ import pytest
 from _eval_helpers import TINY, one_error_line, run_cli
 
 # shared fixtures (see tests/_eval_helpers.py)
-one_thread = h.one_thread
+
 serve_tiny = h.serve_tiny
 tiny_tnt = h.tiny_tnt
 

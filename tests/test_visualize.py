@@ -18,15 +18,6 @@ from tnt_cli.engine import Schedule, attach_tnt
 from tnt_cli.viz import trace_images, visualize_files
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and spinning threads crawl on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_fmnist_model(patch: int):
     torch.manual_seed(0)
     vit = timm.create_model(
