@@ -9,18 +9,14 @@ from pathlib import Path
 
 import torch
 
-from tnt_cli.errors import TntError
+from tnt_cli import devices
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is refused."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TntError("--device cuda was given but no CUDA GPU is available (torch sees none): use --device cpu")
-    return device
+    """The device name the benchmark runs on ('cpu', 'cuda', 'cuda:1')."""
+    return str(devices.resolve_device(device))
 
 
 def set_threads(device: str, threads: int | None) -> int:

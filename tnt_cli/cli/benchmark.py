@@ -100,7 +100,7 @@ def benchmark(
 
     from tnt_cli.bench.env import resolve_device, set_threads
 
-    resolve_device(config.device)  # fail on --device cuda without a GPU before loading anything
+    # resolving first fails on --device cuda without a GPU before anything is loaded
     set_threads(resolve_device(config.device), config.threads)
     report = _run(model, schedule, random_weights, config, progress=not json_out)
 

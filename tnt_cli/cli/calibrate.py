@@ -100,8 +100,8 @@ def calibrate(
     """
     o.apply_offline(offline)
     from tnt_cli.data import build_loader
+    from tnt_cli.devices import resolve_device
     from tnt_cli.eval import sweep as sw
-    from tnt_cli.eval.evaluate import resolve_device
     from tnt_cli.eval.pareto import check_reachable, make_target
     from tnt_cli.io.sources import load_model
 

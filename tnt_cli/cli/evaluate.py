@@ -50,9 +50,10 @@ def evaluate(
     """
     o.apply_offline(offline)
     from tnt_cli.data import build_loader, dataset_classes
+    from tnt_cli.devices import resolve_device
     from tnt_cli.eval.baselines import apply_method, check_method, method_gmacs
     from tnt_cli.eval.common import load_for_method
-    from tnt_cli.eval.evaluate import evaluate_model, resolve_device
+    from tnt_cli.eval.evaluate import evaluate_model
 
     check_method(method)
     if tome_r is not None and method != "tome":

@@ -53,20 +53,6 @@ class Accumulator:
         return out
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when available; an unavailable CUDA request is a clear error."""
-    from tnt_cli.errors import TntError
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TntError("--device cuda was requested but no CUDA device is available")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise TntError(f"unknown device {device!r}: use auto, cpu or cuda") from None
-
-
 def evaluate_model(
     model: nn.Module,
     loader: Iterable,

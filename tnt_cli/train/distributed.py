@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from tnt_cli.devices import resolve_device
 from tnt_cli.errors import TntError
 
 
@@ -47,20 +48,12 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 def pick_device(requested: str) -> torch.device:
     """'auto': this process's GPU (LOCAL_RANK under torchrun) when CUDA is available, else the CPU."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TntError("--device cuda was requested but no CUDA device is available")
-        if requested == "cuda":
-            requested = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        device = torch.device(requested)
+    device = resolve_device(requested)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-        return device
-    try:
-        return torch.device(requested)
-    except RuntimeError:
-        raise TntError(f"unknown device {requested!r}: use auto, cpu or cuda") from None
+    return device
 
 
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:

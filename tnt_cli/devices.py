@@ -1,0 +1,21 @@
+"""`--device auto|cpu|cuda[:N]` turned into a torch device, with one message for a missing GPU."""
+
+from __future__ import annotations
+
+import torch
+
+from tnt_cli.errors import TntError
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' picks CUDA when available, else the CPU; a CUDA request without a GPU is a clear error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise TntError(
+            "--device cuda was requested but no CUDA device is available (torch sees no CUDA GPU): use --device cpu"
+        )
+    try:
+        return torch.device(requested)
+    except RuntimeError:
+        raise TntError(f"unknown device {requested!r}: use auto, cpu or cuda") from None
