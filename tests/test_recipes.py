@@ -18,7 +18,8 @@ from tnt_cli.errors import TntError
 from tnt_cli.recipes import RECIPES, get_recipe
 from tnt_cli.train.config import TrainConfig, resume_mismatch
 from tnt_cli.train.optim import param_groups
-from tnt_cli.train.trainer import NoisyAndPruned, default_drop_block, drop_keep
+from tnt_cli.train.task import LossSettings, PruningTask
+from tnt_cli.train.trainer import default_drop_block, drop_keep
 
 
 def cfg(**kw) -> TrainConfig:
@@ -136,17 +137,13 @@ def test_the_pruning_pass_changes_the_backbone_gradient_and_restores_the_schedul
     torch.manual_seed(0)
     noise = NoiseConfig(blocks=(0, 1, 2, 3), form="sigmoid", sigma0=1.0, target_rate=0.3)
     model = attach_tnt(tiny_vit(seed=1), (0, 1, 2, 3), noise=noise, schedule=Schedule((2,), (0.5,))).train()
-    both = NoisyAndPruned(model)
+    task = PruningTask(model, torch.nn.CrossEntropyLoss(), LossSettings(distill=False, rate_weight=0.0))
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
 
     def grads(schedule):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(3)  # the same noise in both runs
-        logits, pruned = both(x, schedule)
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        if pruned is not None:
-            assert pruned.shape == logits.shape and not torch.allclose(pruned, logits)
-            loss = loss + torch.nn.functional.cross_entropy(pruned, y)
+        loss = task(x, y, schedule)
         loss.backward()
         return loss.item(), {n: p.grad.clone() for n, p in model.vit.named_parameters()}
 
@@ -155,3 +152,8 @@ def test_the_pruning_pass_changes_the_backbone_gradient_and_restores_the_schedul
     assert loss_drop > loss_plain
     assert any(not torch.allclose(plain[n], drop[n]) for n in plain)
     assert model.schedule == Schedule((2,), (0.5,))  # the eval schedule is back
+    torch.manual_seed(3)
+    model.eval()
+    pruned = task.pruned_logits(x, Schedule((1,), (0.3,)))
+    model.set_schedule(Schedule((1,), (0.3,)))
+    assert torch.equal(pruned, model(x))  # the training pass is exactly the deployed pruned model

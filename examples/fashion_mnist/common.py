@@ -155,3 +155,7 @@ class Timer:
 
     def __call__(self) -> float:
         return time.time() - self.t0
+
+
+# The dense base model of each benchmark (train_base.py writes them).
+BASE_DIRS = {name: OUT / f"base-{name}" for name in BENCHES}

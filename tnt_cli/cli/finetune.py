@@ -55,6 +55,26 @@ def finetune(
             panel=RUN,
         ),
     ] = _D["recipe"],
+    method: Annotated[
+        str,
+        _opt(
+            "--method",
+            help="What to fine-tune: tnt, or a baseline trained the same way (same recipe, steps, distillation) "
+            "with its own reducer in the pruning pass: random (random drop), evit (CLS-attention top-k inside the "
+            "block; cls-attn is accepted), evit-fuse (EViT with the dropped tokens fused into one), tome (token "
+            "merging in every block). OUT records it; evaluate, prune, calibrate and benchmark run it by default.",
+            panel=RUN,
+        ),
+    ] = _D["method"],
+    reducer: Annotated[
+        str,
+        _opt(
+            "--reducer",
+            help="tnt: what happens to the tokens the heads do not keep, in the pruning pass and in OUT's "
+            "schedule: drop (the paper), merge (into their most similar kept token) or fuse (into one token).",
+            panel=RUN,
+        ),
+    ] = _D["reducer"],
     train: Annotated[
         str | None,
         _opt(
@@ -288,6 +308,8 @@ def finetune(
         data=data,
         out=out,
         recipe=recipe,
+        method=method,
+        reducer=reducer,
         train=train,
         noise_blocks=o.parse_int_list(noise_blocks, "--noise-blocks") if noise_blocks is not None else None,
         sigma0=sigma0,
@@ -358,7 +380,7 @@ def _pair(text: str) -> tuple[float, float]:
 
 def _describe_recipe(summary: dict) -> str:
     s = summary.get("settings", {})
-    parts = [f"{summary.get('recipe')}", f"train {s.get('train')}", f"{s.get('relevance')} sigma0 {s.get('sigma0'):g}"]
+    parts = [f"{s.get('method', 'tnt')}", f"{summary.get('recipe')}", f"train {s.get('train')}", f"{s.get('relevance')} sigma0 {s.get('sigma0'):g}"]
     if s.get("distill"):
         parts.append(f"distill x{s.get('distill_weight'):g}")
     if s.get("drop_block") is not None:

@@ -124,6 +124,7 @@ def tnt_config(
         "head_blocks": list(model.head_blocks),
         "head_norm": bool(model.head_norm),
         "heads_trained": bool(heads_trained),
+        "method": str((training or {}).get("method", "tnt")),  # what `evaluate`, `prune`, ... run by default
         "random_weights": bool(random_weights),
         "noise": model.noise.to_dict(),
         "schedule": model.schedule.to_dict(),

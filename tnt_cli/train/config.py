@@ -20,6 +20,10 @@ NOISE_FIELDS = {"noise_blocks": "blocks", "sigma0": "sigma0", "noise_variant": "
                 "target_rate": "target_rate"}  # fmt: skip
 
 TRAIN_MODES = ("heads", "full")
+# Methods `tnt finetune --method` trains (the order the CLI lists them); `cls-attn` is accepted for `evit`.
+METHODS = ("tnt", "random", "evit", "evit-fuse", "tome")
+METHOD_ALIASES = {"cls-attn": "evit"}
+REDUCERS = ("drop", "merge", "fuse")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Reference batch for lr scaling: lr = base lr * global batch / 512.
 LR_REFERENCE_BATCH = 512
@@ -36,6 +40,9 @@ class TrainConfig:
     data: str
     out: str
     recipe: str = DEFAULT_RECIPE
+    # what is fine-tuned: TNT, or a baseline fine-tuned the same way with its own reducer in the pruning pass
+    method: str = "tnt"
+    reducer: str = "drop"  # tnt: what happens to the tokens TNT does not keep (drop | merge | fuse)
     train: str | None = None  # None: the recipe's
     # noise (None: the recipe's, else the engine's NoiseConfig default)
     noise_blocks: tuple[int, ...] | None = None
@@ -92,6 +99,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.notes: list[str] = []  # resolution remarks for the run's log (not a field: not saved)
+        self.method = METHOD_ALIASES.get(self.method, self.method)
         self._resolve()
         self.noise_blocks = tuple(sorted({int(b) for b in self.noise_blocks}))
         self.drop_keeps = tuple(float(k) for k in self.drop_keeps)
@@ -101,6 +109,16 @@ class TrainConfig:
                 "--drop-weight needs --train full: the hard-pruning pass trains only the backbone (top-k gives the "
                 "heads no gradient), which heads-only training freezes; use --drop-weight 0"
             )
+        if self.method not in METHODS:
+            raise TntError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method != "tnt" and self.train != "full":
+            raise TntError(f"--method {self.method} fine-tunes the backbone (its reducer has no heads): use --train full")
+        if self.method != "tnt" and self.drop_weight <= 0:
+            raise TntError(f"--method {self.method} trains through its pruning pass: --drop-weight must be > 0")
+        if self.reducer not in REDUCERS:
+            raise TntError(f"--reducer must be one of {', '.join(REDUCERS)}, got {self.reducer!r}")
+        if self.reducer != "drop" and self.method != "tnt":
+            raise TntError(f"--reducer {self.reducer} is TNT's; --method {self.method} has its own reducer")
         if self.amp not in AMP_MODES:
             raise TntError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         checks = [
@@ -200,7 +218,7 @@ class TrainConfig:
 
 # What must be equal for --resume to reproduce the uninterrupted run.
 TRAJECTORY = (
-    "model", "data", "recipe", "train", "noise_blocks", "sigma0", "noise_variant", "relevance", "target_rate",
+    "model", "data", "recipe", "method", "reducer", "train", "noise_blocks", "sigma0", "noise_variant", "relevance", "target_rate",
     "rate_weight", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps", "drop_block",
     "head_lr_scale", "epochs", "max_steps", "batch_size", "accum",
     "lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad", "amp", "seed", "split", "limit", "scale",

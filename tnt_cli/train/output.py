@@ -25,7 +25,9 @@ def save_final(out: Path, model: TNTModel, *, base_model: str | None, training: 
     staging = out / STAGING
     if staging.exists():
         shutil.rmtree(staging)
-    save_model_dir(staging, model, base_model=base_model, training=training, metrics=metrics, overwrite=True)
+    heads_trained = training.get("method", "tnt") == "tnt"  # a baseline's directory has untrained heads
+    save_model_dir(staging, model, base_model=base_model, training=training, metrics=metrics, overwrite=True,
+                   heads_trained=heads_trained)  # fmt: skip
     names = sorted(p.name for p in staging.iterdir())
     names.sort(key=lambda name: name == "config.json")
     for name in names:
@@ -38,14 +40,11 @@ def save_final(out: Path, model: TNTModel, *, base_model: str | None, training: 
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: TNTModel, loader, device: torch.device, schedule: Schedule) -> dict:
-    """top-1 / top-5 / loss of `model` under `schedule` (eval mode), via the eval module's loop."""
+def evaluate_accuracy(model: TNTModel, loader, device: torch.device, schedule: Schedule, method: str = "tnt") -> dict:
+    """top-1 / top-5 / loss of `method` at `schedule`'s compute (eval mode), via the eval module's loop."""
+    from tnt_cli.eval.baselines import apply_method
     from tnt_cli.eval.evaluate import evaluate_model
 
-    previous = model.schedule
-    model.set_schedule(schedule)
     model.eval()
-    try:
-        return evaluate_model(model, loader, device=device, progress=False)
-    finally:
-        model.set_schedule(previous)
+    with apply_method(model, "dense" if schedule.is_dense else method, schedule) as setup:
+        return evaluate_model(setup.module, loader, device=device, progress=False)

@@ -29,7 +29,8 @@ from tnt_cli.errors import TntError
 from tnt_cli.train import distributed as D
 from tnt_cli.train.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tnt_cli.train.config import LR_REFERENCE_BATCH, TrainConfig, resume_mismatch
-from tnt_cli.train.losses import build_criterion, build_mixup, distill_loss
+from tnt_cli.train.losses import build_criterion, build_mixup
+from tnt_cli.train.task import LossSettings, PruningTask
 from tnt_cli.train.optim import build_optimizer, build_scheduler
 from tnt_cli.train.progress import METRICS_FILE, MetricsLog, Throughput, TrainProgress
 
@@ -105,29 +106,11 @@ def drop_keep(keeps: tuple[float, ...], seed: int, step: int, micro: int) -> flo
     return keeps[int(torch.randint(len(keeps), (1,), generator=generator))]
 
 
-class NoisyAndPruned(nn.Module):
-    """A training step's two passes in ONE forward: the noisy pass (train mode) and, given a schedule, a hard-
-    pruning pass (`TNTModel.forward_pruned`, top-k by the current heads, gradients into the backbone).
-
-    DDP expects one forward per backward; wrapping this module (not the TNTModel) keeps it that way. The model's
-    schedule is restored afterwards, so evaluation and checkpoints never see the training schedule.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, schedule: Schedule | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits = self.model(x)
-        if schedule is None:
-            return logits, None
-        restore = self.model.schedule
-        self.model.set_schedule(schedule)
-        try:
-            pruned = self.model.forward_pruned(x)
-        finally:
-            self.model.set_schedule(restore)
-        return logits, pruned
+def _stage_schedule(block: int, keep: float, reducer: str = "drop") -> Schedule:
+    """One pruning stage after `block`; the reducer field is only passed when it is not the engine's default."""
+    if reducer == "drop":
+        return Schedule(prune_layers=(block,), keep_rates=(keep,))
+    return Schedule(prune_layers=(block,), keep_rates=(keep,), reducer=reducer)
 
 
 def clamp_noise_blocks(blocks: tuple[int, ...], depth: int, console: Console, is_main: bool) -> tuple[int, ...]:
@@ -258,7 +241,7 @@ class Trainer:
         if cfg.eval_prune_layers:
             schedule = Schedule(prune_layers=cfg.eval_prune_layers, keep_rates=cfg.eval_keep_rates or ())
             untrained = [b for b in schedule.prune_layers if b not in noise_blocks]
-            if untrained:
+            if untrained and cfg.method == "tnt":
                 raise TntError(
                     f"--prune-layers {untrained[0]}: only noise blocks get trained heads "
                     f"(noise blocks {','.join(map(str, noise_blocks))})"
@@ -267,7 +250,7 @@ class Trainer:
             schedule = default_eval_schedule(noise_blocks, depth)
         self.eval_schedule = schedule
         trained = set(loaded.model.head_blocks) if loaded.heads_trained else set()
-        head_blocks = sorted(set(noise_blocks) | trained)
+        head_blocks = sorted(set(noise_blocks) | trained | set(schedule.prune_layers))
         model = attach_tnt(vit, head_blocks, noise=noise, head_norm=loaded.model.head_norm)
         self.drop_block: int | None = None
         if cfg.drop_weight > 0:
@@ -278,13 +261,13 @@ class Trainer:
                     f"; the model has blocks 0-{depth - 1})"
                 )
             self.drop_block = block
-            self._drop_schedules = {k: Schedule(prune_layers=(block,), keep_rates=(k,)) for k in cfg.drop_keeps}
+            self._drop_schedules = {k: _stage_schedule(block, k, cfg.reducer) for k in cfg.drop_keeps}
         for block in trained:  # continue from the heads a tnt directory brought
             model.heads[str(block)].load_state_dict(loaded.model.heads[str(block)].state_dict())
         if hasattr(loaded.model, "tnt_provenance"):
             model.tnt_provenance = loaded.model.tnt_provenance
-        for block, head in model.heads.items():
-            head.requires_grad_(int(block) in noise_blocks)
+        for block, head in model.heads.items():  # baselines rank tokens their own way: their heads stay as they are
+            head.requires_grad_(int(block) in noise_blocks and cfg.method == "tnt")
         vit.requires_grad_(cfg.train == "full")
         self.teacher: nn.Module | None = None
         if cfg.distill and cfg.train == "full":
@@ -365,14 +348,19 @@ class Trainer:
         return RunState(epoch=saved["epoch"], step_in_epoch=saved["step_in_epoch"], step=saved["step"])
 
     def _wrap(self) -> None:
-        self.forward_model: nn.Module = NoisyAndPruned(self.model)
+        cfg = self.cfg
+        settings = LossSettings(method=cfg.method, rate_weight=cfg.rate_weight if cfg.relevance == "sigmoid" else 0.0,
+                                distill=cfg.distill, distill_weight=cfg.distill_weight, distill_temp=cfg.distill_temp,
+                                drop_weight=cfg.drop_weight if self.drop_block is not None else 0.0)  # fmt: skip
+        self.task = PruningTask(self.model, self.criterion, settings, teacher=self.teacher)
+        self.forward_model: nn.Module = self.task
         self.ddp = None
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device] if self.device.type == "cuda" else None
             # Only parameters that require grad are reduced: with heads-only training that is just the heads.
-            # DDP wraps both passes of a step (NoisyAndPruned): one forward per backward.
+            # DDP wraps the whole step (PruningTask: both passes and the loss): one forward per backward.
             self.ddp = DDP(self.forward_model, device_ids=ids, find_unused_parameters=self._may_leave_unused())
             self.forward_model = self.ddp
         if self.cfg.compile:
@@ -512,35 +500,19 @@ class Trainer:
         return total
 
     def _loss(self, images: torch.Tensor, targets: torch.Tensor, step: int, micro: int) -> torch.Tensor:
-        """task (+ distill) on the noisy logits + rate penalty + drop_weight * (task (+ distill) on pruned logits)."""
+        """The step's loss from `PruningTask` (see tnt_cli.train.task), with this step's pruning-pass schedule."""
         cfg = self.cfg
         schedule = None
         if self.drop_block is not None:
             schedule = self._drop_schedules[drop_keep(cfg.drop_keeps, cfg.seed, step, micro)]
-        logits, pruned = self.forward_model(images, schedule)
-        teacher_logits = None
-        if cfg.distill:
-            with torch.no_grad():
-                teacher = self.teacher if self.teacher is not None else self.model.vit  # heads: the frozen backbone
-                teacher_logits = teacher(images)
-        loss = self._task_loss(logits, targets, teacher_logits)
-        if cfg.relevance == "sigmoid" and cfg.rate_weight:
-            loss = loss + cfg.rate_weight * self.model.rate_loss()  # from the noisy pass (the pruned one sets none)
-        if pruned is not None:
-            loss = loss + cfg.drop_weight * self._task_loss(pruned, targets, teacher_logits)
-        return loss
-
-    def _task_loss(self, logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None):
-        """Task loss plus, with distillation, distill_weight * KL(teacher || student) (added, not mixed)."""
-        loss = self.criterion(logits.float(), targets)
-        if teacher_logits is not None:
-            loss = loss + self.cfg.distill_weight * distill_loss(logits, teacher_logits, self.cfg.distill_temp)
-        return loss
+        per_step = cfg.batch_size * cfg.accum * self.dist.world_size
+        start = (step - 1) * per_step + (micro * self.dist.world_size + self.dist.rank) * cfg.batch_size
+        return self.forward_model(images, targets, schedule, start)
 
     def settings(self) -> dict:
         """The resolved recipe settings of this run (recorded in the summary and the model directory)."""
         cfg = self.cfg
-        keys = ("recipe", "train", "relevance", "sigma0", "noise_variant", "target_rate", "rate_weight",
+        keys = ("recipe", "method", "reducer", "train", "relevance", "sigma0", "noise_variant", "target_rate", "rate_weight",
                 "noise_blocks", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps", "lr",
                 "head_lr_scale")  # fmt: skip
         data = {k: v for k, v in cfg.to_dict().items() if k in keys}
@@ -642,6 +614,7 @@ class Trainer:
             "evaluation": evaluation,
         }
         training = {
+            "method": self.cfg.method,
             "recipe": f"tnt finetune --recipe {self.cfg.recipe}",
             "settings": summary["settings"],
             "config": self.cfg.to_dict(),
@@ -678,7 +651,7 @@ class Trainer:
             self.note(f"note: no evaluation ({exc})")
             return None
         dense = evaluate_accuracy(self.model, loader, self.device, Schedule())
-        pruned = evaluate_accuracy(self.model, loader, self.device, self.eval_schedule)
+        pruned = evaluate_accuracy(self.model, loader, self.device, self.eval_schedule, method=cfg.method)
         return {"split": cfg.val_split, "images": dense.get("images"), "schedule": self.eval_schedule.describe(),
                 "dense": _slim(dense), "pruned": _slim(pruned)}  # fmt: skip
 
@@ -718,6 +691,6 @@ def finetune(cfg: TrainConfig, **kwargs) -> dict | None:
 
 
 __all__ = [
-    "Interrupted", "NoisyAndPruned", "NonFiniteLoss", "Trainer", "default_drop_block", "default_eval_schedule",
+    "Interrupted", "NonFiniteLoss", "Trainer", "default_drop_block", "default_eval_schedule",
     "drop_keep", "finetune",
 ]  # fmt: skip

@@ -1,0 +1,87 @@
+"""`tnt finetune --method`: the baselines fine-tuned through the same step as TNT (tnt_cli.train.task).
+
+A tiny ViT on Fashion-MNIST, a few steps each: what is checked is the plumbing (which parameters train, what the
+directory records, that evaluate runs a directory with its own method), not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _train_helpers import backbone_state, run_cli, tiny_vit, write_timm_dir
+
+from tnt_cli.engine import Schedule, attach_tnt
+from tnt_cli.errors import TntError
+from tnt_cli.train.config import TrainConfig
+from tnt_cli.train.task import LossSettings, PruningTask
+
+FAST = ["--data", "fashion-mnist", "--no-progress", "--crop-scale", "0.6,1", "--max-steps", "3", "--batch-size", "16",
+        "--limit", "160", "--eval-limit", "64", "--drop-block", "1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    return write_timm_dir(tmp_path_factory.mktemp("base") / "tiny", tiny_vit(seed=0))
+
+
+def heads(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "tnt_heads.safetensors"))
+
+
+@pytest.mark.parametrize("method", ["random", "tome", "evit"])
+def test_a_baseline_trains_its_backbone_not_the_heads_and_is_recorded(base, tmp_path, method):
+    out = tmp_path / method
+    result = run_cli("finetune", base, "--out", out, *FAST, "--method", method, "--json")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())["tnt"]
+    assert config["method"] == method and config["heads_trained"] is False
+    before, after = backbone_state(base), backbone_state(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the backbone was fine-tuned
+    reference = attach_tnt(tiny_vit(seed=0), config["head_blocks"])  # heads as attach_tnt made them: never trained
+    saved = heads(out)
+    assert saved.keys() == {f"heads.{k}" for k in reference.heads.state_dict()}
+    summary = json.loads(result.stdout)
+    assert summary["settings"]["method"] == method
+    assert 0.0 <= summary["evaluation"]["pruned"]["top1"] <= 1.0  # the end-of-run evaluation ran the method
+
+
+def test_a_baseline_directory_refuses_tnt_pruning_without_trained_heads(base, tmp_path):
+    out = tmp_path / "tome"
+    assert run_cli("finetune", base, "--out", out, *FAST, "--method", "tome").exit_code == 0
+    result = run_cli("evaluate", out, "--data", "fashion-mnist", "--method", "tnt", "--limit", "32")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("error:")
+
+
+def test_method_settings_are_checked_before_any_work(tmp_path):
+    def cfg(**kw):
+        return TrainConfig(model="m", data="fashion-mnist", out=str(tmp_path / "o"), **kw)
+
+    assert cfg(method="cls-attn").method == "evit"  # the old name still works
+    for bad, match in (
+        ({"method": "magic"}, "--method must be one of"),
+        ({"method": "tome", "train": "heads"}, "use --train full"),
+        ({"method": "random", "drop_weight": 0.0}, "--drop-weight must be > 0"),
+        ({"reducer": "melt"}, "--reducer must be one of"),
+        ({"method": "tome", "reducer": "merge"}, "has its own reducer"),
+    ):
+        with pytest.raises(TntError, match=match):
+            cfg(**bad)
+
+
+def test_the_random_baseline_draws_new_scores_per_batch_position_and_repeats_them():
+    torch.manual_seed(0)
+    model = attach_tnt(tiny_vit(seed=1), (0, 1, 2, 3)).train()
+    task = PruningTask(model, torch.nn.CrossEntropyLoss(), LossSettings(method="random", distill=False))
+    x = torch.randn(4, 1, 28, 28)
+    schedule = Schedule((1,), (0.3,))
+    with torch.no_grad():
+        a, b, c = (task.pruned_logits(x, schedule, start) for start in (0, 4, 0))
+    assert torch.equal(a, c) and not torch.equal(a, b)
+    assert model.scorer is None and model.schedule == Schedule()  # restored after the pass
