@@ -118,36 +118,37 @@ def train_run(bench: str, run: str, seed: int, steps: int, batch: int, log) -> f
 
 
 def evaluate_run(bench: str, run: str, seed: int, steps: int, batch: int, loader, done: set, log) -> list[dict]:
-    """Full-test-set rows of one fine-tuned run at every schedule (what `tnt evaluate` computes)."""
-    from dataclasses import replace
-
-    from tnt_cli.eval.baselines import apply_method
-    from tnt_cli.eval.evaluate import evaluate_model
+    """Full-test-set rows of one fine-tuned run at every schedule, through `tnt compare`'s library function."""
+    from tnt_cli.eval.compare import Entry, compare
     from tnt_cli.io.sources import load_model
 
     method, reducer = RUNS[run]
     out = run_dir(bench, run, seed, steps, batch)
-    loaded = load_model(str(out), require_trained_heads=False)
-    model = loaded.model
+    model = load_model(str(out), require_trained_heads=False).model
     train_s = json.loads((out / "study-run.json").read_text())["train_s"]
-    rows = []
-    for name, schedule in schedules():
-        if (run, seed, steps, batch, name) in done:
-            continue
-        if reducer != "drop" and schedule.prune_layers:
-            schedule = replace(schedule, reducer=reducer)
-        with apply_method(model, "tnt", schedule) as tnt_setup:
-            gmacs_tnt = tnt_setup.gmacs
-        with apply_method(model, "dense" if name == "dense" else method, schedule) as setup:
-            result = evaluate_model(setup.module, loader, progress=False)
-            gmacs = setup.gmacs
-        keep = schedule.keep_rates[0] if len(schedule.keep_rates) == 1 else ""
-        rows.append({"bench": bench, "run": run, "method": method, "reducer": reducer, "seed": seed, "steps": steps,
-                     "batch": batch, "schedule": name, "keep": keep, "gmacs": round(gmacs, 6),
-                     "gmacs_tnt": round(gmacs_tnt, 6), "top1": round(100 * result["top1"], 2),
-                     "top5": round(100 * result["top5"], 2), "images": result["images"], "train_s": train_s})  # fmt: skip
-        log(f"[{bench}] {run} s{seed} {name}: {100 * result['top1']:.2f}% at {gmacs:.5f} GMACs")
-    return rows
+    names = {repr(s): name for name, s in schedules()}
+
+    def skip(entry, schedule) -> bool:
+        return (run, seed, steps, batch, names[repr(schedule)]) in done
+
+    def row(r: dict) -> dict:
+        name = r["schedule_text"] if r["schedule_text"] == "dense" else names[repr(_drop_reducer(r["schedule"]))]
+        keep = r["schedule"]["keep_rates"][0] if len(r["schedule"]["keep_rates"]) == 1 else ""
+        log(f"[{bench}] {run} s{seed} {name}: {100 * r['top1']:.2f}% at {r['gmacs']:.5f} GMACs")
+        return {"bench": bench, "run": run, "method": method, "reducer": reducer, "seed": seed, "steps": steps,
+                "batch": batch, "schedule": name, "keep": keep, "gmacs": round(r["gmacs"], 6),
+                "gmacs_tnt": round(r["gmacs_tnt"], 6), "top1": round(100 * r["top1"], 2),
+                "top5": round(100 * r["top5"], 2), "images": r["images"], "train_s": train_s}  # fmt: skip
+
+    rows = compare([Entry(run, model, method, reducer)], loader, [s for _, s in schedules()], skip=skip)
+    return [row(r) for r in rows]
+
+
+def _drop_reducer(schedule: dict):
+    from tnt_cli.engine import Schedule
+
+    data = {k: v for k, v in schedule.items() if k != "reducer"}
+    return Schedule.from_dict(data)
 
 
 def rows_path(bench: str) -> Path:

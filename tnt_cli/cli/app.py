@@ -94,7 +94,8 @@ def root(
 
 
 # One module per command: tnt_cli/cli/<name>.py defines a function <name>. Modules import torch lazily.
-COMMANDS = ("info", "finetune", "calibrate", "prune", "evaluate", "benchmark", "visualize", "export", "push")
+COMMANDS = ("info", "finetune", "calibrate", "prune", "evaluate", "compare", "benchmark", "visualize", "export",
+            "push")  # fmt: skip
 
 
 def _register() -> None:

@@ -89,6 +89,13 @@ def parse_float_list(text: str, flag: str) -> tuple[float, ...]:
         raise TntError(f"{flag} takes numbers separated by commas, got {text!r}") from None
 
 
+def parse_str_list(text: str, flag: str) -> tuple[str, ...]:
+    try:
+        return tuple(_parts(text))
+    except ValueError:
+        raise TntError(f"{flag} takes names separated by commas, got {text!r}") from None
+
+
 def _parts(text: str) -> list[str]:
     parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
     if not parts:

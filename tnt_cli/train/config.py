@@ -112,7 +112,9 @@ class TrainConfig:
         if self.method not in METHODS:
             raise TntError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.method != "tnt" and self.train != "full":
-            raise TntError(f"--method {self.method} fine-tunes the backbone (its reducer has no heads): use --train full")
+            raise TntError(
+                f"--method {self.method} fine-tunes the backbone (its reducer has no heads): use --train full"
+            )
         if self.method != "tnt" and self.drop_weight <= 0:
             raise TntError(f"--method {self.method} trains through its pruning pass: --drop-weight must be > 0")
         if self.reducer not in REDUCERS:
@@ -218,7 +220,8 @@ class TrainConfig:
 
 # What must be equal for --resume to reproduce the uninterrupted run.
 TRAJECTORY = (
-    "model", "data", "recipe", "method", "reducer", "train", "noise_blocks", "sigma0", "noise_variant", "relevance", "target_rate",
+    "model", "data", "recipe", "method", "reducer", "train", "noise_blocks", "sigma0", "noise_variant", "relevance",
+    "target_rate",
     "rate_weight", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps", "drop_block",
     "head_lr_scale", "epochs", "max_steps", "batch_size", "accum",
     "lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad", "amp", "seed", "split", "limit", "scale",

@@ -30,9 +30,9 @@ from tnt_cli.train import distributed as D
 from tnt_cli.train.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tnt_cli.train.config import LR_REFERENCE_BATCH, TrainConfig, resume_mismatch
 from tnt_cli.train.losses import build_criterion, build_mixup
-from tnt_cli.train.task import LossSettings, PruningTask
 from tnt_cli.train.optim import build_optimizer, build_scheduler
 from tnt_cli.train.progress import METRICS_FILE, MetricsLog, Throughput, TrainProgress
+from tnt_cli.train.task import LossSettings, PruningTask
 
 # Test hooks (not user options): simulate Ctrl-C after optimizer step k, or a NaN loss at step k (1-based).
 INTERRUPT_ENV = "TNT_INTERRUPT_AT_STEP"
@@ -512,9 +512,9 @@ class Trainer:
     def settings(self) -> dict:
         """The resolved recipe settings of this run (recorded in the summary and the model directory)."""
         cfg = self.cfg
-        keys = ("recipe", "method", "reducer", "train", "relevance", "sigma0", "noise_variant", "target_rate", "rate_weight",
-                "noise_blocks", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps", "lr",
-                "head_lr_scale")  # fmt: skip
+        keys = ("recipe", "method", "reducer", "train", "relevance", "sigma0", "noise_variant", "target_rate",
+                "rate_weight", "noise_blocks", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps",
+                "lr", "head_lr_scale")  # fmt: skip
         data = {k: v for k, v in cfg.to_dict().items() if k in keys}
         data["noise_blocks"] = list(self.model.noise.blocks)  # after clamping to the model
         data["drop_block"] = self.drop_block

@@ -1,0 +1,129 @@
+"""`tnt compare`: TNT and the baselines side by side on your data, at matched GMACs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tnt_cli.cli import options as o
+from tnt_cli.eval.common import BatchSizeOpt, DataOpt, DeviceOpt, SeedOpt, SplitOpt, WorkersOpt
+
+
+def compare(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Model directories written by `tnt finetune --method ...` (each runs its own method), or one "
+            "model with --methods.",
+            show_default=False,
+        ),
+    ],
+    data: DataOpt,
+    split: SplitOpt = "val",
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            "--methods",
+            help="Run these methods on every MODEL instead of each one's own, e.g. "
+            "tnt,random,evit,tome (training-free comparison).",
+        ),
+    ] = None,
+    keeps: Annotated[
+        str,
+        typer.Option(
+            "--keeps", help="Keep rates to compare at, one single-stage schedule each.", rich_help_panel="Schedule"
+        ),
+    ] = "0.7,0.5,0.3",
+    block: Annotated[
+        int,
+        typer.Option(
+            "--block", help="Block after (or, for EViT, inside) which tokens are reduced.", rich_help_panel="Schedule"
+        ),
+    ] = 1,
+    limit: Annotated[int | None, typer.Option("--limit", help="Compare on a seeded subset of N images.")] = None,
+    batch_size: BatchSizeOpt = 256,
+    workers: WorkersOpt = 0,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    offline: o.Offline = False,
+    json_out: o.JsonOut = False,
+) -> None:
+    """Top-1 of each model (with its method) at every keep rate, all at the GMACs TNT has at that keep rate.
+
+    The fair question on your own data: fine-tune TNT and each baseline with the same recipe and budget
+    (`tnt finetune --method tnt|random|evit|evit-fuse|tome`), then compare them here. Each baseline runs at the
+    setting whose GMACs are closest to TNT's (ToMe: its merge count r; EViT: its kept-token count); the table
+    shows the largest GMACs gap.
+
+    Examples:
+
+      tnt compare runs/tnt runs/tome runs/evit runs/random --data /data/imagenet --keeps 0.7,0.5,0.3
+
+      tnt compare runs/tnt --methods tnt,random,evit,tome --data fashion-mnist --limit 2000 --json
+    """
+    o.apply_offline(offline)
+    from tnt_cli.cli.output import print_json, stderr
+    from tnt_cli.data import build_loader
+    from tnt_cli.devices import resolve_device
+    from tnt_cli.engine import Schedule
+    from tnt_cli.errors import TntError
+    from tnt_cli.eval.baselines import check_method
+    from tnt_cli.eval.common import check_positive
+    from tnt_cli.eval.compare import Entry, largest_gmacs_gap
+    from tnt_cli.eval.compare import compare as run_compare
+    from tnt_cli.io.sources import load_model
+
+    check_positive(limit, "--limit")
+    check_positive(batch_size, "--batch-size")
+    wanted = [check_method(m) for m in o.parse_str_list(methods, "--methods")] if methods else None
+    schedules = [Schedule()] + [Schedule((block,), (k,)) for k in o.parse_float_list(keeps, "--keeps")]
+    entries: list[Entry] = []
+    for spec in models:
+        loaded = load_model(spec, require_trained_heads=False)
+        own = str(loaded.tnt_config.get("method", "tnt"))
+        reducer = str(loaded.model.schedule.to_dict().get("reducer", "drop"))
+        for method in wanted or [own]:
+            if method == "tnt" and not loaded.heads_trained:
+                raise TntError(f"{spec} has no trained relevance heads: TNT cannot rank its tokens (its method is "
+                               f"{own}); fine-tune it with `tnt finetune --method tnt`")  # fmt: skip
+            label = spec if len(wanted or [own]) == 1 else f"{spec} [{method}]"
+            entries.append(Entry(label, loaded.model, method, reducer if method == "tnt" else "drop"))
+    loader = build_loader(data, split, entries[0].model.vit, batch_size=batch_size, workers=workers, limit=limit,
+                          seed=seed)  # fmt: skip
+    dev = resolve_device(device)
+    if not json_out:
+        stderr.print(f"comparing {len(entries)} model(s) at {len(schedules)} schedules on {data} {split}")
+    rows = run_compare(entries, loader, schedules, device=dev, seed=seed,
+                       on_row=lambda r: stderr.print(f"  {r['label']} {r['schedule_text']}: "
+                                                     f"{100 * r['top1']:.2f}%"))  # fmt: skip
+    gap = largest_gmacs_gap(rows)
+    if json_out:
+        print_json({"data": str(data), "split": split, "limit": limit, "rows": rows, "largest_gmacs_gap": gap})
+        return
+    render(rows, gap)
+
+
+def render(rows: list[dict], gap: float) -> None:
+    from rich.table import Table
+
+    from tnt_cli.cli.output import stdout
+
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    schedules = list(dict.fromkeys(r["schedule_text"] for r in rows))
+    table = Table(title=f"top-1 at matched GMACs (largest GMACs gap {100 * gap:.1f}%)")
+    table.add_column("schedule")
+    table.add_column("GMACs", justify="right")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for name in schedules:
+        cells = {r["label"]: r for r in rows if r["schedule_text"] == name}
+        best = max(c["top1"] for c in cells.values())
+        ref = next(iter(cells.values()))
+        values = []
+        for label in labels:
+            c = cells.get(label)
+            text = "" if c is None else f"{100 * c['top1']:.2f}%"
+            values.append(f"[bold]{text}[/bold]" if c is not None and c["top1"] == best and len(cells) > 1 else text)
+        table.add_row(name, f"{ref['gmacs_tnt']:.4g}", *values)
+    stdout.print(table)

@@ -1,0 +1,80 @@
+"""Methods side by side at matched compute: the question `tnt compare` (and the study) answers.
+
+Each entry is a model with the method it runs (a fine-tuned directory's own method, or several methods on one
+model). At every schedule, each entry runs at the GMACs closest to TNT's at that schedule (`apply_method`'s
+matching rule, the one `tnt evaluate` uses), on the same images; every row records the GMACs it ran at, so a
+reader can check the match (`within` is the largest relative gap to TNT's GMACs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from tnt_cli.engine import Schedule, TNTModel
+
+
+@dataclass
+class Entry:
+    """One competitor: a label for tables, the model, and the method it runs."""
+
+    label: str
+    model: TNTModel
+    method: str
+    reducer: str = "drop"  # tnt only: the schedule's reducer (what happens to the tokens TNT does not keep)
+
+
+def compare(
+    entries: Iterable[Entry],
+    loader,
+    schedules: Iterable[Schedule],
+    *,
+    device=None,
+    seed: int = 0,
+    on_row: Callable[[dict], None] | None = None,
+    skip: Callable[[Entry, Schedule], bool] | None = None,
+) -> list[dict]:
+    """Evaluate every entry at every schedule; one row each (top-1/top-5 as fractions, GMACs, TNT's GMACs)."""
+    from tnt_cli.eval.baselines import apply_method
+    from tnt_cli.eval.evaluate import evaluate_model
+
+    rows = []
+    schedules = list(schedules)
+    for entry in entries:
+        for schedule in schedules:
+            if skip is not None and skip(entry, schedule):
+                continue
+            run = _with_reducer(schedule, entry.reducer) if entry.method == "tnt" else schedule
+            with apply_method(entry.model, "tnt", run) as reference:  # heads need not be trained to count MACs
+                gmacs_tnt = reference.gmacs
+            method = "dense" if schedule.is_dense else entry.method
+            with apply_method(entry.model, method, run, seed=seed) as setup:
+                result = evaluate_model(setup.module, loader, device=device or "cpu", progress=False)
+                row = {
+                    "label": entry.label,
+                    "method": entry.method,
+                    "reducer": entry.reducer if entry.method == "tnt" else None,
+                    "schedule": run.to_dict(),
+                    "schedule_text": "dense" if schedule.is_dense else schedule.describe(),
+                    "top1": result["top1"],
+                    "top5": result["top5"],
+                    "images": result["images"],
+                    "gmacs": setup.gmacs,
+                    "gmacs_tnt": gmacs_tnt,
+                }
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return rows
+
+
+def largest_gmacs_gap(rows: Iterable[dict]) -> float:
+    """The largest |GMACs / TNT's GMACs - 1| over pruned rows: the comparison is fair when this is <= 0.02."""
+    gaps = [abs(r["gmacs"] / r["gmacs_tnt"] - 1) for r in rows if r["schedule_text"] != "dense"]
+    return max(gaps, default=0.0)
+
+
+def _with_reducer(schedule: Schedule, reducer: str) -> Schedule:
+    if reducer == "drop" or not schedule.prune_layers:
+        return schedule
+    return replace(schedule, reducer=reducer)
