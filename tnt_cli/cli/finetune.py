@@ -380,8 +380,12 @@ def _pair(text: str) -> tuple[float, float]:
 
 def _describe_recipe(summary: dict) -> str:
     s = summary.get("settings", {})
-    parts = [f"{s.get('method', 'tnt')}", f"{summary.get('recipe')}", f"train {s.get('train')}",
-             f"{s.get('relevance')} sigma0 {s.get('sigma0'):g}"]
+    parts = [
+        f"{s.get('method', 'tnt')}",
+        f"{summary.get('recipe')}",
+        f"train {s.get('train')}",
+        f"{s.get('relevance')} sigma0 {s.get('sigma0'):g}",
+    ]
     if s.get("distill"):
         parts.append(f"distill x{s.get('distill_weight'):g}")
     if s.get("drop_block") is not None:
