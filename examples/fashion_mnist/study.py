@@ -261,6 +261,38 @@ def report(benches: tuple[str, ...] = BENCHES) -> str:
     return "\n".join(lines)
 
 
+def plot(path: Path, benches: tuple[str, ...] = BENCHES) -> Path | None:
+    """Accuracy vs GMACs, mean over seeds, one panel per benchmark (the longest-trained config of each)."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = summarise([r for b in benches for r in read_rows(b)])
+    present = [b for b in benches if any(k[0] == b for k in stats)]
+    if not present:
+        return None
+    fig, axes = plt.subplots(1, len(present), figsize=(6 * len(present), 4.5), squeeze=False)
+    for ax, bench in zip(axes[0], present):
+        steps, batch = max((k[1], k[2]) for k in stats if k[0] == bench)
+        for run in RUNS:
+            points = sorted((c["gmacs"], c["mean"]) for k, c in stats.items()
+                            if k[:3] == (bench, steps, batch) and k[4] == run and " + " not in k[3])  # fmt: skip
+            if points:
+                ax.plot(*zip(*points), marker="o", label=run)
+        ax.set_title(f"{bench} ({steps} steps x {batch})")
+        ax.set_xlabel("GMACs per image")
+        ax.set_ylabel("top-1 (%), mean over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", choices=BENCHES, action="append", help="benchmark(s) to run (default: both)")
@@ -292,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     STUDY_RESULTS.mkdir(parents=True, exist_ok=True)
     text = report()
     (STUDY_RESULTS / "STUDY.md").write_text(text)
+    plot(STUDY_RESULTS / "accuracy_vs_gmacs.png")
     print(text)
 
 
