@@ -53,6 +53,8 @@ FIELDS = ("bench", "run", "method", "reducer", "seed", "steps", "batch", "schedu
           "top1", "top5", "images", "train_s")  # fmt: skip
 # Augmentation of the study's fine-tuning (product flags): a milder crop than ImageNet's 0.08 for 28 px items.
 CROP_SCALE = (0.6, 1.0)
+# Warmup in epochs: the default (1 epoch, capped at half the run) would spend half of a 300-step run warming up.
+WARMUP_EPOCHS = 0.03
 
 
 def schedules() -> list[tuple[str, object]]:
@@ -76,7 +78,7 @@ def finetune_config(bench: str, run: str, seed: int, steps: int, batch: int):
     return TrainConfig(
         model=str(BASE_DIRS[bench]), data=bench, out=str(run_dir(bench, run, seed, steps, batch)), method=method,
         reducer=reducer, max_steps=steps, batch_size=batch, seed=seed, scale=CROP_SCALE, eval_limit=0,
-        progress=False, drop_block=PRUNE_BLOCK,
+        progress=False, drop_block=PRUNE_BLOCK, warmup_epochs=WARMUP_EPOCHS,
     )  # fmt: skip
 
 
@@ -88,7 +90,7 @@ def commands(bench: str, run: str, seed: int, steps: int, batch: int, schedule: 
     extra = f" --reducer {reducer}" if reducer != "drop" else ""
     ft = (f"tnt finetune {base} --data {bench} --out {out} --method {method}{extra} --max-steps {steps} "
           f"--batch-size {batch} --seed {seed} --crop-scale {CROP_SCALE[0]:g},{CROP_SCALE[1]:g} "
-          f"--drop-block {PRUNE_BLOCK} --eval-limit 0")  # fmt: skip
+          f"--drop-block {PRUNE_BLOCK} --warmup-epochs {WARMUP_EPOCHS:g} --eval-limit 0")  # fmt: skip
     sched = next(s for name, s in schedules() if name == schedule)
     flags = ""
     if sched.prune_layers:
