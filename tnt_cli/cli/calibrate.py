@@ -42,11 +42,14 @@ def calibrate(
     ] = "0,auto",
     sim_seed: o.SimSeed = 0,
     methods: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--methods", help="Methods to sweep: tnt plus baselines at matched schedules.", rich_help_panel=GRID
+            "--methods",
+            help="Methods to sweep: tnt plus baselines at matched GMACs (tnt, random, evit, evit-fuse, tome). "
+            "Default: tnt,random,evit,tome (evit only with a class token).",
+            rich_help_panel=GRID,
         ),
-    ] = "tnt,random,cls-attn,tome",
+    ] = None,
     target_gmacs: Annotated[
         float | None,
         typer.Option("--target-gmacs", help="Most accurate schedule within G GMACs.", rich_help_panel=TARGET),
@@ -110,13 +113,17 @@ def calibrate(
     check_positive(speed_batch, "--speed-batch")
     check_positive(speed_rounds, "--speed-rounds")
     target = make_target(target_gmacs, target_speedup, max_drop)
-    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    default_methods = methods is None
+    method_list = [m.strip() for m in (methods or "tnt,random,evit,tome").split(",") if m.strip()]
     if not method_list:
-        raise TntError("--methods is empty: give at least one of tnt, random, cls-attn, tome")
+        raise TntError("--methods is empty: give at least one of tnt, random, evit, evit-fuse, tome")
     dev = resolve_device(device)
 
     loaded = load_model(model, random_weights=random_weights, require_trained_heads=False)
     tnt_model = loaded.model
+    if default_methods and getattr(tnt_model.vit, "cls_token", None) is None:
+        method_list.remove("evit")
+        stderr.print("note: this model has no class token, so the evit baseline is skipped")
     layers = sw.parse_layer_grid(grid_layers) if grid_layers is not None else sw.default_layer_grid(tnt_model)
     keeps = o.parse_float_list(grid_keep, "--grid-keep") if grid_keep.strip() else ()
     sims = _parse_sims(grid_sim, sw.auto_sim_prune(tnt_model))

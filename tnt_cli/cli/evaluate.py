@@ -12,7 +12,9 @@ from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.errors import TntError
 from tnt_cli.eval.common import BatchSizeOpt, DataOpt, DeviceOpt, SeedOpt, SplitOpt, TomeR, WorkersOpt, check_positive
 
-MethodOpt = Annotated[str, typer.Option("--method", help="tnt, random, cls-attn, tome or dense.")]
+MethodOpt = Annotated[
+    str, typer.Option("--method", help="tnt, random, evit, evit-fuse, tome or dense (cls-attn = evit).")
+]
 
 
 def evaluate(
@@ -38,13 +40,13 @@ def evaluate(
     """Accuracy and cost of MODEL on DATA, pruned by its schedule (or the flags), by a baseline, or dense.
 
     A model directory's own schedule is the default; schedule flags override it. Baselines run at the same
-    schedule (random, cls-attn) or at matched GMACs (tome, unless --tome-r).
+    schedule (random) or at the GMACs closest to it (evit, evit-fuse, and tome unless --tome-r).
 
     Examples:
 
       tnt evaluate models/deit_s_tnt_3.2g --data /data/imagenet
 
-      tnt evaluate runs/vit_fm --data fashion-mnist --method cls-attn --prune-layers 2 --keep-rates 0.5 --json
+      tnt evaluate runs/vit_fm --data fashion-mnist --method evit --prune-layers 2 --keep-rates 0.5 --json
 
       tnt evaluate runs/vit_fm --data fashion-mnist --method tome --tome-r 4 --limit 1000
     """
@@ -55,7 +57,7 @@ def evaluate(
     from tnt_cli.eval.common import load_for_method
     from tnt_cli.eval.evaluate import evaluate_model
 
-    check_method(method)
+    method = check_method(method)
     if tome_r is not None and method != "tome":
         raise TntError(f"--tome-r applies to --method tome only (this run uses --method {method})")
     check_positive(limit, "--limit")
@@ -68,7 +70,9 @@ def evaluate(
     tnt_model = loaded.model
     loader = build_loader(data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed)
     with apply_method(tnt_model, method, schedule, tome_r=tome_r, seed=seed) as setup:
-        result = evaluate_model(setup.module, loader, device=dev, progress=not json_out, per_class=per_class)
+        result = evaluate_model(
+            setup.module, loader, device=dev, progress=not json_out, per_class=per_class, on_batch=setup.begin_batch
+        )
         report = {
             "model": loaded.source,
             "data": str(data),
@@ -77,8 +81,10 @@ def evaluate(
             "seed": seed,
             "method": method,
             "schedule": setup.schedule.to_dict() if method != "tome" else None,
-            "schedule_text": setup.schedule.describe() if method != "tome" else f"tome r {setup.tome_r}",
+            "schedule_text": setup.describe(),
             "tome_r": setup.tome_r if method == "tome" else None,
+            "tome_r_per_block": list(setup.tome_rs) if method == "tome" else None,
+            "evit_keep": [s.keep for s in setup.evit_stages] if method.startswith("evit") else None,
             "top1": result["top1"],
             "top5": result["top5"],
             "loss": result["loss"],

@@ -21,7 +21,7 @@ def visualize(
     sim_prune: o.SimPrune = None,
     sim_seed: o.SimSeed = 0,
     method: Annotated[
-        str, typer.Option("--method", help="Who picks the tokens: tnt (relevance heads), random or cls-attn.")
+        str, typer.Option("--method", help="Who picks the tokens: tnt (relevance heads), random or evit (cls-attn).")
     ] = "tnt",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random method.")] = 0,
     data: Annotated[
@@ -42,15 +42,16 @@ def visualize(
 
       tnt visualize runs/deit_s_tnt cat.jpg dog.png --out viz/
 
-      tnt visualize runs/deit_s_tnt cat.jpg --out viz/ --method cls-attn --prune-layers 2 --keep-rates 0.5
+      tnt visualize runs/deit_s_tnt cat.jpg --out viz/ --method evit --prune-layers 2 --keep-rates 0.5
 
       tnt visualize deit_tiny_patch16_224 cat.jpg --out viz/ --random-weights --prune-layers 2,4 --keep-rates 0.7,0.7
     """
     from tnt_cli.io.sources import load_model
-    from tnt_cli.viz.core import METHODS, visualize_files
+    from tnt_cli.viz.core import ALIASES, METHODS, visualize_files
     from tnt_cli.viz.images import class_names, read_image
     from tnt_cli.viz.render import resolve_renderer
 
+    method = ALIASES.get(method, method)
     if method not in METHODS:
         raise TntError(f"unknown --method {method!r}: choose one of {', '.join(METHODS)}")
     resolve_renderer(renderer)

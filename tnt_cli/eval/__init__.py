@@ -1,6 +1,7 @@
 """Evaluation: the loop that measures accuracy, the baselines TNT is compared against, and schedule sweeps.
 
-- `baselines`: random, cls-attn, tome, dense; `apply_method(model, method, schedule)`; `method_gmacs`.
+- `baselines`: random, evit, evit-fuse, tome, dense at TNT's GMACs; `apply_method(model, method, schedule)`;
+  `method_gmacs`. The algorithms themselves are in `methods` (ToMe, EViT, the random scorer).
 - `evaluate`: `evaluate_model(model, loader, *, device, limit, progress, per_class)`.
 - `sweep`, `cached`, `pareto`: what `tnt calibrate` runs.
 

@@ -3,6 +3,7 @@
 `dense_states` runs the embeddings and the first blocks once per batch and keeps the token states (the input of
 block i is state i; state `depth` is the last block's output) that the schedules need. `run_from_states` resumes
 a configured method from there with the same stage code as `TNTModel.forward`, so its logits equal a full forward.
+ToMe changes every block (it starts at state 0); EViT starts at the input of its first pruning block.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from tnt_cli.engine.schedule import BEFORE_BLOCKS
+
+_OWN_FORWARD = ("tome", "evit", "evit-fuse")  # methods with their own block loop (`module.forward_from`)
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
@@ -23,6 +26,8 @@ def start_state(setup: MethodSetup) -> int:
     model = _model(setup)
     if setup.method == "tome":
         return 0
+    if setup.method in ("evit", "evit-fuse"):
+        return setup.module.first_block
     stages = model.plan.stages
     if not stages:
         return model.depth
@@ -34,7 +39,7 @@ def needed_states(setup: MethodSetup) -> set[int]:
     """States to keep for `setup`: the input of its first pruning block and that block's output."""
     start = start_state(setup)
     model = _model(setup)
-    if setup.method == "tome" or start == model.depth or model.plan.stages[0].block == BEFORE_BLOCKS:
+    if setup.method in _OWN_FORWARD or start == model.depth or model.plan.stages[0].block == BEFORE_BLOCKS:
         return {start}
     return {start, start + 1}
 
@@ -55,8 +60,8 @@ def run_from_states(setup: MethodSetup, states: dict[int, torch.Tensor], start: 
     """Logits of a configured method, resumed from cached dense states."""
     model = _model(setup)
     start = start_state(setup) if start is None else start
-    if setup.method == "tome":
-        return setup.module.forward_from(states[0])
+    if setup.method in _OWN_FORWARD:
+        return setup.module.forward_from(states[start], start)
     plan = model.plan
     stages = plan.stage_by_block
     for stage in plan.stages:
@@ -78,5 +83,4 @@ def run_from_states(setup: MethodSetup, states: dict[int, torch.Tensor], start: 
 
 
 def _model(setup: MethodSetup) -> TNTModel:
-    module = setup.module
-    return module.model if setup.method == "tome" else module
+    return setup.model if setup.model is not None else setup.module.model

@@ -113,7 +113,8 @@ def _name(p: SweepPoint) -> str:
 STYLE = {
     "tnt": dict(color="tab:blue", marker="o", label="TNT"),
     "random": dict(color="tab:gray", marker="x", label="random"),
-    "cls-attn": dict(color="tab:orange", marker="^", label="CLS attention (EViT)"),
+    "evit": dict(color="tab:orange", marker="^", label="EViT"),
+    "evit-fuse": dict(color="tab:red", marker="v", label="EViT + fusion"),
     "tome": dict(color="tab:green", marker="s", label="ToMe"),
 }
 

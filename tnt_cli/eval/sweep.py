@@ -16,12 +16,12 @@ import torch
 
 from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.errors import ScheduleError, TntError
-from tnt_cli.eval.baselines import METHODS, apply_method, match_tome_r, method_gmacs
+from tnt_cli.eval.baselines import METHODS, apply_method, check_method, describe_tome, match_tome_r, method_gmacs
 from tnt_cli.eval.cached import dense_states, needed_states, run_from_states
 from tnt_cli.eval.evaluate import Accumulator
 
 DEFAULT_KEEP_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
-SWEEP_METHODS = ("tnt", "random", "cls-attn", "tome")
+SWEEP_METHODS = ("tnt", "random", "evit", "evit-fuse", "tome")
 
 
 @dataclass
@@ -30,7 +30,7 @@ class SweepPoint:
 
     method: str
     schedule: Schedule = field(default_factory=Schedule)
-    tome_r: int | None = None
+    tome_r: tuple[int, ...] | None = None  # ToMe's r per block
     gmacs: float = 0.0
     top1: float | None = None
     top5: float | None = None
@@ -48,7 +48,7 @@ class SweepPoint:
 
     def describe(self) -> str:
         if self.method == "tome":
-            return f"tome r {self.tome_r}"
+            return describe_tome(tuple(self.tome_r or ()))
         return self.schedule.describe()
 
     def row(self) -> dict:
@@ -58,7 +58,7 @@ class SweepPoint:
             "prune_layers": " ".join(map(str, self.schedule.prune_layers)),
             "keep_rates": " ".join(f"{k:g}" for k in self.schedule.keep_rates),
             "sim_prune": self.schedule.sim_prune,
-            "tome_r": "" if self.tome_r is None else self.tome_r,
+            "tome_r": "" if self.tome_r is None else " ".join(map(str, self.tome_r)),
             "gmacs": repr(self.gmacs),  # exact: Pareto flags must be checkable from the file
             "top1": "" if self.top1 is None else repr(self.top1),
             "top5": "" if self.top5 is None else repr(self.top5),
@@ -134,10 +134,13 @@ def build_grid(
 def build_points(
     model: TNTModel, schedules: Sequence[Schedule], methods: Sequence[str], *, heads_trained: bool
 ) -> list[SweepPoint]:
-    """Dense, then each method over the schedules (tome at the r values matching their GMACs)."""
+    """Dense, then each method over the schedules at matched GMACs (tome once per distinct r plan)."""
+    methods = [check_method(m) if m in METHODS or m == "cls-attn" else m for m in methods]
     for method in methods:
         if method not in SWEEP_METHODS:
-            raise TntError(f"unknown method {method!r} in --methods: choose from {', '.join(SWEEP_METHODS)}")
+            raise TntError(
+                f"unknown method {method!r} in --methods: choose from {', '.join(SWEEP_METHODS)} (cls-attn = evit)"
+            )
     if "tnt" in methods:
         missing = sorted({b for s in schedules for b in s.prune_layers if str(b) not in model.heads})
         if missing:
@@ -148,9 +151,11 @@ def build_points(
     points = [SweepPoint("dense", Schedule(), gmacs=method_gmacs(model, "dense"))]
     for method in methods:
         if method == "tome":
-            rs = sorted({match_tome_r(model, method_gmacs(model, "tnt", s)) for s in schedules} - {0})
+            plans = {match_tome_r(model.vit, 1e9 * method_gmacs(model, "tnt", s)) for s in schedules}
+            plans.discard((0,) * model.depth)
             points += [
-                SweepPoint("tome", Schedule(), tome_r=r, gmacs=method_gmacs(model, "tome", tome_r=r)) for r in rs
+                SweepPoint("tome", Schedule(), tome_r=rs, gmacs=method_gmacs(model, "tome", tome_r=rs))
+                for rs in sorted(plans, key=lambda rs: (sum(rs), rs))
             ]
         else:
             points += [SweepPoint(method, s, gmacs=method_gmacs(model, method, s)) for s in schedules]

@@ -1,7 +1,7 @@
 """Which patches survive each pruning stage, per image, as plain data (the pictures are drawn from this).
 
-Runs `TNTModel.forward_traced` under a method (tnt, or the random / cls-attn baselines, which plug into the
-same schedule and top-k) and turns each stage's original patch positions into boolean masks on the patch grid,
+Runs the configured method's `forward_traced` (tnt, the random baseline on TNT's schedule and top-k, or EViT at
+the GMACs matched to the schedule) and turns each stage's original patch positions into boolean masks on the patch grid,
 plus the scores the stage ranked tokens by, as a relevance map.
 """
 
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from tnt_cli.engine import Schedule, TNTModel
 
-METHODS = ("tnt", "random", "cls-attn")
+METHODS = ("tnt", "random", "evit")  # cls-attn is an alias of evit
+ALIASES = {"cls-attn": "evit"}
 BATCH = 16
 
 
@@ -103,6 +104,7 @@ class ImageResult:
 @contextmanager
 def method_context(model: TNTModel, method: str, schedule: Schedule | None, seed: int = 0) -> Iterator[Any]:
     """Run `model` as `method` at `schedule` (default: its own), restoring scorer and schedule afterwards."""
+    method = ALIASES.get(method, method)
     if method not in METHODS:
         raise TntError(f"unknown method {method!r} for visualize: choose one of {', '.join(METHODS)}")
     try:
@@ -151,12 +153,13 @@ def trace_images(
     device = next(model.parameters()).device
     results: list[ImageResult] = []
     with method_context(model, method, schedule, seed) as setup, torch.no_grad():
-        described = model.schedule.describe()
+        described = setup.describe() if setup is not None else model.schedule.describe()
+        traced = setup.module if setup is not None else model
         for start in range(0, len(images), BATCH):
             x = torch.stack([transform(img) for img in images[start : start + BATCH]]).to(device)
             if setup is not None and hasattr(setup, "begin_batch"):
                 setup.begin_batch(start)
-            logits, traces = model.forward_traced(x)
+            logits, traces = traced.forward_traced(x)
             probs = logits.float().softmax(dim=-1)
             top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
             for i in range(x.shape[0]):
