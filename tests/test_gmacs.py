@@ -97,3 +97,42 @@ def test_per_block_counts_shrink_with_the_tokens(tiny_vit):
     # one block on n tokens, width d, mlp 4d: 12 n d^2 in Linears + 2 n^2 d in attention + 2 LayerNorms (5 n d)
     n, d = 33, 32
     assert report.blocks[2] == 12 * n * d * d + 2 * n * n * d + 2 * 5 * n * d
+
+
+@pytest.mark.parametrize(
+    ("name", "schedule"),
+    [
+        ("deit_small_patch16_224", Schedule((2,), (0.5,), reducer="merge")),
+        ("deit_small_patch16_224", Schedule((2,), (0.3,), reducer="fuse")),
+        ("deit_small_distilled_patch16_224", Schedule((2,), (0.6,), sim_prune=25, reducer="merge")),
+        ("deit_small_distilled_patch16_224", Schedule((3, 6, 9), (0.7, 0.7, 0.7), sim_prune=16, reducer="fuse")),
+        ("deit_tiny_patch16_224", Schedule((1, 4), (0.5, 0.5), reducer="merge")),
+        ("deit_tiny_patch16_224", Schedule((1, 4, 7), (0.5, 0.5, 0.5), reducer="fuse")),
+    ],
+    ids=lambda v: v.describe() if isinstance(v, Schedule) else v,
+)
+def test_reducer_count_matches_flop_counter(full_size, name, schedule):
+    """merge's similarity matrix and the extra fused token in later blocks are in the count, as executed."""
+    vit = full_size(name)
+    model = attach_tnt(vit, schedule=schedule).to("meta").eval()
+    report = count_macs(vit, model.plan)
+    measured = measured_macs(model)
+    assert report.total == pytest.approx(measured, rel=0.01)
+    drop = count_macs(vit, attach_tnt(vit, schedule=Schedule(**{**schedule.to_dict(), "reducer": "drop"})).plan)
+    assert report.pruning > drop.pruning  # merging costs something on top of the heads
+
+
+def test_merge_similarity_matrix_is_counted_exactly(tiny_vit):
+    """64 patches, keep 0.25 at block 1: 48 left-out tokens against 16 kept ones, width 32."""
+    drop = attach_tnt(tiny_vit("vit"), schedule=Schedule((1,), (0.25,)))
+    merge = attach_tnt(tiny_vit("vit"), schedule=Schedule((1,), (0.25,), reducer="merge"))
+    fuse = attach_tnt(tiny_vit("vit"), schedule=Schedule((1,), (0.25,), reducer="fuse"))
+    base = count_macs(drop.vit, drop.plan)
+    merged = count_macs(merge.vit, merge.plan)
+    fused = count_macs(fuse.vit, fuse.plan)
+    d = 32
+    assert merged.pruning - base.pruning == 48 * 16 * d + 64 * d  # similarity matrix + weighted sums
+    assert merged.blocks == base.blocks
+    assert fused.pruning - base.pruning == 48 * d
+    assert fused.tokens_per_block == [65, 65, 18, 18]
+    assert fused.blocks[2] == 12 * 18 * d * d + 2 * 18 * 18 * d + 2 * 5 * 18 * d  # one more token in every block

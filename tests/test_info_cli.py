@@ -45,7 +45,13 @@ def test_info_json_is_json_alone_and_agrees(run):
     assert data["gmacs_ratio"] == pytest.approx(data["gmacs_pruned"] / data["gmacs_dense"])
     assert data["prefix_tokens"] == 2 and data["patch_tokens"] == 196 and data["depth"] == 12
     assert [b["tokens"] for b in data["blocks"]] == [198] * 3 + [2 + 117] * 9
-    assert data["schedule"] == {"prune_layers": [2], "keep_rates": [0.6], "sim_prune": 25, "sim_seed": 0}
+    assert data["schedule"] == {
+        "prune_layers": [2],
+        "keep_rates": [0.6],
+        "sim_prune": 25,
+        "sim_seed": 0,
+        "reducer": "drop",
+    }
 
 
 def test_info_dense_without_schedule_flags(run):
@@ -70,6 +76,8 @@ BAD = {
     "too-many-sim-single": ["--prune-layers", "2", "--keep-rates", "0.6", "--sim-prune", "150"],
     "too-many-sim-before-blocks": ["--sim-prune", "150"],
     "negative-sim": ["--sim-prune=-3"],
+    "unknown-reducer": ["--prune-layers", "2", "--keep-rates", "0.5", "--reducer", "average"],
+    "reducer-without-schedule": ["--reducer", "merge"],
     "unknown-model": [],
 }
 
@@ -85,3 +93,16 @@ def test_bad_schedules_exit_with_one_clear_line(run, name):
     assert "Traceback" not in result.stderr + result.stdout
     assert "TNT_DEBUG" not in err[0], "expected a deliberate message, not the catch-all"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("reducer", "extra"), [("drop", 0), ("merge", 0), ("fuse", 1)])
+def test_info_reducer_flag_reaches_the_plan_and_the_gmacs(run, reducer, extra):
+    result = run("deit_tiny_patch16_224", "--random-weights", "--prune-layers", "2", "--keep-rates", "0.5",
+                 "--reducer", reducer, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["schedule"]["reducer"] == reducer
+    assert [b["tokens"] for b in data["blocks"]] == [197] * 3 + [1 + 98 + extra] * 9
+    drop = json.loads(run("deit_tiny_patch16_224", "--random-weights", "--prune-layers", "2", "--keep-rates", "0.5",
+                          "--json").stdout)  # fmt: skip
+    assert (data["gmacs_pruned"] > drop["gmacs_pruned"]) == (reducer != "drop")

@@ -91,3 +91,23 @@ def test_bad_schedule_file_is_one_line(serve_tiny, tmp_path):
     assert "not valid JSON" in one_error_line(run_cli("prune", TINY, "--schedule", bad, "--out", tmp_path / "m"))
     bad.write_text(json.dumps({"something": 1}))
     assert "has no schedule" in one_error_line(run_cli("prune", TINY, "--schedule", bad, "--out", tmp_path / "m"))
+
+
+def test_reducer_is_saved_in_the_directory_and_runs_from_it(serve_tiny, tmp_path):
+    out = tmp_path / "m"
+    args = ("--prune-layers", "1", "--keep-rates", "0.5", "--reducer", "fuse", "--out", out, "--json")
+    result = run_cli("prune", TINY, *args)
+    assert result.exit_code == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["tnt"]["schedule"]["reducer"] == "fuse"
+    assert "fused into one extra token" in (out / "README.md").read_text()
+    import tnt_cli
+
+    model = tnt_cli.load(str(out))
+    assert model.schedule.reducer == "fuse" and model.plan.stages[0].n_out == model.plan.stages[0].n_kept + 1
+    result = run_cli("evaluate", out, "--data", "fashion-mnist", "--limit", 32, "--device", "cpu", "--json",
+                     "--prune-layers", "1", "--keep-rates", "0.5", "--reducer", "merge")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["schedule"]["reducer"] == "merge"
+    # --reducer alone has no schedule to change: one line, not a silent dense run
+    assert "--reducer" in one_error_line(run_cli("evaluate", out, "--data", "fashion-mnist", "--reducer", "merge"))

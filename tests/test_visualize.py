@@ -173,3 +173,22 @@ def test_cli_unknown_method_is_one_error_line(tmp_path, fmnist_png):
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == ["error: unknown --method 'tome': choose one of tnt, random, evit"]
+
+
+@pytest.mark.parametrize("reducer", ["merge", "fuse"])
+def test_merge_and_fuse_draw_the_kept_patches(tmp_path, fmnist_png, reducer):
+    """The fused token stands on no patch: masks show the top-k patches, counts include the fused token."""
+    model = tiny_fmnist_model(4)
+    schedule = Schedule((1, 2), (0.5, 0.5), reducer=reducer)
+    results = visualize_files(model, fmnist_png, tmp_path / "viz", schedule=schedule, renderer="pillow")
+    extra = int(reducer == "fuse")
+    first = 49 // 2 + extra  # 7 x 7 patches
+    for result in results:
+        assert [(s.n_in, s.n_out) for s in result.stages] == [(49, first), (first, first // 2 + extra)]
+        assert int(result.stages[0].kept.sum()) == 24 == len(result.stages[0].kept_positions)
+        assert np.array_equal(result.stages[1].present, result.stages[0].kept)
+        kept_second = int(result.stages[1].kept.sum())
+        assert kept_second in (first // 2, first // 2 - 1)  # one fewer when the top-k kept the fused token
+        assert not np.isnan(result.stages[1].relevance[result.stages[1].present]).any()
+        with Image.open(result.output) as png:
+            assert png.format == "PNG"

@@ -19,6 +19,7 @@ def benchmark(
     keep_rates: o.KeepRates = None,
     sim_prune: o.SimPrune = None,
     sim_seed: o.SimSeed = 0,
+    reducer: o.Reducer = None,
     batch_sizes: Annotated[
         str, typer.Option("--batch-sizes", help="Batch sizes to time, e.g. 1,32,128.", rich_help_panel=PANEL)
     ] = "1,32,128",
@@ -93,7 +94,7 @@ def benchmark(
         threads=threads,
         tnt_dense=tnt_dense,
     )
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed)
+    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
     card_dir = _card_dir(model, out, update_card)
     if update_card and card_dir is None:
         raise TntError("--update-card needs MODEL or --out to be a tnt model directory")

@@ -41,6 +41,7 @@ def calibrate(
         ),
     ] = "0,auto",
     sim_seed: o.SimSeed = 0,
+    reducer: o.Reducer = None,
     methods: Annotated[
         str | None,
         typer.Option(
@@ -114,6 +115,7 @@ def calibrate(
     check_positive(speed_rounds, "--speed-rounds")
     target = make_target(target_gmacs, target_speedup, max_drop)
     default_methods = methods is None
+    reducer = o.check_reducer(reducer or o.DEFAULT_REDUCER)
     method_list = [m.strip() for m in (methods or "tnt,random,evit,tome").split(",") if m.strip()]
     if not method_list:
         raise TntError("--methods is empty: give at least one of tnt, random, evit, evit-fuse, tome")
@@ -127,7 +129,7 @@ def calibrate(
     layers = sw.parse_layer_grid(grid_layers) if grid_layers is not None else sw.default_layer_grid(tnt_model)
     keeps = o.parse_float_list(grid_keep, "--grid-keep") if grid_keep.strip() else ()
     sims = _parse_sims(grid_sim, sw.auto_sim_prune(tnt_model))
-    schedules, invalid = sw.build_grid(tnt_model, layers, keeps, sims, sim_seed=sim_seed)
+    schedules, invalid = sw.build_grid(tnt_model, layers, keeps, sims, sim_seed=sim_seed, reducer=reducer)
     if not schedules:
         raise TntError(
             "the schedule grid is empty: every combination is dense or cannot run on this model "

@@ -26,6 +26,7 @@ def evaluate(
     keep_rates: o.KeepRates = None,
     sim_prune: o.SimPrune = None,
     sim_seed: o.SimSeed = 0,
+    reducer: o.Reducer = None,
     tome_r: TomeR = None,
     per_class: Annotated[bool, typer.Option("--per-class", help="Also report top-1 per class.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate a seeded subset of N images.")] = None,
@@ -63,7 +64,7 @@ def evaluate(
     check_positive(limit, "--limit")
     check_positive(batch_size, "--batch-size")
     dev = resolve_device(device)
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed)
+    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
     if method == "dense" and schedule is not None:
         stderr.print("note: --method dense runs every token; the schedule flags are ignored")
     loaded, schedule = load_for_method(model, method, schedule, random_weights=random_weights)

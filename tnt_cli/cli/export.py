@@ -19,6 +19,7 @@ def export(
     keep_rates: o.KeepRates = None,
     sim_prune: o.SimPrune = None,
     sim_seed: o.SimSeed = 0,
+    reducer: o.Reducer = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Fixed batch size of the graph (default 1).", show_default=False)
     ] = None,
@@ -54,7 +55,7 @@ def export(
         raise TntError(f"{onnx} already exists: pass --overwrite to replace it")
     from tnt_cli.io.sources import load_model
 
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed)
+    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
     loaded = load_model(model, random_weights=random_weights, schedule=schedule)
     stderr.print(f"exporting {loaded.source} ({loaded.model.schedule.describe()}) to {onnx}, opset {opset}")
     report = export_onnx(

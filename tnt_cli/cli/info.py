@@ -14,6 +14,7 @@ def info(
     keep_rates: o.KeepRates = None,
     sim_prune: o.SimPrune = None,
     sim_seed: o.SimSeed = 0,
+    reducer: o.Reducer = None,
     random_weights: o.RandomWeights = False,
     json_out: o.JsonOut = False,
 ) -> None:
@@ -28,7 +29,7 @@ def info(
     from tnt_cli.analysis import describe_model
     from tnt_cli.io.sources import load_model
 
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed)
+    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
     # info only counts: heads need not be trained to say what a schedule would cost
     loaded = load_model(model, random_weights=random_weights, schedule=schedule, require_trained_heads=False)
     data = describe_model(loaded.model)

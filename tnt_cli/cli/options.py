@@ -39,6 +39,19 @@ SimPrune = Annotated[
 SimSeed = Annotated[
     int, typer.Option("--sim-seed", help="Seed of the similarity-pruning partition.", rich_help_panel="Schedule")
 ]
+# The CLI's reducer when --reducer is not given (a model directory's own schedule keeps its reducer).
+DEFAULT_REDUCER = "drop"
+Reducer = Annotated[
+    str | None,
+    typer.Option(
+        "--reducer",
+        help="What a prune layer does with the tokens it does not keep: drop (the paper), merge (each into its "
+        f"most similar kept token) or fuse (all into one extra token). Default: {DEFAULT_REDUCER}.",
+        metavar="drop|merge|fuse",
+        show_default=False,
+        rich_help_panel="Schedule",
+    ),
+]
 RandomWeights = Annotated[
     bool,
     typer.Option("--random-weights", help="Random backbone and heads, no download: for speed and compute work only."),
@@ -110,14 +123,41 @@ def schedule_from_flags(
     sim_seed: int = 0,
     *,
     default: Schedule | None = None,
+    reducer: str | None = None,
 ) -> Schedule | None:
-    """The schedule the flags describe; `default` (e.g. a model directory's own) where no flag is given."""
+    """The schedule the flags describe; `default` (e.g. a model directory's own) where no flag is given.
+
+    `--reducer` alone re-runs `default` with that reducer; with no default there is no schedule to change.
+    """
+    from dataclasses import replace
+
     from tnt_cli.engine import Schedule
 
+    if reducer is not None:
+        check_reducer(reducer)
     if prune_layers is None and keep_rates is None and sim_prune is None:
-        return default
+        if reducer is None or default is None:
+            if reducer is not None:
+                raise ScheduleError("--reducer changes a schedule: give --prune-layers and --keep-rates with it")
+            return default
+        return replace(default, reducer=reducer)
     if (prune_layers is None) != (keep_rates is None):
         raise ScheduleError("--prune-layers and --keep-rates go together: give both, with one keep rate per layer")
     layers = parse_int_list(prune_layers, "--prune-layers") if prune_layers is not None else ()
     rates = parse_float_list(keep_rates, "--keep-rates") if keep_rates is not None else ()
-    return Schedule(prune_layers=layers, keep_rates=rates, sim_prune=sim_prune or 0, sim_seed=sim_seed)
+    return Schedule(
+        prune_layers=layers,
+        keep_rates=rates,
+        sim_prune=sim_prune or 0,
+        sim_seed=sim_seed,
+        reducer=reducer or DEFAULT_REDUCER,
+    )
+
+
+def check_reducer(reducer: str) -> str:
+    """The reducer name, or one line listing the choices (checked before any model is loaded)."""
+    from tnt_cli.engine.schedule import REDUCERS
+
+    if reducer not in REDUCERS:
+        raise ScheduleError(f"--reducer {reducer!r} is unknown: choose one of {', '.join(REDUCERS)}")
+    return reducer

@@ -31,6 +31,7 @@ def prune(
     keep_rates: o.KeepRates = None,
     sim_prune: o.SimPrune = None,
     sim_seed: o.SimSeed = 0,
+    reducer: o.Reducer = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out directory.")] = False,
     push_to_hub: o.PushToHub = None,
     private: Annotated[bool, typer.Option("--private", help="With --push-to-hub: create a private repo.")] = False,
@@ -55,7 +56,7 @@ def prune(
     from tnt_cli.io.model_dir import save_model_dir
     from tnt_cli.io.sources import load_model
 
-    flags = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed)
+    flags = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
     if schedule_file is not None and flags is not None:
         raise TntError("give either --schedule FILE or the schedule flags, not both")
     if schedule_file is None and flags is None:

@@ -20,6 +20,7 @@ def visualize(
     keep_rates: o.KeepRates = None,
     sim_prune: o.SimPrune = None,
     sim_seed: o.SimSeed = 0,
+    reducer: o.Reducer = None,
     method: Annotated[
         str, typer.Option("--method", help="Who picks the tokens: tnt (relevance heads), random or evit (cls-attn).")
     ] = "tnt",
@@ -57,7 +58,7 @@ def visualize(
     resolve_renderer(renderer)
     for path in images:  # fail on a bad image before spending time on the model
         read_image(path)
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed)
+    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
     if method == "tnt":
         loaded = load_model(model, random_weights=random_weights, schedule=schedule)
         schedule = None  # installed (and checked against the heads) by load_model

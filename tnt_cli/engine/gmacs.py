@@ -2,7 +2,11 @@
 
 Counted like fvcore (what ViT papers call "GFLOPs"): every Linear and convolution, the two attention matmuls,
 LayerNorms (5 MACs per element with affine weights, 4 without), TNT's relevance heads at pruning stages and the
-similarity matrix of similarity pruning. Activations, softmax, residual adds and gathers are free, as in fvcore.
+similarity matrix of similarity pruning. The merge/fuse reducers add their weighted sums (one MAC per element of
+every token that enters a merged or fused token, and per element of the size-weighted average pooling) and, for
+merge, the similarity matrix of left-out against kept tokens; a fused token is just one more token in every later
+block. Activations, softmax, residual adds, gathers, normalising vectors, the divisions of a mean and the
+log(size) attention bias are free, as in fvcore.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from tnt_cli.engine.schedule import TokenPlan
+from tnt_cli.engine.schedule import Stage, TokenPlan
 
 
 @dataclass
@@ -104,5 +108,30 @@ def count_macs(vit: nn.Module, plan: TokenPlan, *, head_norm: bool = True) -> Ma
             candidates = stage.n_relevance if stage.n_relevance is not None else stage.n_in
             half = candidates // 2
             report.pruning += half * (candidates - half) * dim
+        report.pruning += reducer_macs(stage, dim)
     report.head = head_macs(vit, plan.num_prefix + plan.final_patches)
+    if any(stage.n_reduced for stage in plan.stages) and _size_weighted_pool(vit):
+        tokens = plan.final_patches + (plan.num_prefix if getattr(vit, "pool_include_prefix", False) else 0)
+        report.head += tokens * dim  # sizes times tokens; the plain mean it replaces is free
     return report
+
+
+def reducer_macs(stage: Stage, dim: int) -> int:
+    """What merging or fusing the tokens the top-k left out costs at one stage (0 for drop)."""
+    left_out = stage.n_reduced
+    if not left_out:
+        return 0
+    if stage.reducer == "merge":
+        kept = stage.n_kept
+        # cosine similarity of every left-out token to every kept one, then kept * size + sum of left-out * size
+        return left_out * kept * dim + (kept + left_out) * dim
+    return left_out * dim  # fuse: one size-weighted sum of the left-out tokens
+
+
+def _size_weighted_pool(vit: nn.Module) -> bool:
+    """Mirrors TNTModel.forward_head: average pooling over sized tokens is a weighted sum."""
+    return (
+        getattr(vit, "attn_pool", None) is None
+        and getattr(vit, "global_pool", None) in ("avg", "avgmax")
+        and getattr(vit, "head_dist", None) is None
+    )

@@ -3,7 +3,8 @@
 `TNTModel` holds the timm model untouched (same parameters, same state-dict keys) plus a small set of
 relevance heads, and re-runs the timm forward block by block so it can act between blocks:
 - training mode: nothing is dropped; patch tokens after each noise block get relevance-scaled noise;
-- eval mode: after each scheduled block only the top patch tokens by relevance stay (static top-k + gather).
+- eval mode: after each scheduled block only the top patch tokens by relevance stay (static top-k + gather);
+  the schedule's reducer drops the others, merges them into the kept ones or fuses them into one token.
 Prefix tokens (class, distillation, registers) are never scored, noised or pruned and always come first.
 """
 
@@ -23,6 +24,7 @@ from tnt_cli.engine.noise import (
     rate_penalty,
     relevance_alpha,
 )
+from tnt_cli.engine.reducers import fuse_tokens, merge_into_kept, size_bias, split_by_score, weighted_mean
 from tnt_cli.engine.schedule import BEFORE_BLOCKS, Schedule, Stage, TokenPlan, plan_tokens
 from tnt_cli.engine.tokens import gather_tokens, partition, similarity_keep_index, top_index
 from tnt_cli.errors import ScheduleError, TntError
@@ -34,12 +36,16 @@ Scorer = Callable[["TNTModel", int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class StageTrace:
-    """What one stage did, for visualisation: original patch positions kept, and the scores used."""
+    """What one stage did, for visualisation: original patch positions kept, and the scores used.
+
+    A kept token reports its own position (with merge it also holds the tokens merged into it); a fused token
+    stands for no single patch and reports -1.
+    """
 
     block: int
-    kept_positions: torch.Tensor  # (B, n_out) indices into the original patch grid
+    kept_positions: torch.Tensor  # (B, n_out) indices into the original patch grid, -1: a fused token
     scores: torch.Tensor | None  # (B, n_in) scores of the tokens entering the stage, or None
-    positions_in: torch.Tensor  # (B, n_in) original positions of the tokens entering the stage
+    positions_in: torch.Tensor  # (B, n_in) original positions of the tokens entering the stage (-1: fused)
 
 
 def check_supported(vit: nn.Module) -> None:
@@ -169,19 +175,37 @@ class TNTModel(nn.Module):
 
     # ----------------------------------------------------------------- forward
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward_tokens(x, trace=None)
+        """Final tokens (after the last norm). With merge/fuse their sizes are lost: `forward` keeps them."""
+        return self._forward_tokens(x, trace=None)[0]
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.vit.forward_head(x, pre_logits=pre_logits)
+    def forward_head(
+        self, x: torch.Tensor, pre_logits: bool = False, sizes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """timm's head; with token `sizes` (merge/fuse) average pooling counts a token as the patches it holds."""
+        vit = self.vit
+        pool = getattr(vit, "global_pool", None)
+        weighted = getattr(vit, "attn_pool", None) is None and pool in ("avg", "avgmax")
+        if sizes is None or not weighted or getattr(vit, "head_dist", None) is not None:
+            return vit.forward_head(x, pre_logits=pre_logits)
+        p = self.num_prefix_tokens
+        tokens = x[:, p:]
+        if getattr(vit, "pool_include_prefix", False):
+            tokens, sizes = x, torch.cat([sizes.new_ones(x.shape[0], p, 1), sizes], dim=1)
+        pooled = weighted_mean(tokens, sizes)
+        if pool == "avgmax":
+            pooled = 0.5 * (tokens.amax(dim=1) + pooled)
+        pooled = vit.head_drop(vit.fc_norm(pooled))
+        return pooled if pre_logits else vit.head(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        tokens, sizes = self._forward_tokens(x, trace=None)
+        return self.forward_head(tokens, sizes=sizes)
 
     def forward_traced(self, x: torch.Tensor) -> tuple[torch.Tensor, list[StageTrace]]:
         """Logits plus, per pruning stage, which original patches survived (eval mode)."""
         trace: list[StageTrace] = []
-        tokens = self._forward_tokens(x, trace=trace)
-        return self.forward_head(tokens), trace
+        tokens, sizes = self._forward_tokens(x, trace=trace)
+        return self.forward_head(tokens, sizes=sizes), trace
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """timm's token embedding: patches, prefix tokens, positions, pre-norm (the input of block 0)."""
@@ -192,30 +216,57 @@ class TNTModel(nn.Module):
         return vit.norm_pre(x)
 
     def forward_pruned(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits with the schedule's hard pruning, also in training mode (gradients reach the backbone).
+        """Logits with the schedule's hard pruning and reducer, also in training mode (gradients reach the backbone).
 
-        Fine-tuning uses it for an extra pass that teaches the backbone to work from the tokens the heads keep.
+        Fine-tuning uses it for an extra pass that teaches the backbone to work from the tokens the heads keep
+        (and, with merge/fuse, from what the left-out tokens were merged into).
         """
-        return self.forward_head(self._forward_tokens(x, trace=None, prune=True))
+        tokens, sizes = self._forward_tokens(x, trace=None, prune=True)
+        return self.forward_head(tokens, sizes=sizes)
 
-    def _forward_tokens(self, x: torch.Tensor, trace: list[StageTrace] | None, prune: bool = False) -> torch.Tensor:
+    def _forward_tokens(
+        self, x: torch.Tensor, trace: list[StageTrace] | None, prune: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.embed(x)
         p = self.num_prefix_tokens
         if self.training and not prune:
-            return self.vit.norm(self._forward_train(x, p))
+            return self.vit.norm(self._forward_train(x, p)), None
         plan = self._plan_for(x.shape[1] - p)
-        stages = plan.stage_by_block
-        positions = None
+        positions = sizes = None
         if trace is not None:
             positions = torch.arange(plan.num_patches, device=x.device).unsqueeze(0).expand(x.shape[0], -1)
-        if BEFORE_BLOCKS in stages:
-            x, positions = self.apply_stage(stages[BEFORE_BLOCKS], x, x, positions, trace)
-        for i, blk in enumerate(self.vit.blocks):
+        before = plan.stage_by_block.get(BEFORE_BLOCKS)
+        if before is not None:
+            x, positions, sizes = self.apply_stage(before, x, x, positions, trace)
+        x, sizes = self.run_blocks(x, 0, plan=plan, sizes=sizes, positions=positions, trace=trace)
+        return self.vit.norm(x), sizes
+
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        start: int = 0,
+        *,
+        plan: TokenPlan | None = None,
+        sizes: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        trace: list[StageTrace] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Blocks `start`.. on tokens `x` (the input of block `start`), each followed by its scheduled stage.
+
+        `sizes` (B, n_patches, 1) are the patch tokens' sizes once a stage has merged or fused (None before);
+        with sizes every block gets proportional attention. `plan` defaults to the native input size's.
+        Returns the last block's output and the sizes.
+        """
+        stages = (self.plan if plan is None else plan).stage_by_block
+        p = self.num_prefix_tokens
+        bias = None if sizes is None else size_bias(p, sizes, x.dtype)
+        for i in range(start, self.depth):
             x_in = x
-            x = blk(x)
+            x = self.vit.blocks[i](x) if bias is None else self.vit.blocks[i](x, attn_mask=bias)
             if i in stages:
-                x, positions = self.apply_stage(stages[i], x, x_in, positions, trace)
-        return self.vit.norm(x)
+                x, positions, sizes = self.apply_stage(stages[i], x, x_in, positions, trace, sizes)
+                bias = None if sizes is None else size_bias(p, sizes, x.dtype)
+        return x, sizes
 
     def _forward_train(self, x: torch.Tensor, p: int) -> torch.Tensor:
         stats = TrainingStats()
@@ -246,30 +297,47 @@ class TNTModel(nn.Module):
         x_in: torch.Tensor,
         positions: torch.Tensor | None = None,
         trace: list[StageTrace] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        sizes: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Run one pruning stage on `x` (the output of `stage.block`; `x_in` its input, for attention scorers).
 
-        `positions` (original patch index of every current patch token) is carried along when tracing.
+        Returns (tokens, positions, sizes). `positions` (original patch index of every current patch token,
+        -1 for a fused token) is carried along when tracing; `sizes` once a stage merges or fuses (see
+        engine/reducers.py), else they stay None and the stage is the plain top-k + gather.
         """
         p = self.num_prefix_tokens
         prefix, patches = x[:, :p], x[:, p:]
-        scores = None
-        index = None
-        if stage.n_relevance is not None:
+        scores = index = others = None
+        if stage.n_reduced:
+            scores = self._stage_scores(stage.block, x_in, x)
+            index, others = split_by_score(scores, stage.n_relevance)
+            if sizes is None:
+                sizes = patches.new_ones(patches.shape[0], patches.shape[1], 1)
+        elif stage.n_relevance is not None:
             scores = self._stage_scores(stage.block, x_in, x)
             index = top_index(scores, stage.n_relevance)
-            patches = gather_tokens(patches, index)
         if stage.sim_r:
-            part_a, part_b = self._partition(patches.shape[1], patches.device)
-            sim_index = similarity_keep_index(patches, stage.sim_r, part_a, part_b)
-            patches = gather_tokens(patches, sim_index)
+            candidates = patches if index is None else gather_tokens(patches, index)
+            part_a, part_b = self._partition(candidates.shape[1], candidates.device)
+            sim_index = similarity_keep_index(candidates, stage.sim_r, part_a, part_b)
             index = sim_index if index is None else torch.gather(index, 1, sim_index)
+        kept = patches if index is None else gather_tokens(patches, index)
+        kept_sizes = sizes if sizes is None or index is None else gather_tokens(sizes, index)
+        if others is not None:
+            left_out, left_sizes = gather_tokens(patches, others), gather_tokens(sizes, others)
+            if stage.reducer == "merge":
+                kept, kept_sizes = merge_into_kept(kept, kept_sizes, left_out, left_sizes)
+            else:
+                fused, fused_size = fuse_tokens(left_out, left_sizes)
+                kept, kept_sizes = torch.cat([kept, fused], dim=1), torch.cat([kept_sizes, fused_size], dim=1)
         if positions is not None and index is not None:
             positions_in = positions
             positions = torch.gather(positions, 1, index)
+            if stage.n_out > stage.n_kept:  # the fused token stands for no single patch
+                positions = torch.cat([positions, positions.new_full((positions.shape[0], 1), -1)], dim=1)
             if trace is not None:
                 trace.append(StageTrace(stage.block, positions, scores, positions_in))
-        return torch.cat([prefix, patches], dim=1), positions
+        return torch.cat([prefix, kept], dim=1), positions, kept_sizes
 
     def _stage_scores(self, block: int, x_in: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
         if self.scorer is not None:

@@ -13,6 +13,10 @@ from tnt_cli.errors import ScheduleError
 
 BEFORE_BLOCKS = -1  # a stage at this "block" runs on the patch embeddings, before block 0
 
+# What a pruning stage does with the tokens the relevance top-k does not keep (engine/reducers.py):
+# drop: discard them (the paper); merge: each joins its most similar kept token; fuse: all become one token.
+REDUCERS = ("drop", "merge", "fuse")
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -20,12 +24,15 @@ class Schedule:
 
     `sim_prune` (r) tokens are also dropped by random-partition similarity: with one pruning layer they are
     dropped right after the relevance top-k (which then keeps k + r candidates); with several, before block 0.
+    `reducer` says what happens to the tokens the relevance top-k leaves out (one of REDUCERS); similarity
+    pruning always discards.
     """
 
     prune_layers: tuple[int, ...] = ()
     keep_rates: tuple[float, ...] = ()
     sim_prune: int = 0
     sim_seed: int = 0
+    reducer: str = "drop"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prune_layers", tuple(int(b) for b in self.prune_layers))
@@ -44,6 +51,8 @@ class Schedule:
             raise ScheduleError(f"prune layers must be distinct and increasing, got {list(self.prune_layers)}")
         if self.sim_prune < 0:
             raise ScheduleError(f"similarity-prune count must be >= 0, got {self.sim_prune}")
+        if self.reducer not in REDUCERS:
+            raise ScheduleError(f"unknown reducer {self.reducer!r}: choose one of {', '.join(REDUCERS)}")
 
     @property
     def is_dense(self) -> bool:
@@ -60,6 +69,7 @@ class Schedule:
             "keep_rates": list(self.keep_rates),
             "sim_prune": self.sim_prune,
             "sim_seed": self.sim_seed,
+            "reducer": self.reducer,
         }
 
     @classmethod
@@ -70,6 +80,7 @@ class Schedule:
                 keep_rates=tuple(data.get("keep_rates", ())),
                 sim_prune=int(data.get("sim_prune", 0)),
                 sim_seed=int(data.get("sim_seed", 0)),
+                reducer=str(data.get("reducer", "drop")),  # files written before reducers existed dropped
             )
         except (TypeError, ValueError) as exc:
             raise ScheduleError(f"malformed schedule {data!r}: {exc}") from None
@@ -80,6 +91,8 @@ class Schedule:
         parts = [f"block {b} keep {k:g}" for b, k in zip(self.prune_layers, self.keep_rates)]
         if self.sim_prune:
             parts.append(f"r {self.sim_prune}")
+        if self.reducer != "drop" and self.prune_layers:  # drop is the paper's default: old texts stay as they were
+            parts.append(self.reducer)
         return ", ".join(parts)
 
 
@@ -93,7 +106,8 @@ class Stage:
     """One token reduction: after `block` (or before block 0), `n_in` patch tokens become `n_out`.
 
     `n_relevance` is how many the relevance top-k keeps (None: no relevance step); `sim_r` how many the
-    similarity step then drops from those.
+    similarity step then drops from those. `reducer` is what happens to the n_in - n_relevance tokens the
+    top-k leaves out: dropped, merged into the kept tokens, or fused into one extra token (n_out = kept + 1).
     """
 
     block: int
@@ -101,6 +115,19 @@ class Stage:
     n_out: int
     n_relevance: int | None = None
     sim_r: int = 0
+    reducer: str = "drop"
+
+    @property
+    def n_reduced(self) -> int:
+        """Tokens the top-k leaves out that are merged or fused rather than discarded (0 for drop)."""
+        if self.reducer == "drop" or self.n_relevance is None:
+            return 0
+        return self.n_in - self.n_relevance
+
+    @property
+    def n_kept(self) -> int:
+        """Tokens that leave the stage as they entered (or with merged tokens added): n_out less a fused token."""
+        return self.n_out - (1 if self.reducer == "fuse" and self.n_reduced else 0)
 
 
 @dataclass(frozen=True)
@@ -164,9 +191,15 @@ def plan_tokens(schedule: Schedule, *, num_patches: int, num_prefix: int, depth:
                     f"but only {n} exist"
                 )
             _check_sim(r, candidates, where=f"block {block}")
-            stages.append(Stage(block=block, n_in=n, n_out=k, n_relevance=candidates, sim_r=r))
+            fused = int(schedule.reducer == "fuse" and candidates < n)
+            stages.append(
+                Stage(block=block, n_in=n, n_out=k + fused, n_relevance=candidates, sim_r=r, reducer=schedule.reducer)
+            )
+            k += fused
         elif k < n:
-            stages.append(Stage(block=block, n_in=n, n_out=k, n_relevance=k))
+            fused = int(schedule.reducer == "fuse")
+            stages.append(Stage(block=block, n_in=n, n_out=k + fused, n_relevance=k, reducer=schedule.reducer))
+            k += fused
         n = k
     return TokenPlan(num_prefix=num_prefix, num_patches=num_patches, depth=depth, stages=tuple(stages))
 

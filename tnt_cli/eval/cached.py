@@ -68,18 +68,14 @@ def run_from_states(setup: MethodSetup, states: dict[int, torch.Tensor], start: 
         if stage.block != BEFORE_BLOCKS and stage.block < start:
             raise ValueError(f"cannot resume at block {start}: the schedule prunes after block {stage.block}")
     x = states[start]
-    first_block = start
+    first_block, sizes = start, None
     if BEFORE_BLOCKS in stages:
-        x, _ = model.apply_stage(stages[BEFORE_BLOCKS], x, x, None, None)
+        x, _, sizes = model.apply_stage(stages[BEFORE_BLOCKS], x, x)
     elif start in stages:  # the first pruning block already ran in the dense pass
-        x, _ = model.apply_stage(stages[start], states[start + 1], states[start], None, None)
+        x, _, sizes = model.apply_stage(stages[start], states[start + 1], states[start])
         first_block = start + 1
-    for i in range(first_block, model.depth):
-        x_in = x
-        x = model.vit.blocks[i](x)
-        if i in stages:
-            x, _ = model.apply_stage(stages[i], x, x_in, None, None)
-    return model.forward_head(model.vit.norm(x))
+    x, sizes = model.run_blocks(x, first_block, plan=plan, sizes=sizes)  # merge/fuse sizes carry on from here
+    return model.forward_head(model.vit.norm(x), sizes=sizes)
 
 
 def _model(setup: MethodSetup) -> TNTModel:

@@ -99,8 +99,10 @@ def build_grid(
     sim_counts: Sequence[int],
     *,
     sim_seed: int = 0,
+    reducer: str = "drop",
 ) -> tuple[list[Schedule], int]:
-    """Every valid schedule in layers x keep rates x r (one keep rate at every layer); and how many were invalid."""
+    """Every valid schedule in layers x keep rates x r (one keep rate at every layer, one reducer); and how many
+    were invalid."""
     from tnt_cli.engine.schedule import plan_tokens
 
     if not layers or not keep_rates or not sim_counts:
@@ -116,7 +118,7 @@ def build_grid(
         for keep in keep_rates:
             for r in sim_counts:
                 try:
-                    schedule = Schedule(blocks, (keep,) * len(blocks), sim_prune=r, sim_seed=sim_seed)
+                    schedule = Schedule(blocks, (keep,) * len(blocks), sim_prune=r, sim_seed=sim_seed, reducer=reducer)
                     plan = plan_tokens(
                         schedule, num_patches=model.num_patches, num_prefix=model.num_prefix_tokens, depth=model.depth
                     )

@@ -2,10 +2,11 @@
 
 Uses torch's TorchScript-based exporter (`dynamo=False`): it needs only `onnx` (the dynamo exporter also needs
 onnxscript), and the engine's static top-k + gather pruning traces into plain ONNX TopK / Gather(Elements) nodes,
-so every block's token count is a constant in the graph (the engine keys its plan caches by Python ints, so
-traced sizes hit them too). The partition itself is computed eagerly before tracing (the tracer would record
-its seeded torch.Generator, which ONNX cannot express). The file gets the schedule and token plan as metadata
-(`tnt.schedule`, ...).
+so every block's token count is a constant in the graph (the engine keys its plan caches by Python ints, so traced
+sizes hit them too). The merge reducer adds ArgMax and ScatterElements (add, opset 16+), fuse a ReduceSum, and
+proportional attention an additive mask on the attention logits. The partition itself is computed eagerly before
+tracing (the tracer would record its seeded torch.Generator, which ONNX cannot express). The file gets the schedule
+and token plan as metadata (`tnt.schedule`, ...).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
 
 MIN_OPSET = 14  # scaled_dot_product_attention (timm's fused attention) exports from opset 14
+MERGE_OPSET = 16  # the merge reducer's scatter_add needs ScatterElements with reduction="add" (opset 16)
 DEFAULT_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
 MAX_PROTO_BYTES = 2 * 1024**3  # ONNX protobuf limit; bigger models would need external data files
@@ -78,6 +80,10 @@ def check_exportable(model: TNTModel, *, opset: int, batch_size: int) -> None:
         raise TntError(f"--batch-size must be at least 1, got {batch_size}")
     if model.scorer is not None:
         raise TntError("export takes the model's own relevance heads; a baseline scorer is installed")
+    if opset < MERGE_OPSET and any(s.reducer == "merge" and s.n_reduced for s in model.plan.stages):
+        raise TntError(
+            f"the merge reducer exports from opset {MERGE_OPSET} (scatter-add): choose --opset {MERGE_OPSET}+"
+        )
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     if size >= MAX_PROTO_BYTES:
         raise TntError(f"the model has {size / 1e9:.1f} GB of weights: ONNX files over 2 GB are not supported yet")

@@ -143,6 +143,14 @@ CITATION = [
 ]
 
 
+REDUCER_LINES = {
+    "merge": "Tokens a prune layer does not keep are merged into their most similar kept token (size-weighted, "
+    "proportional attention afterwards).",
+    "fuse": "Tokens a prune layer does not keep are fused into one extra token (size-weighted, proportional "
+    "attention afterwards).",
+}
+
+
 def _schedule_lines(schedule: dict, text: str | None) -> list[str]:
     layers = schedule.get("prune_layers") or []
     rates = schedule.get("keep_rates") or []
@@ -157,6 +165,9 @@ def _schedule_lines(schedule: dict, text: str | None) -> list[str]:
             f"{schedule.get('sim_seed', 0)}).",
             "",
         ]
+    reducer = schedule.get("reducer", "drop")
+    if layers and reducer in REDUCER_LINES:
+        lines += [REDUCER_LINES[reducer], ""]
     return lines
 
 

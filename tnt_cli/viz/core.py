@@ -38,6 +38,7 @@ class StageView:
     present: np.ndarray  # (rows, cols) bool: patches entering this stage
     relevance: np.ndarray | None  # (rows, cols) float scores the stage ranked by; NaN where no token entered
     kept_positions: list[int]  # original patch indices (row-major) kept, in the order the model holds them
+    # (n_in / n_out count tokens: with the fuse reducer one of them is a fused token, on no patch of the grid)
 
     @property
     def label(self) -> str:
@@ -185,14 +186,15 @@ def _stage_view(trace, i: int, grid: tuple[int, int]) -> StageView:
     in_pos = trace.positions_in[i].cpu().numpy()
     if kept_pos.max(initial=-1) >= n or in_pos.max(initial=-1) >= n:
         raise TntError(f"stage at block {trace.block} reports patch positions beyond the {grid[0]}x{grid[1]} grid")
+    on_grid_kept, on_grid_in = kept_pos >= 0, in_pos >= 0  # -1: a fused token (fuse reducer), on no patch
     kept = np.zeros(n, dtype=bool)
-    kept[kept_pos] = True
+    kept[kept_pos[on_grid_kept]] = True
     present = np.zeros(n, dtype=bool)
-    present[in_pos] = True
+    present[in_pos[on_grid_in]] = True
     relevance = None
     if trace.scores is not None:
         relevance = np.full(n, np.nan, dtype=np.float32)
-        relevance[in_pos] = trace.scores[i].float().cpu().numpy()
+        relevance[in_pos[on_grid_in]] = trace.scores[i].float().cpu().numpy()[on_grid_in]
         relevance = relevance.reshape(grid)
     return StageView(
         block=int(trace.block),
@@ -201,7 +203,7 @@ def _stage_view(trace, i: int, grid: tuple[int, int]) -> StageView:
         kept=kept.reshape(grid),
         present=present.reshape(grid),
         relevance=relevance,
-        kept_positions=[int(p) for p in kept_pos],
+        kept_positions=[int(p) for p in kept_pos[on_grid_kept]],
     )
 
 
