@@ -85,3 +85,25 @@ def test_the_random_baseline_draws_new_scores_per_batch_position_and_repeats_the
         a, b, c = (task.pruned_logits(x, schedule, start) for start in (0, 4, 0))
     assert torch.equal(a, c) and not torch.equal(a, b)
     assert model.scorer is None and model.schedule == Schedule()  # restored after the pass
+
+
+def test_tnt_with_the_merge_reducer_trains_and_deploys_with_it(base, tmp_path):
+    out = tmp_path / "merge"
+    result = run_cli("finetune", base, "--out", out, *FAST, "--reducer", "merge", "--prune-layers", "1",
+                     "--keep-rates", "0.5", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())["tnt"]
+    assert config["method"] == "tnt" and config["schedule"]["reducer"] == "merge"
+    evaluated = run_cli("evaluate", out, "--data", "fashion-mnist", "--limit", "32", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    assert report["method"] == "tnt" and report["schedule"]["reducer"] == "merge"
+
+
+def test_evaluate_runs_a_baseline_directory_with_its_own_method(base, tmp_path):
+    out = tmp_path / "evit"
+    assert run_cli("finetune", base, "--out", out, *FAST, "--method", "evit").exit_code == 0
+    result = run_cli("evaluate", out, "--data", "fashion-mnist", "--limit", "32", "--prune-layers", "1",
+                     "--keep-rates", "0.5", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["method"] == "evit"

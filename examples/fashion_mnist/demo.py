@@ -52,10 +52,36 @@ def main() -> None:
     tuned, calib, pruned = OUT / "tnt", OUT / "calib", OUT / "pruned"
 
     run([sys.executable, str(HERE / "train_base.py"), "--bench", "fashion-mnist"])
-    run([TNT, "finetune", str(BASE), "--data", "fashion-mnist", "--out", str(tuned), "--max-steps", STEPS,
-         "--overwrite"])
-    run([TNT, "calibrate", str(tuned), "--data", "fashion-mnist", "--limit", "2000", "--max-drop", "1",
-         "--out", str(calib), "--overwrite"])
+    run(
+        [
+            TNT,
+            "finetune",
+            str(BASE),
+            "--data",
+            "fashion-mnist",
+            "--out",
+            str(tuned),
+            "--max-steps",
+            STEPS,
+            "--overwrite",
+        ]
+    )
+    run(
+        [
+            TNT,
+            "calibrate",
+            str(tuned),
+            "--data",
+            "fashion-mnist",
+            "--limit",
+            "2000",
+            "--max-drop",
+            "1",
+            "--out",
+            str(calib),
+            "--overwrite",
+        ]
+    )
     run([TNT, "prune", str(tuned), "--schedule", str(calib / "schedule.json"), "--out", str(pruned), "--overwrite"])
 
     results = {method: evaluate(pruned, method) for method in ("dense", "tnt", "cls-attn", "random")}

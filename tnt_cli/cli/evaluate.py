@@ -13,7 +13,12 @@ from tnt_cli.errors import TntError
 from tnt_cli.eval.common import BatchSizeOpt, DataOpt, DeviceOpt, SeedOpt, SplitOpt, TomeR, WorkersOpt, check_positive
 
 MethodOpt = Annotated[
-    str, typer.Option("--method", help="tnt, random, evit, evit-fuse, tome or dense (cls-attn = evit).")
+    str,
+    typer.Option(
+        "--method",
+        help="auto (the directory's own: what `tnt finetune --method` trained it for; tnt otherwise), tnt, random, "
+        "evit, evit-fuse, tome or dense (cls-attn = evit).",
+    ),
 ]
 
 
@@ -21,7 +26,7 @@ def evaluate(
     model: o.ModelArg,
     data: DataOpt,
     split: SplitOpt = "val",
-    method: MethodOpt = "tnt",
+    method: MethodOpt = "auto",
     prune_layers: o.PruneLayers = None,
     keep_rates: o.KeepRates = None,
     sim_prune: o.SimPrune = None,
@@ -55,19 +60,19 @@ def evaluate(
     from tnt_cli.data import build_loader, dataset_classes
     from tnt_cli.devices import resolve_device
     from tnt_cli.eval.baselines import apply_method, check_method, method_gmacs
-    from tnt_cli.eval.common import load_for_method
+    from tnt_cli.eval.common import AUTO_METHOD, load_for_method
     from tnt_cli.eval.evaluate import evaluate_model
 
-    method = check_method(method)
-    if tome_r is not None and method != "tome":
-        raise TntError(f"--tome-r applies to --method tome only (this run uses --method {method})")
+    method = method if method == AUTO_METHOD else check_method(method)
     check_positive(limit, "--limit")
     check_positive(batch_size, "--batch-size")
     dev = resolve_device(device)
     schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
     if method == "dense" and schedule is not None:
         stderr.print("note: --method dense runs every token; the schedule flags are ignored")
-    loaded, schedule = load_for_method(model, method, schedule, random_weights=random_weights)
+    loaded, schedule, method = load_for_method(model, method, schedule, random_weights=random_weights)
+    if tome_r is not None and method != "tome":
+        raise TntError(f"--tome-r applies to --method tome only (this run uses --method {method})")
     tnt_model = loaded.model
     loader = build_loader(data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed)
     with apply_method(tnt_model, method, schedule, tome_r=tome_r, seed=seed) as setup:

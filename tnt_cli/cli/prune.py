@@ -53,8 +53,9 @@ def prune(
     """
     o.apply_offline(offline)
     from tnt_cli.analysis import describe_model
+    from tnt_cli.eval.common import own_method
     from tnt_cli.io.model_dir import save_model_dir
-    from tnt_cli.io.sources import load_model
+    from tnt_cli.io.sources import install_schedule, load_model
 
     flags = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
     if schedule_file is not None and flags is not None:
@@ -66,7 +67,11 @@ def prune(
         schedule, calibration = read_schedule_file(schedule_file)
     else:
         schedule = flags
-    loaded = load_model(model, random_weights=random_weights, schedule=schedule)
+    loaded = load_model(model, random_weights=random_weights, require_trained_heads=False)
+    if own_method(loaded) == "tnt":
+        install_schedule(loaded, schedule)  # relevance pruning needs trained heads
+    else:  # a baseline's directory: the schedule is the compute its method is matched to
+        install_schedule(loaded, schedule, require_trained_heads=False)
     metrics = calibration_metrics(calibration) if calibration else None
     save_model_dir(out, loaded.model, base_model=loaded.base_model, metrics=metrics, overwrite=overwrite)
     described = describe_model(loaded.model)

@@ -22,8 +22,13 @@ def visualize(
     sim_seed: o.SimSeed = 0,
     reducer: o.Reducer = None,
     method: Annotated[
-        str, typer.Option("--method", help="Who picks the tokens: tnt (relevance heads), random or evit (cls-attn).")
-    ] = "tnt",
+        str,
+        typer.Option(
+            "--method",
+            help="Who picks the tokens: auto (the directory's own method), tnt (relevance heads), random or evit "
+            "(cls-attn).",
+        ),
+    ] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random method.")] = 0,
     data: Annotated[
         str | None,
@@ -47,18 +52,25 @@ def visualize(
 
       tnt visualize deit_tiny_patch16_224 cat.jpg --out viz/ --random-weights --prune-layers 2,4 --keep-rates 0.7,0.7
     """
+    from tnt_cli.eval.common import AUTO_METHOD, own_method
     from tnt_cli.io.sources import load_model
     from tnt_cli.viz.core import ALIASES, METHODS, visualize_files
     from tnt_cli.viz.images import class_names, read_image
     from tnt_cli.viz.render import resolve_renderer
 
     method = ALIASES.get(method, method)
-    if method not in METHODS:
+    if method not in (*METHODS, AUTO_METHOD):
         raise TntError(f"unknown --method {method!r}: choose one of {', '.join(METHODS)}")
     resolve_renderer(renderer)
     for path in images:  # fail on a bad image before spending time on the model
         read_image(path)
     schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
+    if method == AUTO_METHOD:  # the directory's own method, when it is one that selects tokens
+        peek = load_model(model, random_weights=random_weights, require_trained_heads=False)
+        method = ALIASES.get(own_method(peek), own_method(peek))
+        if method not in METHODS:
+            raise TntError(f"{model} was fine-tuned for {method}, which merges tokens rather than selecting them: "
+                           f"pick --method {' | '.join(METHODS)} to see which tokens one of those keeps")  # fmt: skip
     if method == "tnt":
         loaded = load_model(model, random_weights=random_weights, schedule=schedule)
         schedule = None  # installed (and checked against the heads) by load_model

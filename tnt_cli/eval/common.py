@@ -33,20 +33,31 @@ TomeR = Annotated[
 ]
 
 
+AUTO_METHOD = "auto"
+
+
+def own_method(loaded: LoadedModel) -> str:
+    """The method a model directory was fine-tuned with (`tnt finetune --method`); "tnt" for anything else."""
+    return str((loaded.tnt_config or {}).get("method") or "tnt")
+
+
 def load_for_method(
     spec: str, method: str, schedule: Schedule | None, *, random_weights: bool = False
-) -> tuple[LoadedModel, Schedule]:
-    """Load MODEL for `method`; returns it and the schedule to run (flags, else the model's own).
+) -> tuple[LoadedModel, Schedule, str]:
+    """Load MODEL for `method`; returns it, the schedule to run (flags, else the model's own) and the method.
 
-    Only `tnt` needs trained relevance heads; the baselines score tokens their own way.
+    `auto` is the directory's own method (what `tnt finetune --method` trained it for). Only `tnt` needs trained
+    relevance heads; the baselines score tokens their own way.
     """
-    from tnt_cli.io.sources import load_model
+    from tnt_cli.eval.baselines import check_method
+    from tnt_cli.io.sources import install_schedule, load_model
 
-    if method == "tnt":
-        loaded = load_model(spec, random_weights=random_weights, schedule=schedule)
-        return loaded, loaded.model.schedule
     loaded = load_model(spec, random_weights=random_weights, require_trained_heads=False)
-    return loaded, loaded.model.schedule if schedule is None else schedule
+    method = own_method(loaded) if method == AUTO_METHOD else check_method(method)
+    schedule = loaded.model.schedule if schedule is None else schedule
+    if method == "tnt":
+        install_schedule(loaded, schedule)  # refuses heads that were never trained
+    return loaded, schedule, method
 
 
 def check_positive(value: int | None, flag: str) -> None:

@@ -9,6 +9,7 @@ and resumed performs the same float operations in the same order as an uninterru
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import random
@@ -107,9 +108,7 @@ def drop_keep(keeps: tuple[float, ...], seed: int, step: int, micro: int) -> flo
 
 
 def _stage_schedule(block: int, keep: float, reducer: str = "drop") -> Schedule:
-    """One pruning stage after `block`; the reducer field is only passed when it is not the engine's default."""
-    if reducer == "drop":
-        return Schedule(prune_layers=(block,), keep_rates=(keep,))
+    """One pruning stage after `block`, reducing the tokens TNT does not keep with `reducer`."""
     return Schedule(prune_layers=(block,), keep_rates=(keep,), reducer=reducer)
 
 
@@ -248,6 +247,8 @@ class Trainer:
                 )
         else:
             schedule = default_eval_schedule(noise_blocks, depth)
+        if cfg.method == "tnt" and schedule.prune_layers:
+            schedule = dataclasses.replace(schedule, reducer=cfg.reducer)  # OUT's schedule reduces as training did
         self.eval_schedule = schedule
         trained = set(loaded.model.head_blocks) if loaded.heads_trained else set()
         head_blocks = sorted(set(noise_blocks) | trained | set(schedule.prune_layers))
