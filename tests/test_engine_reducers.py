@@ -381,3 +381,15 @@ def test_blocks_after_a_merge_get_proportional_attention(tiny_vit, reducer):
     want = torch.cat([torch.zeros(3, 4), sizes.squeeze(-1).log()], dim=1)[:, None, None, :]  # 4 registers: size 1
     assert torch.equal(masks[2], want) and torch.equal(masks[3], want)
     assert masks[2].shape == (3, 1, 1, model.plan.tokens_per_block[2])
+
+
+@pytest.mark.parametrize("reducer", ["merge", "fuse"])
+def test_a_bf16_model_keeps_exact_float32_sizes(tiny_vit, reducer):
+    model = model_for(tiny_vit, "vit_reg_avg", Schedule((1, 2), (0.5, 0.5), reducer=reducer)).to(torch.bfloat16)
+    stages = record_stages(model)
+    with torch.no_grad():
+        logits = model(images().bfloat16())
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    for _, tokens, sizes in stages:
+        assert tokens.dtype == torch.bfloat16 and sizes.dtype == torch.float32
+        assert torch.equal(sizes.sum(dim=1).squeeze(-1), torch.full((3,), 64.0))

@@ -312,7 +312,7 @@ class TNTModel(nn.Module):
             scores = self._stage_scores(stage.block, x_in, x)
             index, others = split_by_score(scores, stage.n_relevance)
             if sizes is None:
-                sizes = patches.new_ones(patches.shape[0], patches.shape[1], 1)
+                sizes = torch.ones(patches.shape[0], patches.shape[1], 1, device=patches.device)  # float32
         elif stage.n_relevance is not None:
             scores = self._stage_scores(stage.block, x_in, x)
             index = top_index(scores, stage.n_relevance)

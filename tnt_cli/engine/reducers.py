@@ -34,20 +34,21 @@ def merge_into_kept(
     """Merge each of `others` (B, M, D) into its most cosine-similar token of `kept` (B, K, D).
 
     Returns the K kept tokens as size-weighted means of themselves and what joined them, and their new sizes
-    (B, K, 1). Sizes are (B, n, 1) in the tokens' dtype.
+    (B, K, 1). Sizes are (B, n, 1) float32 (exact counts even in a bf16 model); the sums are taken at the wider
+    of the two dtypes and the tokens come back in their own.
     """
     sim = F.normalize(others, dim=-1) @ F.normalize(kept, dim=-1).transpose(1, 2)  # (B, M, K)
     target = sim.argmax(dim=-1, keepdim=True)  # (B, M, 1)
     dim = kept.shape[-1]
     total = (kept * kept_sizes).scatter_add(1, target.expand(-1, -1, dim), others * other_sizes)
     sizes = kept_sizes.scatter_add(1, target, other_sizes)
-    return total / sizes, sizes
+    return (total / sizes).to(kept.dtype), sizes
 
 
 def fuse_tokens(tokens: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One token from all of `tokens` (B, M, D): their size-weighted mean (B, 1, D), and its size (B, 1, 1)."""
     size = sizes.sum(dim=1, keepdim=True)
-    return (tokens * sizes).sum(dim=1, keepdim=True) / size, size
+    return ((tokens * sizes).sum(dim=1, keepdim=True) / size).to(tokens.dtype), size
 
 
 def size_bias(num_prefix: int, sizes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -59,4 +60,4 @@ def size_bias(num_prefix: int, sizes: torch.Tensor, dtype: torch.dtype) -> torch
 
 def weighted_mean(tokens: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     """Mean over tokens (B, N, D) where a token of size s counts s times: (B, D)."""
-    return (tokens * sizes).sum(dim=1) / sizes.sum(dim=1)
+    return ((tokens * sizes).sum(dim=1) / sizes.sum(dim=1)).to(tokens.dtype)

@@ -24,8 +24,9 @@ class Schedule:
 
     `sim_prune` (r) tokens are also dropped by random-partition similarity: with one pruning layer they are
     dropped right after the relevance top-k (which then keeps k + r candidates); with several, before block 0.
-    `reducer` says what happens to the tokens the relevance top-k leaves out (one of REDUCERS); similarity
-    pruning always discards.
+    `reducer` says what happens to the tokens the relevance top-k leaves out (one of REDUCERS, see
+    engine/reducers.py); similarity pruning always discards (with one pruning layer, the left-out tokens are merged
+    into the k tokens that survive both steps; the r similarity-pruned ones are dropped).
     """
 
     prune_layers: tuple[int, ...] = ()
