@@ -107,3 +107,23 @@ def test_evaluate_runs_a_baseline_directory_with_its_own_method(base, tmp_path):
                      "--keep-rates", "0.5", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["method"] == "evit"
+
+
+def test_noise_trains_heads_keeps_the_noisy_pass_out_of_the_backbone():
+    torch.manual_seed(0)
+    model = attach_tnt(tiny_vit(seed=1), (0, 1, 2, 3)).train()
+    x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    grads = {}
+    for trains_backbone in (True, False):
+        settings = LossSettings(distill=False, drop_weight=0.0, noise_trains_backbone=trains_backbone)
+        task = PruningTask(model, torch.nn.CrossEntropyLoss(), settings)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        task(x, y).backward()
+        grads[trains_backbone] = (
+            [p.grad for p in model.vit.parameters()],
+            [p.grad.clone() for p in model.heads.parameters() if p.grad is not None],
+        )
+    assert all(g is not None for g in grads[True][0])
+    assert all(g is None for g in grads[False][0])  # the backbone gets nothing from the noisy pass
+    assert grads[False][1] and all(torch.equal(a, b) for a, b in zip(grads[True][1], grads[False][1]))

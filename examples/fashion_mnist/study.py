@@ -39,15 +39,17 @@ BENCHES = ("fashion-mnist", "cluttered-fashion-mnist")
 PRUNE_BLOCK = 1
 KEEPS = (0.7, 0.5, 0.3, 0.15)
 MULTI = (((1, 3), (0.7, 0.7)), ((1, 3), (0.5, 0.5)))
-# run name -> (finetune --method, --reducer); a run's name is the method label in every table
-RUNS = {
-    "tnt": ("tnt", "drop"),
-    "tnt-merge": ("tnt", "merge"),
-    "random": ("random", "drop"),
-    "evit": ("evit", "drop"),
-    "evit-fuse": ("evit-fuse", "drop"),
-    "tome": ("tome", "drop"),
+# run name -> (finetune --method, --reducer, other `tnt finetune` settings); the name labels it in every table
+RUNS: dict[str, tuple[str, str, dict]] = {
+    "tnt": ("tnt", "drop", {}),
+    "tnt-merge": ("tnt", "merge", {}),
+    "tnt-hn": ("tnt", "drop", {"noise_trains": "heads"}),  # the noise trains the heads only
+    "random": ("random", "drop", {}),
+    "evit": ("evit", "drop", {}),
+    "evit-fuse": ("evit-fuse", "drop", {}),
+    "tome": ("tome", "drop", {}),
 }
+TNT_RUNS = tuple(r for r, (m, _, _) in RUNS.items() if m == "tnt")
 BASELINES = ("random", "evit", "evit-fuse", "tome")
 FIELDS = ("bench", "run", "method", "reducer", "seed", "steps", "batch", "schedule", "keep", "gmacs", "gmacs_tnt",
           "top1", "top5", "images", "train_s")  # fmt: skip
@@ -74,20 +76,21 @@ def finetune_config(bench: str, run: str, seed: int, steps: int, batch: int):
     """The `TrainConfig` that `tnt finetune` builds from the flags `commands()` prints."""
     from tnt_cli.train.config import TrainConfig
 
-    method, reducer = RUNS[run]
+    method, reducer, extra = RUNS[run]
     return TrainConfig(
         model=str(BASE_DIRS[bench]), data=bench, out=str(run_dir(bench, run, seed, steps, batch)), method=method,
         reducer=reducer, max_steps=steps, batch_size=batch, seed=seed, scale=CROP_SCALE, eval_limit=0,
-        progress=False, drop_block=PRUNE_BLOCK, warmup_epochs=WARMUP_EPOCHS,
+        progress=False, drop_block=PRUNE_BLOCK, warmup_epochs=WARMUP_EPOCHS, **extra,
     )  # fmt: skip
 
 
 def commands(bench: str, run: str, seed: int, steps: int, batch: int, schedule: str) -> str:
     """The CLI that reproduces one row (same code path, same numbers)."""
-    method, reducer = RUNS[run]
+    method, reducer, settings = RUNS[run]
     out = run_dir(bench, run, seed, steps, batch).relative_to(ROOT)
     base = BASE_DIRS[bench].relative_to(ROOT)
     extra = f" --reducer {reducer}" if reducer != "drop" else ""
+    extra += "".join(f" --{k.replace('_', '-')} {v}" for k, v in settings.items())
     ft = (f"tnt finetune {base} --data {bench} --out {out} --method {method}{extra} --max-steps {steps} "
           f"--batch-size {batch} --seed {seed} --crop-scale {CROP_SCALE[0]:g},{CROP_SCALE[1]:g} "
           f"--drop-block {PRUNE_BLOCK} --warmup-epochs {WARMUP_EPOCHS:g} --eval-limit 0")  # fmt: skip
@@ -124,7 +127,7 @@ def evaluate_run(bench: str, run: str, seed: int, steps: int, batch: int, loader
     from tnt_cli.eval.compare import Entry, compare
     from tnt_cli.io.sources import load_model
 
-    method, reducer = RUNS[run]
+    method, reducer, _ = RUNS[run]
     out = run_dir(bench, run, seed, steps, batch)
     model = load_model(str(out), require_trained_heads=False).model
     train_s = json.loads((out / "study-run.json").read_text())["train_s"]
@@ -248,8 +251,9 @@ def report(benches: tuple[str, ...] = BENCHES) -> str:
             if base and tnt and name != "dense":
                 best, who = max(base)
                 margin = f"{tnt['mean'] - best:+.2f} vs {who}"
-                if cells.get("tnt-merge"):
-                    margin += f"; merge {cells['tnt-merge']['mean'] - best:+.2f}"
+                for variant in TNT_RUNS[1:]:
+                    if cells.get(variant):
+                        margin += f"; {variant} {cells[variant]['mean'] - best:+.2f}"
             row.append(margin)
             lines.append("| " + " | ".join(row) + " |")
         n = {c["n"] for k, c in stats.items() if k[:3] == (bench, steps, batch)}

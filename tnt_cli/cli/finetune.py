@@ -75,6 +75,15 @@ def finetune(
             panel=RUN,
         ),
     ] = _D["reducer"],
+    noise_trains: Annotated[
+        str,
+        _opt(
+            "--noise-trains",
+            help="tnt: what the noisy pass trains: all (heads and backbone) or heads (the backbone then learns only "
+            "from the pruning pass, never from noise it will not see when deployed).",
+            panel=NOISE,
+        ),
+    ] = _D["noise_trains"],
     train: Annotated[
         str | None,
         _opt(
@@ -310,6 +319,7 @@ def finetune(
         recipe=recipe,
         method=method,
         reducer=reducer,
+        noise_trains=noise_trains,
         train=train,
         noise_blocks=o.parse_int_list(noise_blocks, "--noise-blocks") if noise_blocks is not None else None,
         sigma0=sigma0,

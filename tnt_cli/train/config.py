@@ -24,6 +24,7 @@ TRAIN_MODES = ("heads", "full")
 METHODS = ("tnt", "random", "evit", "evit-fuse", "tome")
 METHOD_ALIASES = {"cls-attn": "evit"}
 REDUCERS = ("drop", "merge", "fuse")
+NOISE_TRAINS = ("all", "heads")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Reference batch for lr scaling: lr = base lr * global batch / 512.
 LR_REFERENCE_BATCH = 512
@@ -43,6 +44,9 @@ class TrainConfig:
     # what is fine-tuned: TNT, or a baseline fine-tuned the same way with its own reducer in the pruning pass
     method: str = "tnt"
     reducer: str = "drop"  # tnt: what happens to the tokens TNT does not keep (drop | merge | fuse)
+    # tnt: what the noisy pass trains: "all" (heads and backbone) or "heads" (the backbone learns only from the
+    # clean passes, so it is never fitted to noise it will not see when deployed)
+    noise_trains: str = "all"
     train: str | None = None  # None: the recipe's
     # noise (None: the recipe's, else the engine's NoiseConfig default)
     noise_blocks: tuple[int, ...] | None = None
@@ -117,6 +121,8 @@ class TrainConfig:
             )
         if self.method != "tnt" and self.drop_weight <= 0:
             raise TntError(f"--method {self.method} trains through its pruning pass: --drop-weight must be > 0")
+        if self.noise_trains not in NOISE_TRAINS:
+            raise TntError(f"--noise-trains must be one of {', '.join(NOISE_TRAINS)}, got {self.noise_trains!r}")
         if self.reducer not in REDUCERS:
             raise TntError(f"--reducer must be one of {', '.join(REDUCERS)}, got {self.reducer!r}")
         if self.reducer != "drop" and self.method != "tnt":
@@ -220,7 +226,8 @@ class TrainConfig:
 
 # What must be equal for --resume to reproduce the uninterrupted run.
 TRAJECTORY = (
-    "model", "data", "recipe", "method", "reducer", "train", "noise_blocks", "sigma0", "noise_variant", "relevance",
+    "model", "data", "recipe", "method", "reducer", "noise_trains", "train", "noise_blocks", "sigma0", "noise_variant",
+    "relevance",
     "target_rate",
     "rate_weight", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps", "drop_block",
     "head_lr_scale", "epochs", "max_steps", "batch_size", "accum",

@@ -35,6 +35,7 @@ class LossSettings:
     distill_weight: float = 1.0
     distill_temp: float = 1.0
     drop_weight: float = 1.0
+    noise_trains_backbone: bool = True  # False: the noisy pass's loss reaches the heads only
 
 
 class PruningTask(nn.Module):
@@ -62,7 +63,11 @@ class PruningTask(nn.Module):
     ) -> torch.Tensor:
         s, model = self.settings, self.model
         model.noise_enabled = s.method == "tnt"  # baselines: a plain dense pass (the heads are not theirs)
-        logits = model(images)
+        if s.method == "tnt" and not s.noise_trains_backbone:
+            frozen = {f"vit.{k}": v.detach() for k, v in model.vit.named_parameters()}
+            logits = torch.func.functional_call(model, frozen, (images,))  # gradients reach the heads only
+        else:
+            logits = model(images)
         teacher_logits = self._teacher_logits(images) if s.distill else None
         loss = self._task_loss(logits, targets, teacher_logits)
         if s.method == "tnt" and s.rate_weight:

@@ -352,7 +352,8 @@ class Trainer:
         cfg = self.cfg
         settings = LossSettings(method=cfg.method, rate_weight=cfg.rate_weight if cfg.relevance == "sigmoid" else 0.0,
                                 distill=cfg.distill, distill_weight=cfg.distill_weight, distill_temp=cfg.distill_temp,
-                                drop_weight=cfg.drop_weight if self.drop_block is not None else 0.0)  # fmt: skip
+                                drop_weight=cfg.drop_weight if self.drop_block is not None else 0.0,
+                                noise_trains_backbone=cfg.noise_trains == "all")  # fmt: skip
         self.task = PruningTask(self.model, self.criterion, settings, teacher=self.teacher)
         self.forward_model: nn.Module = self.task
         self.ddp = None
@@ -513,7 +514,8 @@ class Trainer:
     def settings(self) -> dict:
         """The resolved recipe settings of this run (recorded in the summary and the model directory)."""
         cfg = self.cfg
-        keys = ("recipe", "method", "reducer", "train", "relevance", "sigma0", "noise_variant", "target_rate",
+        keys = ("recipe", "method", "reducer", "noise_trains", "train", "relevance", "sigma0", "noise_variant",
+                "target_rate",
                 "rate_weight", "noise_blocks", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps",
                 "lr", "head_lr_scale")  # fmt: skip
         data = {k: v for k, v in cfg.to_dict().items() if k in keys}
