@@ -21,7 +21,6 @@ import torch
 from _train_helpers import run_cli, tiny_vit, write_timm_dir
 
 from tnt_cli.errors import ScheduleError, TntError
-from tnt_cli.io.outdir import OutputLock, clean_stale, is_tnt_output
 from tnt_cli.train.trainer import INTERRUPT_ENV, NAN_ENV
 
 FAST = ["--data", "fashion-mnist", "--no-progress", "--log-every", "1", "--crop-scale", "0.6,1"]
@@ -112,12 +111,14 @@ def test_sigkilled_overwrite_leaves_the_previous_output_and_the_next_run_cleans_
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
     log = tmp_path / ".out.run" / "metrics.jsonl"
     deadline = time.monotonic() + 240
-    while not (log.exists() and log.read_text().count("\n") >= 2):  # killed mid-training, steps written
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "the run never started training"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        while not (log.exists() and log.read_text().count("\n") >= 2):  # killed mid-training, steps written
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the run never trained beside the old output"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert snapshot(out) == before  # bit for bit
     loads(out)
     refused = run_cli("finetune", base, "--out", out, *SHORT)
@@ -187,6 +188,8 @@ def test_a_second_run_into_a_locked_output_is_refused_at_once(base, tmp_path):
 
 
 def test_lock_is_exclusive_across_processes_and_released_on_exit(tmp_path):
+    from tnt_cli.io.outdir import OutputLock
+
     target = tmp_path / "o"
     with OutputLock(target):
         code = f"from tnt_cli.io.outdir import OutputLock; OutputLock({str(target)!r}).acquire()"
@@ -272,19 +275,24 @@ def always_cat(tmp_path) -> Path:
     """A 4-class model that names its classes (timm's label_names) and always predicts 'cat' (index 2)."""
     from _io_helpers import tiny_tnt
 
-    from tnt_cli.data.classes import record_names
     from tnt_cli.io.model_dir import save_model_dir
 
     model = tiny_tnt(num_classes=4)
     with torch.no_grad():
         model.vit.head.weight.zero_()
         model.vit.head.bias.copy_(torch.tensor([0.0, 0.0, 10.0, 0.0]))
-    record_names(model.vit, CLASSES)
+    model.vit.pretrained_cfg = {**model.vit.pretrained_cfg, "num_classes": 4, "label_names": CLASSES}
     return save_model_dir(tmp_path / "cat_model", model, base_model=None)
 
 
+def label_names(model_dir: Path) -> list[str] | None:
+    """Where timm keeps class names in config.json: top level, or inside pretrained_cfg."""
+    config = json.loads((model_dir / "config.json").read_text())
+    return config.get("label_names") or config["pretrained_cfg"].get("label_names")
+
+
 def test_a_subset_of_the_models_classes_is_mapped_by_name_not_shifted(always_cat, tmp_path):
-    assert json.loads((always_cat / "config.json").read_text())["label_names"] == CLASSES
+    assert label_names(always_cat) == CLASSES
     data = folder(tmp_path / "data", ["bee", "cat"])  # data labels 0, 1; the model's 1, 2
     result = run_cli("evaluate", always_cat, "--data", data, "--method", "dense", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
@@ -315,7 +323,7 @@ def test_class_count_mismatch_without_names_is_refused_and_new_classes_is_explic
     result = run_cli("finetune", base, "--out", tmp_path / "o", *args, "--new-classes")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "o" / "config.json").read_text())
-    assert config["num_classes"] == 4 and config["label_names"] == CLASSES
+    assert config["num_classes"] == 4 and label_names(tmp_path / "o") == CLASSES
     assert result.exit_code == 0 and "new 4-class classifier" in result.output
 
 
@@ -398,7 +406,7 @@ def test_format_version_and_hand_edited_fields_are_checked(always_cat):
         ("format_version", "one", "format_version"),
         ("head_blocks", "abc", "head_blocks"),
         ("schedule", {"prune_layers": [1.5], "keep_rates": [0.5]}, "whole number"),
-        ("schedule", {"prune_layers": "23", "keep_rates": [0.5, 0.5]}, "not text"),
+        ("schedule", {"prune_layers": "23", "keep_rates": [0.5, 0.5]}, "whole number"),
     ]:
         config = json.loads(json.dumps(original))
         config["tnt"][key] = value
@@ -461,6 +469,8 @@ def test_stale_partial_and_old_siblings_of_dead_runs_are_cleaned(base, tmp_path)
 
 
 def test_a_swap_cut_short_is_rolled_back(tmp_path):
+    from tnt_cli.io.outdir import clean_stale
+
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     old = tmp_path / f".m.old-{dead.pid}"  # killed between "NAME -> .old" and ".partial -> NAME"
@@ -471,6 +481,8 @@ def test_a_swap_cut_short_is_rolled_back(tmp_path):
 
 
 def test_is_tnt_output(tmp_path, previous):
+    from tnt_cli.io.outdir import is_tnt_output
+
     assert not is_tnt_output(ROOT)  # the repository itself
     assert is_tnt_output(tmp_path) and is_tnt_output(previous)  # empty, and a finished fine-tune
     (tmp_path / "sweep.csv").write_text("")

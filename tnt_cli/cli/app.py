@@ -64,7 +64,7 @@ class TntGroup(TyperGroup):
             fail(_usage_line(exc), 2)
         except (click.exceptions.ClickException, typer_click.exceptions.ClickException) as exc:
             fail(exc.format_message(), exc.exit_code)
-        except (click.Abort, typer_click.exceptions.Abort):
+        except (click.Abort, typer.Abort):
             fail("interrupted", 130)
         raise SystemExit(code if isinstance(code, int) else 0)
 

@@ -225,9 +225,9 @@ class Trainer:
         """
         from tnt_cli.io.outdir import OutputExists, OutputLock, check_safe, check_target, clean_stale
 
-        out, side = self.out, run_dir(self.out)
-        inputs = (self.cfg.model, self.cfg.data)
+        out, inputs = self.out, (self.cfg.model, self.cfg.data)
         check_safe(out, inputs)
+        side = run_dir(out)
         if self.push_to_hub:
             from tnt_cli.io.push import check_push_target
 
