@@ -99,7 +99,7 @@ def test_impossible_targets_name_the_best_reachable_point(serve_tiny, tmp_path):
     assert "below the cheapest schedule swept: block 1 keep 0.25" in line and "GMACs" in line
     line = one_error_line(run_cli(*base, "--out", tmp_path / "b", "--target-speedup", "50"))
     assert "best reachable is" in line and "block 1 keep 0.25" in line
-    assert not any(tmp_path.iterdir())  # nothing half-written
+    assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())  # nothing half-written
 
 
 def test_measure_speed_and_max_drop(serve_tiny, tmp_path):

@@ -152,15 +152,26 @@ def card_metrics(report: dict) -> dict:
     }
 
 
-def write_reports(out_dir: str | Path, report: dict) -> tuple[Path, Path]:
-    """report.json + report.md (benchmark.* inside a model directory), each written atomically."""
+def report_paths(out_dir: str | Path, *, overwrite: bool = True) -> tuple[Path, Path]:
+    """Where write_reports writes (benchmark.* inside a model directory); refuses existing files unless
+    `overwrite`. Call it before timing so a bad --out fails first."""
+    from tnt_cli.io.outdir import OutputError, OutputExists
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        from tnt_cli.errors import TntError
-
-        raise TntError(f"--out {out} exists and is not a directory")
+        raise OutputError(f"{out} exists and is not a directory")
     json_name, md_name = (MODEL_DIR_JSON, MODEL_DIR_MD) if is_model_dir(out) else (REPORT_JSON, REPORT_MD)
-    return atomic_write_json(out / json_name, report), atomic_write_text(out / md_name, to_markdown(report))
+    paths = out / json_name, out / md_name
+    existing = next((p for p in paths if p.exists()), None)
+    if existing is not None and not overwrite:
+        raise OutputExists(existing)
+    return paths
+
+
+def write_reports(out_dir: str | Path, report: dict, *, overwrite: bool = True) -> tuple[Path, Path]:
+    """report.json + report.md (benchmark.* inside a model directory), each written atomically."""
+    json_path, md_path = report_paths(out_dir, overwrite=overwrite)
+    return atomic_write_json(json_path, report), atomic_write_text(md_path, to_markdown(report))
 
 
 def update_model_card(model_dir: str | Path, report: dict) -> bool:

@@ -10,7 +10,6 @@ import typer
 from typer.core import TyperGroup
 
 from tnt_cli import __version__
-from tnt_cli.errors import TntError
 
 try:  # typer >= 0.2x runs on its own copy of click: its exceptions, not click's, are the ones it handles
     from typer import _click as typer_click
@@ -33,31 +32,54 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def fail(message: str) -> None:
-    """`error: <one line>` on stderr and exit 1 (printed here: typer would draw its own multi-line panel)."""
+def fail(message: str, code: int = 1) -> None:
+    """`error: <one line>` on stderr and exit (printed here: typer would draw its own multi-line panel)."""
     click.echo(f"error: {one_line(message)}", err=True)
-    raise SystemExit(1) from None
+    raise SystemExit(code) from None
+
+
+def _usage_line(exc) -> str:
+    """A click usage error as one line, with where to read the command's options."""
+    message = one_line(exc.format_message())
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None and ctx.command_path else ""
+    return f"{message}{where}"
 
 
 class TntGroup(TyperGroup):
-    """Catches errors from any command so users see one line (TNT_DEBUG=1 shows the traceback)."""
+    """Catches errors from any command so users see one line (TNT_DEBUG=1 shows the traceback).
+
+    What is printed and the exit code come from one table, `tnt_cli.cli._errors`: user errors exit 1, usage
+    errors 2, internal errors (bugs) 3, Ctrl-C 130.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except (click.exceptions.UsageError, typer_click.exceptions.UsageError) as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed: nothing to add
+                raise SystemExit(exc.exit_code) from None
+            fail(_usage_line(exc), 2)
+        except (click.exceptions.ClickException, typer_click.exceptions.ClickException) as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except (click.Abort, typer.Abort):
+            fail("interrupted", 130)
+        raise SystemExit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):
+        from tnt_cli.cli._errors import describe
+
         try:
             return super().invoke(ctx)
         except PASS_THROUGH:
             raise
-        except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            raise SystemExit(130) from None
-        except TntError as exc:
+        except (Exception, KeyboardInterrupt) as exc:
             if os.environ.get("TNT_DEBUG"):
                 raise
-            fail(str(exc))
-        except Exception as exc:  # the last line of defence: a bug or an unexpected environment problem
-            if os.environ.get("TNT_DEBUG"):
-                raise
-            fail(f"{type(exc).__name__}: {exc} (set TNT_DEBUG=1 to see the traceback)")
+            message, code = describe(exc)
+            fail(message, code)
 
 
 app = typer.Typer(

@@ -60,6 +60,7 @@ def benchmark(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write report.json and report.md here (a model directory: its card).")
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a report already in --out.")] = False,
     update_card: Annotated[
         bool, typer.Option("--update-card", help="MODEL is a model directory: add the numbers to its card.")
     ] = False,
@@ -99,6 +100,12 @@ def benchmark(
     if update_card and card_dir is None:
         raise TntError("--update-card needs MODEL or --out to be a tnt model directory")
 
+    if out is not None:  # before timing: a bad --out must not cost a benchmark
+        from tnt_cli.bench.report import report_paths
+        from tnt_cli.cli.targets import claim_output
+
+        claim_output(out, overwrite=overwrite, kind="into")
+        report_paths(out, overwrite=overwrite)
     from tnt_cli.bench.env import resolve_device, set_threads
 
     # resolving first fails on --device cuda without a GPU before anything is loaded
@@ -110,7 +117,7 @@ def benchmark(
     for warning in report["warnings"]:
         stderr.print(f"[yellow]warning:[/] {warning}")
     if out is not None:
-        paths = write_reports(out, report)
+        paths = write_reports(out, report, overwrite=overwrite)
         stderr.print(f"wrote {paths[0]} and {paths[1]}")
     if card_dir is not None:
         if update_model_card(card_dir, report):

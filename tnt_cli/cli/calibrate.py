@@ -103,7 +103,9 @@ def calibrate(
       tnt calibrate runs/vit_fm --data fashion-mnist --max-drop 0.5 --grid-layers 2,3 --out calib --measure-speed
     """
     o.apply_offline(offline)
+    from tnt_cli.cli.targets import claim_output
     from tnt_cli.data import build_loader
+    from tnt_cli.data.classes import data_label_map
     from tnt_cli.devices import resolve_device
     from tnt_cli.eval import sweep as sw
     from tnt_cli.eval.pareto import check_reachable, make_target
@@ -120,7 +122,7 @@ def calibrate(
     if not method_list:
         raise TntError("--methods is empty: give at least one of tnt, random, evit, evit-fuse, tome")
     dev = resolve_device(device)
-
+    claim_output(out, overwrite=overwrite, inputs=[model, data])  # before the sweep, not after it
     loaded = load_model(model, random_weights=random_weights, require_trained_heads=False)
     tnt_model = loaded.model
     if default_methods and getattr(tnt_model.vit, "cls_token", None) is None:
@@ -139,7 +141,10 @@ def calibrate(
         stderr.print(f"note: skipped {invalid} grid combination(s) that cannot run on this model")
     points = sw.build_points(tnt_model, schedules, method_list, heads_trained=loaded.heads_trained)
     check_reachable(points, target, speed_measured=measure_speed)  # fail before the sweep when compute decides
-    loader = build_loader(data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed)
+    label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source)
+    loader = build_loader(
+        data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed, label_map=label_map
+    )
 
     with _bar(json_out) as bar:
         task = bar.add_task(f"sweeping {len(points)} points", total=_loader_images(loader, limit))
@@ -158,7 +163,7 @@ def calibrate(
         stderr.print("note: without --measure-speed, speedup is estimated as the GMACs ratio")
 
     summary = write_results(
-        out, points, target, overwrite=overwrite,
+        out, points, target, overwrite=overwrite, inputs=(model, data),
         context={
             "model": loaded.source, "data": str(data), "split": split, "limit": limit, "seed": seed,
             "batch_size": batch_size, "device": str(dev), "speed_measured": measure_speed,
@@ -172,18 +177,29 @@ def calibrate(
     render(summary, points)
 
 
-def write_results(out: str, points, target, *, overwrite: bool, context: dict) -> dict:
-    """Mark the Pareto fronts, choose, and write sweep.csv, pareto.png and schedule.json in one atomic step."""
-    import csv
-    import io
+def write_results(out: str, points, target, *, overwrite: bool, context: dict, inputs=()) -> dict:
+    """Mark the Pareto fronts, choose, and write sweep.csv, pareto.png and schedule.json in one atomic step.
 
+    When no schedule meets the target, the finished sweep is still written (sweep.csv, pareto.png; no
+    schedule.json), then NoScheduleMeetsTarget says why.
+    """
     from tnt_cli.eval.pareto import choose, mark_pareto, plot_pareto, speedup_of
     from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 
     mark_pareto(points)
-    chosen = choose(points, target)
-    chosen.chosen = True
+    try:
+        chosen = choose(points, target)
+    except TntError as exc:
+        chosen, failure = None, exc
+    else:
+        chosen.chosen, failure = True, None
     dense = next(p for p in points if p.method == "dense")
+    title = f"{context['model']} on {context['data']} ({context['split']}, {dense.images} images)"
+    if chosen is None:
+        with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
+            atomic_write_text(tmp / "sweep.csv", _csv(points))
+            plot_pareto(points, None, tmp / "pareto.png", title=title, target=target)
+        raise NoScheduleMeetsTarget(f"{failure}; the sweep was written to {out}/sweep.csv and pareto.png")
     schedule_doc = {
         "format": "tnt-schedule/1",
         "schedule": chosen.schedule.to_dict(),
@@ -203,14 +219,8 @@ def write_results(out: str, points, target, *, overwrite: bool, context: dict) -
         "images_per_s": chosen.images_per_s,
         "measured_on": {**context, "images": chosen.images},
     }
-    buffer = io.StringIO()
-    rows = [p.row() for p in points]
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    title = f"{context['model']} on {context['data']} ({context['split']}, {chosen.images} images)"
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        atomic_write_text(tmp / "sweep.csv", buffer.getvalue())
+    with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
+        atomic_write_text(tmp / "sweep.csv", _csv(points))
         plot_pareto(points, chosen, tmp / "pareto.png", title=title, target=target)
         atomic_write_json(tmp / "schedule.json", schedule_doc)
     return {
@@ -219,6 +229,22 @@ def write_results(out: str, points, target, *, overwrite: bool, context: dict) -
         "points": len(points),
         "chosen": schedule_doc,
     }
+
+
+class NoScheduleMeetsTarget(TntError):
+    """The sweep ran (and was written), but no schedule meets the target."""
+
+
+def _csv(points) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    rows = [p.row() for p in points]
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def _parse_sims(text: str, auto: int) -> tuple[int, ...]:

@@ -58,6 +58,7 @@ def evaluate(
     """
     o.apply_offline(offline)
     from tnt_cli.data import build_loader, dataset_classes
+    from tnt_cli.data.classes import data_label_map, model_class_names
     from tnt_cli.devices import resolve_device
     from tnt_cli.eval.baselines import apply_method, check_method, method_gmacs
     from tnt_cli.eval.common import AUTO_METHOD, load_for_method
@@ -74,7 +75,10 @@ def evaluate(
     if tome_r is not None and method != "tome":
         raise TntError(f"--tome-r applies to --method tome only (this run uses --method {method})")
     tnt_model = loaded.model
-    loader = build_loader(data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed)
+    label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source)  # by name
+    loader = build_loader(
+        data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed, label_map=label_map
+    )
     with apply_method(tnt_model, method, schedule, tome_r=tome_r, seed=seed) as setup:
         result = evaluate_model(
             setup.module, loader, device=dev, progress=not json_out, per_class=per_class, on_batch=setup.begin_batch
@@ -102,7 +106,7 @@ def evaluate(
             "batch_size": batch_size,
         }
     if per_class:
-        names = _class_names(dataset_classes, data)
+        names = model_class_names(tnt_model.vit, loaded.tnt_config) or _class_names(dataset_classes, data)
         report["per_class"] = {
             (names[int(c)] if names and int(c) < len(names) else c): v for c, v in result["per_class"].items()
         }

@@ -51,8 +51,9 @@ def export(
         raise TntError(f"opset {opset} is not supported: choose 14-{max_opset()} (attention needs 14+)")
     if batch_size is not None and batch_size < 1:
         raise TntError(f"--batch-size must be at least 1, got {batch_size}")
-    if onnx.exists() and not overwrite:
-        raise TntError(f"{onnx} already exists: pass --overwrite to replace it")
+    from tnt_cli.cli.targets import claim_output
+
+    claim_output(onnx, overwrite=overwrite, inputs=[model], kind="file")
     from tnt_cli.io.sources import load_model
 
     schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)

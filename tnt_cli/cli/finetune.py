@@ -254,6 +254,15 @@ def finetune(
     mixup: Annotated[float, _opt("--mixup", help="Mixup alpha (0: off).", panel=AUG)] = _D["mixup"],
     cutmix: Annotated[float, _opt("--cutmix", help="CutMix alpha (0: off).", panel=AUG)] = _D["cutmix"],
     smoothing: Annotated[float, _opt("--smoothing", help="Label smoothing.", panel=AUG)] = _D["smoothing"],
+    new_classes: Annotated[
+        bool,
+        _opt(
+            "--new-classes",
+            help="Train a new classifier for DATA's classes (needs --train full). Without it DATA's classes are "
+            "matched to the model's by name, and classes the model lacks are refused.",
+            panel=RUN,
+        ),
+    ] = False,
     limit: Annotated[int | None, _opt("--limit", help="Train on a seeded subset of N images.", panel=RUN)] = None,
     workers: Annotated[int, _opt("--workers", help="DataLoader worker processes.", panel=RUN)] = _D["workers"],
     device: Annotated[str, _opt("--device", help="auto, cpu or cuda.", panel=RUN)] = _D["device"],
@@ -356,6 +365,7 @@ def finetune(
         mixup=mixup,
         cutmix=cutmix,
         smoothing=smoothing,
+        new_classes=new_classes,
         workers=workers,
         device=device,
         eval_limit=eval_limit,

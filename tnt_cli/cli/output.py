@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from rich.console import Console
@@ -13,15 +11,7 @@ stderr = Console(stderr=True, highlight=False)
 
 
 def print_json(data: Any) -> None:
-    """JSON on stdout, nothing else (so `--json | jq` works)."""
-    print(json.dumps(data, indent=2, default=_jsonable))
+    """JSON on stdout, nothing else (so `--json | jq` works); non-finite numbers are null."""
+    from tnt_cli.io.jsonio import dumps
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
+    print(dumps(data))

@@ -62,6 +62,13 @@ def prune(
         raise TntError("give either --schedule FILE or the schedule flags, not both")
     if schedule_file is None and flags is None:
         raise TntError("no schedule: give --schedule FILE (from `tnt calibrate`) or --prune-layers/--keep-rates")
+    from tnt_cli.cli.targets import claim_output
+
+    claim_output(out, overwrite=overwrite, inputs=[model])  # before loading anything
+    if push_to_hub:
+        from tnt_cli.io.push import check_push_target
+
+        check_push_target(push_to_hub)
     calibration = None
     if schedule_file is not None:
         schedule, calibration = read_schedule_file(schedule_file)
@@ -73,7 +80,9 @@ def prune(
     else:  # a baseline's directory: the schedule is the compute its method is matched to
         install_schedule(loaded, schedule, require_trained_heads=False)
     metrics = calibration_metrics(calibration) if calibration else None
-    save_model_dir(out, loaded.model, base_model=loaded.base_model, metrics=metrics, overwrite=overwrite)
+    save_model_dir(
+        out, loaded.model, base_model=loaded.base_model, metrics=metrics, overwrite=overwrite, inputs=(model,)
+    )
     described = describe_model(loaded.model)
     report = {
         "out": str(out),

@@ -61,6 +61,9 @@ def visualize(
     method = ALIASES.get(method, method)
     if method not in (*METHODS, AUTO_METHOD):
         raise TntError(f"unknown --method {method!r}: choose one of {', '.join(METHODS)}")
+    from tnt_cli.cli.targets import claim_output
+
+    claim_output(out, overwrite=overwrite, kind="into")  # validated and locked before any work
     resolve_renderer(renderer)
     for path in images:  # fail on a bad image before spending time on the model
         read_image(path)

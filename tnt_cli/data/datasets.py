@@ -147,10 +147,13 @@ class TransformedDataset(Dataset):
     tensor path (`TensorBatchTransform`).
     """
 
-    def __init__(self, base: Dataset, transform: Callable | None = None, *, raw: bool = False) -> None:
+    def __init__(
+        self, base: Dataset, transform: Callable | None = None, *, raw: bool = False, label_map: list[int] | None = None
+    ) -> None:
         self.base = base
         self.transform = transform
         self.raw = raw
+        self.label_map = label_map  # data label -> model class index (see tnt_cli.data.classes)
         self.classes = list(getattr(base, "classes", []))
         if raw:
             self._raw = base.raw if hasattr(base, "raw") else PILToRaw(base)
@@ -162,12 +165,15 @@ class TransformedDataset(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         if self.raw:
             image, label = self._raw(index)
-            return image, label, seed
+            return image, self._label(label), seed
         image, label = self.base[index]
         if self.transform is not None:
             with seeded_rng(seed):
                 image = self.transform(image)
-        return image, int(label)
+        return image, self._label(label)
+
+    def _label(self, label) -> int:
+        return int(label) if self.label_map is None else self.label_map[int(label)]
 
 
 def build_dataset(spec: str | Path, split: str, transform: Callable | None = None, *, seed: int = 0) -> Dataset:

@@ -79,6 +79,7 @@ def build_loader(
     tensor_path: bool | None = None,
     distributed: bool | None = None,
     base: Dataset | None = None,
+    label_map: list[int] | None = None,
     **aug,
 ) -> DataLoader:
     """A DataLoader of (float images normalised for `vit`, int64 labels).
@@ -91,6 +92,7 @@ def build_loader(
       re_prob. Fixed-size grayscale sources (Fashion-MNIST, cluttered) use a batched tensor path unless a
       PIL-only option is set (or `tensor_path=False`).
     - `base`: the untransformed dataset of (spec, split) when the caller already built it (saves a rescan).
+    - `label_map`: data label -> model class index (`tnt_cli.data.classes.map_classes`); None keeps the labels.
     - `crop_pct`: eval resize policy; default the model's pretrained_cfg for ImageFolder and 1.0 (no crop) for
       the Fashion-MNIST datasets, whose items fill the frame.
     """
@@ -113,14 +115,14 @@ def build_loader(
     if use_tensor and pil_only:
         raise TntError(f"the tensor path does not implement {', '.join(k for k in PIL_ONLY if options[k])}")
     if use_tensor:
-        dataset = TransformedDataset(base, raw=True)
+        dataset = TransformedDataset(base, raw=True, label_map=label_map)
         collate = TensorBatchTransform(
             cfg, train=train, scale=options["scale"], ratio=options["ratio"], hflip=options["hflip"],
             vflip=options["vflip"],
         )  # fmt: skip
     else:
         tf = train_transform(cfg, **options) if train else eval_transform(cfg)
-        dataset = TransformedDataset(base, tf)
+        dataset = TransformedDataset(base, tf, label_map=label_map)
         collate = None
 
     indices = subset_indices(len(base), limit, seed)

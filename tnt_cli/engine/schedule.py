@@ -7,6 +7,7 @@ engine, the GMACs counter and the CLI agree on one set of numbers.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 
 from tnt_cli.errors import ScheduleError
@@ -36,8 +37,12 @@ class Schedule:
     reducer: str = "drop"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "prune_layers", tuple(int(b) for b in self.prune_layers))
-        object.__setattr__(self, "keep_rates", tuple(float(k) for k in self.keep_rates))
+        if isinstance(self.prune_layers, (str, bytes)) or isinstance(self.keep_rates, (str, bytes)):
+            raise ScheduleError("prune layers and keep rates must be lists of numbers, not text")
+        object.__setattr__(self, "prune_layers", tuple(_whole(b, "prune layer") for b in self.prune_layers))
+        object.__setattr__(self, "keep_rates", tuple(_real(k, "keep rate") for k in self.keep_rates))
+        object.__setattr__(self, "sim_prune", _whole(self.sim_prune, "similarity-prune count"))
+        object.__setattr__(self, "sim_seed", _whole(self.sim_seed, "similarity-prune seed"))
         if len(self.prune_layers) != len(self.keep_rates):
             raise ScheduleError(
                 f"{len(self.prune_layers)} prune layer(s) but {len(self.keep_rates)} keep rate(s): "
@@ -79,11 +84,11 @@ class Schedule:
             return cls(
                 prune_layers=tuple(data.get("prune_layers", ())),
                 keep_rates=tuple(data.get("keep_rates", ())),
-                sim_prune=int(data.get("sim_prune", 0)),
-                sim_seed=int(data.get("sim_seed", 0)),
+                sim_prune=data.get("sim_prune", 0),
+                sim_seed=data.get("sim_seed", 0),
                 reducer=str(data.get("reducer", "drop")),  # files written before reducers existed dropped
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError) as exc:
             raise ScheduleError(f"malformed schedule {data!r}: {exc}") from None
 
     def describe(self) -> str:
@@ -95,6 +100,29 @@ class Schedule:
         if self.reducer != "drop" and self.prune_layers:  # drop is the paper's default: old texts stay as they were
             parts.append(self.reducer)
         return ", ".join(parts)
+
+
+def _whole(value, what: str) -> int:
+    """An int (or an integral float such as 2.0); 1.5, "23", True and None are refused, never truncated."""
+    if isinstance(value, (bool, str, bytes)):
+        raise ScheduleError(f"{what} must be a whole number, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ScheduleError(f"{what} must be a whole number, got {value!r}")
+        return int(value)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ScheduleError(f"{what} must be a whole number, got {value!r}") from None
+
+
+def _real(value, what: str) -> float:
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise ScheduleError(f"{what} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ScheduleError(f"{what} must be a number, got {value!r}") from None
 
 
 def keep_count(n: int, keep: float) -> int:

@@ -119,7 +119,9 @@ STYLE = {
 }
 
 
-def plot_pareto(points: Sequence[SweepPoint], chosen: SweepPoint, path: Path, *, title: str, target: Target) -> None:
+def plot_pareto(
+    points: Sequence[SweepPoint], chosen: SweepPoint | None, path: Path, *, title: str, target: Target
+) -> None:
     """Top-1 vs GMACs: every method's points, each method's Pareto front as a line, dense and the choice marked."""
     import matplotlib
 
@@ -136,10 +138,11 @@ def plot_pareto(points: Sequence[SweepPoint], chosen: SweepPoint, path: Path, *,
         front = pareto_front(members + ([dense] if group == "tnt" else []))
         ax.plot([p.gmacs for p in front], [100 * p.top1 for p in front], color=style["color"], lw=1.4)
     ax.scatter([dense.gmacs], [100 * dense.top1], marker="*", s=160, color="black", label="dense", zorder=4)
-    ax.scatter(
-        [chosen.gmacs], [100 * chosen.top1], s=260, facecolors="none", edgecolors="red", lw=2,
-        label=f"chosen: {chosen.describe()}", zorder=5,
-    )  # fmt: skip
+    if chosen is not None:  # None: no schedule met the target, the sweep is still plotted
+        ax.scatter(
+            [chosen.gmacs], [100 * chosen.top1], s=260, facecolors="none", edgecolors="red", lw=2,
+            label=f"chosen: {chosen.describe()}", zorder=5,
+        )  # fmt: skip
     if target.kind == "gmacs":
         ax.axvline(target.value, color="red", ls="--", lw=0.8)
     elif target.kind == "max_drop":

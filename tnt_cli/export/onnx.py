@@ -116,7 +116,9 @@ def export_onnx(
 
     path = Path(path)
     if path.exists() and not overwrite:
-        raise TntError(f"{path} already exists: pass --overwrite to replace it")
+        from tnt_cli.io.outdir import OutputExists
+
+        raise OutputExists(path)
     if path.exists() and path.is_dir():
         raise TntError(f"{path} is a directory, not an .onnx file path")
     check_exportable(model, opset=opset, batch_size=batch_size)
@@ -143,7 +145,8 @@ def export_onnx(
         notes=report_notes,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # named after this process, so a later run removes it if this one is killed (tnt_cli.io.outdir.clean_stale)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.partial-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -92,7 +92,7 @@ def infer_vit(state: dict[str, torch.Tensor], where: str) -> tuple[str, dict]:
     if proj is None or proj.ndim != 4:
         raise TntError(
             f"{where} is not a ViT/DeiT state dict (no patch_embed.proj.weight): tnt supports timm "
-            "VisionTransformer models; pass the architecture with --arch if the keys are timm's"
+            "VisionTransformer models (if the keys are timm's, give the architecture: arch= in the Python API)"
         )
     width, in_chans, ph, pw = (int(s) for s in proj.shape)
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"^blocks\.(\d+)\.", k))}
@@ -102,7 +102,8 @@ def infer_vit(state: dict[str, torch.Tensor], where: str) -> tuple[str, dict]:
     if width % HEAD_DIM:
         raise TntError(
             f"{where}: cannot tell the number of attention heads for width {width} (not a multiple of {HEAD_DIM}): "
-            "pass --arch with a timm model name or a config.json"
+            "put a timm config.json beside it (timm's save_for_hf layout), or give the architecture (arch= in the "
+            "Python API)"
         )
     distilled = "dist_token" in state
     has_cls = "cls_token" in state
@@ -110,7 +111,7 @@ def infer_vit(state: dict[str, torch.Tensor], where: str) -> tuple[str, dict]:
     prefix = int(has_cls) + int(distilled) + registers
     pos = state.get("pos_embed")
     if pos is None:
-        raise TntError(f"{where} has no pos_embed: pass --arch to say which architecture it is")
+        raise TntError(f"{where} has no pos_embed: give the architecture (arch= in the Python API)")
     n_pos = int(pos.shape[1])
     grid, no_embed_class = _grid(n_pos, prefix)
     if grid is None:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-from tnt_cli.errors import TntError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -43,33 +39,22 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+    from tnt_cli.io.jsonio import dumps
+
+    return atomic_write_text(path, dumps(data) + "\n")
 
 
 @contextmanager
-def atomic_directory(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory beside `target`; on success it replaces `target` in one rename.
+def atomic_directory(
+    target: str | Path, *, overwrite: bool = False, inputs: Iterable[str | Path] = ()
+) -> Iterator[Path]:
+    """Yield a temporary directory beside `target`; on success it replaces `target` (see `tnt_cli.io.outdir`).
 
-    An existing target is refused unless `overwrite`. On any error (or Ctrl-C) the temporary directory is
+    An existing target is refused unless `overwrite`, and even then when it is not a tnt output, the working
+    directory or an input. The target is locked meanwhile; on any error (or Ctrl-C) the temporary directory is
     removed and the target is left as it was.
     """
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise TntError(f"{target} already exists: pass --overwrite to replace it")
-    if target.exists() and not target.is_dir():
-        raise TntError(f"{target} exists and is not a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
-    try:
+    from tnt_cli.io.outdir import output_dir
+
+    with output_dir(target, overwrite=overwrite, inputs=inputs) as tmp:
         yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tnt_cli import __version__
 from tnt_cli.errors import TntError
 from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
+from tnt_cli.io.jsonio import jsonable
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
@@ -47,8 +48,11 @@ def save_model_dir(
     overwrite: bool = False,
     extra_files: dict[str, bytes] | None = None,
     heads_trained: bool | None = None,
+    inputs: tuple = (),
 ) -> Path:
     """Write MODEL as a tnt model directory (atomically) and return its path.
+
+    `inputs`: paths the model was read from; the target may not be (or hold) one of them.
 
     `base_model` is the Hub id the weights started from (the card's `base_model`); None falls back to what
     the loader recorded. `heads_trained` defaults to: True when `training` is given, else what the loader
@@ -66,7 +70,7 @@ def save_model_dir(
         heads_trained = bool(provenance.get("heads_trained", True))
     _check_extra_files(extra_files or {})
 
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, inputs=inputs) as tmp:
         timm_config = timm_config_of(model.vit, tmp)
         tnt = tnt_config(
             model,
@@ -140,7 +144,7 @@ def tnt_config(
     if imported_from:
         data["imported_from"] = imported_from
     if training:
-        data["training"] = json.loads(json.dumps(training, default=str))
+        data["training"] = jsonable(training)
     return data
 
 
@@ -178,7 +182,7 @@ def update_card(model_dir: str | Path, metrics: dict) -> Path:
         raise TntError(f'{model_dir} is not a tnt model directory (config.json has no "tnt" section)')
     report_path = model_dir / REPORT
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    merged = merge_metrics(report, json.loads(json.dumps(metrics, default=str)))
+    merged = merge_metrics(report, jsonable(metrics))
     atomic_write_json(report_path, merged)
     atomic_write_text(model_dir / CARD, render(config, merged))
     return model_dir
@@ -232,6 +236,8 @@ def load_model_dir(
     tnt = config.get("tnt")
     if tnt is not None and not isinstance(tnt, dict):
         raise TntError(f'{model_dir / CONFIG}: "tnt" must be an object')
+    if tnt is not None:
+        check_tnt_config(tnt, model_dir / CONFIG)
     weights = next((model_dir / w for w in TIMM_WEIGHTS if (model_dir / w).is_file()), None)
     if weights is None:
         raise TntError(f"{where} has config.json but no weights ({', '.join(TIMM_WEIGHTS[:2])})")
@@ -275,6 +281,33 @@ def load_model_dir(
         imported_from=(tnt or {}).get("imported_from") or _imported(split.layout),
     )
     return loaded
+
+
+def check_tnt_config(tnt: dict, where: Path) -> None:
+    """The fields of config.json's "tnt" section that loading relies on, with one-line errors (hand edits)."""
+    version = tnt.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TntError(f'{where}: "tnt.format_version" must be a whole number (this tnt writes {FORMAT_VERSION}), '
+                       f"got {version!r}")  # fmt: skip
+    if version > FORMAT_VERSION:
+        raise TntError(
+            f"{where}: written in tnt format {version}, this tnt ({__version__}) reads format {FORMAT_VERSION}: "
+            "upgrade tnt-cli"
+        )
+    if version < 1:
+        raise TntError(f'{where}: "tnt.format_version" {version} is not a tnt format (formats start at 1)')
+    blocks = tnt.get("head_blocks")
+    if blocks is not None and (
+        not isinstance(blocks, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in blocks)
+    ):
+        raise TntError(f'{where}: "tnt.head_blocks" must be a list of block numbers, got {blocks!r}')
+    for key, kind, text in (("heads_file", str, "a file name"), ("noise", dict, "an object"),
+                            ("schedule", dict, "an object"), ("head_norm", bool, "true or false")):  # fmt: skip
+        if key in tnt and tnt[key] is not None and not isinstance(tnt[key], kind):
+            raise TntError(f'{where}: "tnt.{key}" must be {text}, got {tnt[key]!r}')
+    heads_file = tnt.get("heads_file")
+    if isinstance(heads_file, str) and (not heads_file or "/" in heads_file or heads_file.startswith(".")):
+        raise TntError(f'{where}: "tnt.heads_file" must be a file name in the directory, got {heads_file!r}')
 
 
 def _imported(layout: str) -> str | None:

@@ -59,6 +59,19 @@ def check_repo_id(repo: str) -> str:
     return repo
 
 
+def check_push_target(repo: str) -> str:
+    """Everything about a push that can be checked before the work that produces the directory: the repo id,
+    offline mode and a token. Returns the repo id."""
+    repo = check_repo_id(repo)
+    if is_offline():
+        raise TntError("offline mode is on (HF_HUB_OFFLINE / --offline): cannot push to the Hugging Face Hub")
+    import huggingface_hub
+
+    if not huggingface_hub.get_token():
+        raise TntError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
+    return repo
+
+
 def push_folder(
     model_dir: str | Path,
     repo: str,

@@ -226,7 +226,7 @@ def load_safetensors_file(path: Path, *, arch: str | None, schedule: Schedule | 
     if arch is None and not any(k.startswith("alpha_heads.") for k in state):
         raise TntError(
             f"{path} does not say which architecture it is: load the directory that holds it with its "
-            "config.json (timm's save_for_hf layout), or pass --arch"
+            "config.json (timm's save_for_hf layout), or give the architecture (arch= in the Python API)"
         )
     return load_state(state, path, arch=arch, schedule=schedule)
 

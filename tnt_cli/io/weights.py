@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,10 +54,12 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metada
     """save_file with contiguous CPU copies and string metadata (safetensors refuses anything else)."""
     from safetensors.torch import save_file
 
+    from tnt_cli.io.jsonio import dumps
+
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {"format": "pt", "producer": PRODUCER}
     for key, value in metadata.items():
-        meta[key] = value if isinstance(value, str) else json.dumps(value)
+        meta[key] = value if isinstance(value, str) else dumps(value, indent=None)
     save_file(clean, str(path), metadata=meta)
 
 

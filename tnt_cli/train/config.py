@@ -89,6 +89,7 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     smoothing: float = 0.1
+    new_classes: bool = False  # replace the classifier by one for the data's classes (else: map them by name)
     # not part of the trajectory
     workers: int = 0
     device: str = "auto"
@@ -129,17 +130,21 @@ class TrainConfig:
             raise TntError(f"--reducer {self.reducer} is TNT's; --method {self.method} has its own reducer")
         if self.amp not in AMP_MODES:
             raise TntError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        _check_finite_numbers(self)
         checks = [
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.accum >= 1, "--accum must be at least 1"),
             (self.lr is None or self.lr > 0, "--lr must be positive"),
+            (self.min_lr >= 0, "--min-lr must be >= 0"),
             (self.weight_decay >= 0, "--weight-decay must be >= 0"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
             (self.clip_grad is None or self.clip_grad > 0, "--clip-grad must be positive"),
             (0.0 <= self.smoothing < 1.0, "--smoothing must be in [0, 1)"),
             (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must be >= 0"),
+            (0.0 <= self.hflip <= 1.0, f"--hflip is a probability in [0, 1], got {self.hflip:g}"),
+            (0.0 <= self.re_prob <= 1.0, f"--re-prob is a probability in [0, 1], got {self.re_prob:g}"),
             (self.distill_weight >= 0, "--distill-weight must be >= 0"),
             (self.drop_weight >= 0, "--drop-weight must be >= 0"),
             (all(0 < k <= 1 for k in self.drop_keeps), "--drop-keeps must be keep rates in (0, 1]"),
@@ -224,6 +229,19 @@ class TrainConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
+def _check_finite_numbers(cfg: TrainConfig) -> None:
+    """NaN and inf pass every `>=` check the wrong way (or raise OverflowError later): refuse them up front."""
+    import math
+
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                flag = {"scale": "crop-scale", "auto_augment": "randaugment"}.get(f.name, f.name.replace("_", "-"))
+                raise TntError(f"--{flag} must be a finite number, got {v}")
+
+
 # What must be equal for --resume to reproduce the uninterrupted run.
 TRAJECTORY = (
     "model", "data", "recipe", "method", "reducer", "noise_trains", "train", "noise_blocks", "sigma0", "noise_variant",
@@ -232,7 +250,7 @@ TRAJECTORY = (
     "rate_weight", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps", "drop_block",
     "head_lr_scale", "epochs", "max_steps", "batch_size", "accum",
     "lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad", "amp", "seed", "split", "limit", "scale",
-    "hflip", "auto_augment", "re_prob", "mixup", "cutmix", "smoothing",
+    "hflip", "auto_augment", "re_prob", "mixup", "cutmix", "smoothing", "new_classes",
 )  # fmt: skip
 
 
@@ -240,7 +258,21 @@ def resume_mismatch(saved: dict, current: TrainConfig) -> str | None:
     """The first trajectory setting that differs from the checkpoint's, as a message; None when all match."""
     now = current.to_dict()
     for key in TRAJECTORY:
+        if key in ("model", "data") and key in saved and _same_place(saved[key], now.get(key)):
+            continue
         if key in saved and saved[key] != now.get(key):
             flag = "MODEL" if key == "model" else f"--{key.replace('_', '-')}"
             return f"{flag} is {now.get(key)!r} but the checkpoint was made with {saved[key]!r}"
     return None
+
+
+def _same_place(a, b) -> bool:
+    """MODEL / DATA given two ways for one path (`./base` and `base`, relative and absolute) are the same."""
+    from pathlib import Path
+
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()

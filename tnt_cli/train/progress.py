@@ -9,6 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from tnt_cli.io.jsonio import dumps_line
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -37,7 +39,7 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
-            fh.write(json.dumps(record, default=float) + "\n")
+            fh.write(dumps_line(record) + "\n")
 
 
 class TrainProgress:

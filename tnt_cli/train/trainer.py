@@ -25,6 +25,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from tnt_cli import errors
 from tnt_cli.engine import Schedule, attach_tnt
 from tnt_cli.errors import TntError
 from tnt_cli.train import distributed as D
@@ -46,8 +47,12 @@ class NonFiniteLoss(TntError):
     """The loss became NaN or inf: the run stops, the last good checkpoint stays as it was."""
 
 
-class Interrupted(TntError):
+class Interrupted(errors.Interrupted):
     """Ctrl-C (or SIGTERM): a checkpoint was written at the last finished step."""
+
+
+class Diverged(TntError):
+    """Training ended with non-finite weights or outputs: nothing is written, the previous output stays."""
 
 
 @dataclass
@@ -139,6 +144,8 @@ class Trainer:
         self.push_to_hub = push_to_hub
         self.console = console or Console(stderr=True, highlight=False)
         self.out = Path(cfg.out)
+        self.work = self.out  # where checkpoints and the log go; a side directory when replacing an output
+        self._lock = None
         self._stop_requested = False
 
     # ------------------------------------------------------------------ entry
@@ -148,6 +155,8 @@ class Trainer:
         try:
             return self._run()
         finally:
+            if self._lock is not None:
+                self._lock.release()
             D.shutdown(self.dist)
 
     def note(self, text: str) -> None:
@@ -157,7 +166,7 @@ class Trainer:
     def _run(self) -> dict | None:
         cfg = self.cfg
         self._check_out_dir()
-        saved = load_checkpoint(self.out) if self.resume else None
+        saved = load_checkpoint(self.work) if self.resume else None
         if saved is not None:
             mismatch = resume_mismatch(saved["config"], cfg)
             if mismatch:
@@ -180,7 +189,7 @@ class Trainer:
             _seed_everything(cfg.seed * 1_000_003 + self.dist.rank)
         self._wrap()
         self._clear_out()
-        self.metrics = MetricsLog(self.out / METRICS_FILE, enabled=self.dist.is_main)
+        self.metrics = MetricsLog(self.work / METRICS_FILE, enabled=self.dist.is_main)
         if saved is not None:
             self.metrics.truncate_after(state.step)
         self._announce(state)
@@ -189,24 +198,44 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _check_out_dir(self) -> None:
-        out = self.out
+        """Validate OUT (and the push target) before any work, lock it, and choose where the run writes.
+
+        A new OUT (or an empty one) is trained in directly. Replacing an existing output (--overwrite) trains in
+        the side directory `.OUT.run` and swaps the finished result in at the end, so a killed, failed or
+        diverged run leaves the previous output exactly as it was; --resume continues whichever holds the
+        checkpoint.
+        """
+        from tnt_cli.io.outdir import OutputExists, OutputLock, check_safe, check_target, clean_stale
+
+        out, inputs = self.out, (self.cfg.model, self.cfg.data)
+        check_safe(out, inputs)
+        side = run_dir(out)
+        if self.push_to_hub:
+            from tnt_cli.io.push import check_push_target
+
+            check_push_target(self.push_to_hub)
+        if self.dist.is_main:  # first: a run in progress is reported as such (released in `run`)
+            self._lock = OutputLock(out).acquire()
+            clean_stale(out)
         if self.resume:
-            if not checkpoint_path(out).exists():
+            work = next((d for d in (out, side) if checkpoint_path(d).exists()), None)
+            if work is None:
                 raise TntError(f"--resume: {out} has no checkpoint ({checkpoint_path(out)} is missing)")
-            return
-        if out.exists() and not out.is_dir():
-            raise TntError(f"--out {out} exists and is not a directory")
-        if out.exists() and any(out.iterdir()) and not self.overwrite:
-            hint = " or --resume to continue its checkpoint" if checkpoint_path(out).exists() else ""
-            raise TntError(f"--out {out} already exists: pass --overwrite to replace it{hint}")
+        else:
+            try:
+                check_target(out, overwrite=self.overwrite, inputs=inputs)
+            except OutputExists as exc:
+                exc.resumable = checkpoint_path(out).exists() or checkpoint_path(side).exists()
+                raise
+            if side.exists() and not self.overwrite:
+                raise OutputExists(side, " (an unfinished run into OUT)", resumable=checkpoint_path(side).exists())
+            work = side if out.exists() and any(out.iterdir()) else out
+        self.work = work
+        if self.dist.is_main and not self.resume and work == side and side.exists():
+            shutil.rmtree(side)  # an earlier run's leftovers: this run replaces them (--overwrite)
 
     def _clear_out(self) -> None:
-        """--overwrite: remove the old OUT only once model, data and optimizer are set up without error."""
-        if self.resume or not (self.out.is_dir() and any(self.out.iterdir())):
-            return
-        D.barrier(self.dist)
-        if self.dist.is_main:
-            shutil.rmtree(self.out)
+        """Nothing to clear: an existing output is replaced only once the new one is complete (`_finish`)."""
         D.barrier(self.dist)
 
     def _scan_data(self) -> None:
@@ -226,14 +255,7 @@ class Trainer:
         self.loaded = loaded
         vit = loaded.model.vit
         depth = len(vit.blocks)
-        if vit.num_classes != len(self.classes):
-            if cfg.train == "heads":
-                raise TntError(
-                    f"{cfg.model} has {vit.num_classes} classes but {cfg.data} has {len(self.classes)}: heads-only "
-                    "training keeps the classifier frozen; use --train full (or fine-tune the dense model first)"
-                )
-            self.note(f"note: new {len(self.classes)}-class classifier (the model had {vit.num_classes})")
-            vit.reset_classifier(len(self.classes))
+        self._map_classes(loaded)
         noise_blocks = clamp_noise_blocks(cfg.noise_blocks, depth, self.console, self.dist.is_main)
         noise = cfg.noise()
         noise = type(noise)(**{**noise.to_dict(), "blocks": noise_blocks})
@@ -277,6 +299,24 @@ class Trainer:
         if not any(p.requires_grad for p in model.parameters()):
             raise TntError("nothing to train: no noise block has a relevance head")
 
+    def _map_classes(self, loaded) -> None:
+        """Data labels -> the model's classes, by name (`tnt_cli.data.classes`); `new_classes`: a new classifier."""
+        from tnt_cli.data.classes import map_classes, mapped_names, model_class_names, record_names
+
+        cfg, vit = self.cfg, loaded.model.vit
+        self.label_map: list[int] | None = None
+        names = None
+        if cfg.new_classes:
+            if cfg.train == "heads":
+                raise TntError("a new classifier must be trained: new classes need --train full")
+            self.note(f"note: new {len(self.classes)}-class classifier (the model had {vit.num_classes})")
+            vit.reset_classifier(len(self.classes))
+        else:
+            names = model_class_names(vit, loaded.tnt_config)
+            self.label_map = map_classes(self.classes, names, vit.num_classes, data=cfg.data, model=cfg.model)
+        self.model_classes = mapped_names(names, self.classes)
+        record_names(vit, self.model_classes)
+
     def _build_data(self) -> None:
         from tnt_cli.data import build_loader
 
@@ -295,6 +335,7 @@ class Trainer:
             auto_augment=cfg.auto_augment,
             re_prob=cfg.re_prob,
             base=self.train_base,
+            label_map=self.label_map,
         )
         self.sampler = self.loader.sampler
         batches = self.sampler.per_rank // cfg.batch_size
@@ -327,7 +368,7 @@ class Trainer:
         )
         if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
             raise TntError("--mixup / --cutmix need an even --batch-size")
-        self.mixup = build_mixup(cfg.mixup, cfg.cutmix, cfg.smoothing, len(self.classes))
+        self.mixup = build_mixup(cfg.mixup, cfg.cutmix, cfg.smoothing, self.model.vit.num_classes)
         self.criterion = build_criterion(cfg.smoothing, soft_targets=self.mixup is not None)
 
     def _build_optim(self) -> None:
@@ -538,7 +579,7 @@ class Trainer:
         return out
 
     def _non_finite(self, value: float, step: int, state: RunState) -> None:
-        path = checkpoint_path(self.out)
+        path = checkpoint_path(self.work)
         last = "no checkpoint was written yet"
         if path.exists():
             last = f"last good checkpoint {path} (epoch {state.epoch}) is unchanged"
@@ -551,7 +592,7 @@ class Trainer:
 
             rng = [None] * self.dist.world_size
             dist.all_gather_object(rng, rng_state())
-        path = checkpoint_path(self.out)
+        path = checkpoint_path(self.work)
         if self.dist.is_main:
             payload = {
                 "model": self.model.state_dict(),
@@ -567,7 +608,7 @@ class Trainer:
             }
             summary = {"epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "step": state.step,
                        "total_steps": self.plan.total_steps, "time": time.time()}  # fmt: skip
-            save_checkpoint(self.out, payload, summary)
+            save_checkpoint(self.work, payload, summary)
         D.barrier(self.dist)
         return path
 
@@ -600,8 +641,10 @@ class Trainer:
             return None
         model = self.model
         model.eval()
+        self._check_finite(state, "after the last update")
         evaluation = self._evaluate()
         model.set_schedule(self.eval_schedule)
+        self._check_finite(state, "after the final evaluation", evaluation)
         summary = {
             "out": str(self.out),
             "model": self.cfg.model,
@@ -622,21 +665,51 @@ class Trainer:
             "settings": summary["settings"],
             "config": self.cfg.to_dict(),
             "dataset": self.cfg.data,
-            "classes": self.classes,
+            "classes": self.model_classes,
             **{k: summary[k] for k in ("steps", "global_batch", "lr", "world_size", "final_loss")},
         }
         metrics = {"finetune": evaluation} if evaluation else None
         from tnt_cli.train.output import save_final
 
-        save_final(self.out, model.cpu(), base_model=self.loaded.base_model or self.cfg.model,
+        save_final(self.work, model.cpu(), base_model=self.loaded.base_model or self.cfg.model,
                    training=training, metrics=metrics)  # fmt: skip
         if not self.cfg.keep_checkpoint:
-            shutil.rmtree(self.out / "checkpoint", ignore_errors=True)
+            shutil.rmtree(self.work / "checkpoint", ignore_errors=True)
+        if self.work != self.out:
+            from tnt_cli.io.outdir import swap_in
+
+            swap_in(self.work, self.out)  # the previous output is replaced only now, in two renames
+            self.work = self.out
         if self.push_to_hub:
             from tnt_cli.io.push import push_folder
 
             summary["url"] = push_folder(self.out, self.push_to_hub)
         return summary
+
+    def _check_finite(self, state: RunState, when: str, evaluation: dict | None = None) -> None:
+        """Refuse to write a model whose weights (or evaluated outputs) are not finite: the run diverged."""
+        bad = next((n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is None:
+            with torch.no_grad():  # a fixed probe input: finite weights can still overflow to inf logits
+                probe = torch.randn((2, *self.model_input_shape()), generator=torch.Generator().manual_seed(0))
+                logits = self.model(probe.to(self.device))
+            if not torch.isfinite(logits).all():
+                bad = "the logits"
+        if bad is None and evaluation:
+            losses = [evaluation[k].get("loss") for k in ("dense", "pruned") if isinstance(evaluation.get(k), dict)]
+            if any(v is not None and not math.isfinite(v) for v in losses):
+                bad = "the evaluation loss"
+        if bad is not None:
+            kept = "the previous output is unchanged" if self.work != self.out else "no model was written"
+            raise Diverged(
+                f"training diverged: {bad} not finite {when} (step {state.step}, last loss {state.last_loss:.4g}); "
+                f"{kept}; try a lower learning rate or gradient clipping"
+            )
+
+    def model_input_shape(self) -> tuple[int, ...]:
+        from tnt_cli.data.config import resolve_config
+
+        return tuple(resolve_config(self.model.vit).input_size)
 
     def _evaluate(self) -> dict | None:
         cfg = self.cfg
@@ -648,7 +721,7 @@ class Trainer:
         try:
             loader = build_loader(
                 cfg.data, cfg.val_split, self.model, batch_size=cfg.eval_batch_size or cfg.batch_size * 2,
-                workers=cfg.workers, limit=cfg.eval_limit, seed=cfg.seed,
+                workers=cfg.workers, limit=cfg.eval_limit, seed=cfg.seed, label_map=self.label_map,
             )  # fmt: skip
         except TntError as exc:
             self.note(f"note: no evaluation ({exc})")
@@ -657,6 +730,11 @@ class Trainer:
         pruned = evaluate_accuracy(self.model, loader, self.device, self.eval_schedule, method=cfg.method)
         return {"split": cfg.val_split, "images": dense.get("images"), "schedule": self.eval_schedule.describe(),
                 "dense": _slim(dense), "pruned": _slim(pruned)}  # fmt: skip
+
+
+def run_dir(out: Path) -> Path:
+    """The side directory a run that replaces an existing OUT trains in (checkpoint and log), then swaps in."""
+    return out.with_name(f".{out.name}.run")
 
 
 def _slim(result: dict) -> dict:
@@ -694,6 +772,6 @@ def finetune(cfg: TrainConfig, **kwargs) -> dict | None:
 
 
 __all__ = [
-    "Interrupted", "NonFiniteLoss", "Trainer", "default_drop_block", "default_eval_schedule",
-    "drop_keep", "finetune",
+    "Diverged", "Interrupted", "NonFiniteLoss", "Trainer", "default_drop_block", "default_eval_schedule",
+    "drop_keep", "finetune", "run_dir",
 ]  # fmt: skip

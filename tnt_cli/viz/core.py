@@ -245,7 +245,9 @@ def visualize_files(
     targets = [out_dir / name for name in output_names(paths)]
     clash = [t for t in targets if t.exists()]
     if clash and not overwrite:
-        raise TntError(f"{clash[0]} already exists: pass --overwrite to replace it")
+        from tnt_cli.io.outdir import OutputExists
+
+        raise OutputExists(clash[0])
     results = trace_images(
         model,
         images,

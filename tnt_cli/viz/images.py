@@ -116,11 +116,13 @@ def class_names(
     timm says the head is an ImageNet head.
     """
     n = int(getattr(vit, "num_classes", 0) or 0)
-    if data:
+    if data:  # the one rule of tnt_cli.data.classes: the model's own names win, DATA's must match them
+        from tnt_cli.data.classes import map_classes, mapped_names, model_class_names
+
         names = _dataset_classes(data)
-        if len(names) != n:
-            raise TntError(f"{data} has {len(names)} classes but the model predicts {n}")
-        return names, data
+        known = model_class_names(vit, config)
+        map_classes(names, known, n, data=data, model="the model")
+        return mapped_names(known, names), (data if known is None else "model config")
     pretrained = getattr(vit, "pretrained_cfg", None) or {}
     for source in (config or {}, (config or {}).get("tnt") or {}, pretrained):
         for key in ("class_names", "label_descriptions", "label_names", "classes"):

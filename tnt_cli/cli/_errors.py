@@ -1,0 +1,65 @@
+"""One table from exceptions to what the CLI prints and the exit code (as huggingface_hub's CLI does).
+
+Exit codes: 0 success, 1 a user error (bad input, environment), 2 a usage error (unknown option, missing
+argument), 3 an internal error (a bug: report it; TNT_DEBUG=1 shows the traceback), 130 interrupted.
+Library errors name no CLI flags; the hints that do live here.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from tnt_cli.errors import ClassMismatch, Interrupted, TntError
+
+EXIT_USER = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+# OSErrors that are about the user's machine, not a bug in tnt
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.EMFILE, errno.EIO}
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _output_exists(exc) -> str:
+    hint = "pass --overwrite to replace it"
+    if getattr(exc, "resumable", False):
+        hint += ", or --resume to continue its checkpoint"
+    return f"{exc}: {hint}"
+
+
+def _class_mismatch(exc) -> str:
+    return f"{exc} (tnt finetune --new-classes trains a new classifier for the data's classes)"
+
+
+def _os_error(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or type(exc).__name__}{where}"
+
+
+def describe(exc: BaseException) -> tuple[str, int]:
+    """(the `error:` line without its prefix, exit code) for any exception a command raised."""
+    from tnt_cli.io.outdir import OutputExists
+
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", EXIT_INTERRUPTED
+    if isinstance(exc, Interrupted):
+        return one_line(str(exc)), EXIT_INTERRUPTED
+    if isinstance(exc, OutputExists):
+        return one_line(_output_exists(exc)), EXIT_USER
+    if isinstance(exc, ClassMismatch):
+        return one_line(_class_mismatch(exc)), EXIT_USER
+    if isinstance(exc, TntError):
+        return one_line(str(exc)), EXIT_USER
+    if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+        return one_line(_os_error(exc)), EXIT_USER
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return one_line(f"out of memory ({first[:200]}): try a smaller --batch-size"), EXIT_USER
+    text = one_line(f"{type(exc).__name__}: {exc}")
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"internal error: {text} (a bug in tnt; run again with TNT_DEBUG=1 to see the traceback)", EXIT_INTERNAL
