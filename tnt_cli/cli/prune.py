@@ -67,7 +67,10 @@ def prune(
         schedule = flags
     loaded = load_model(model, random_weights=random_weights, schedule=schedule)
     metrics = calibration_metrics(calibration) if calibration else None
-    save_model_dir(out, loaded.model, base_model=loaded.base_model, metrics=metrics, overwrite=overwrite)
+    save_model_dir(
+        out, loaded.model, base_model=loaded.base_model, metrics=metrics, overwrite=overwrite,
+        provenance=loaded.provenance,
+    )  # fmt: skip
     described = describe_model(loaded.model)
     report = {
         "out": str(out),

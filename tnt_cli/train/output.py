@@ -14,7 +14,9 @@ from tnt_cli.engine import Schedule, TNTModel
 STAGING = ".final-model"
 
 
-def save_final(out: Path, model: TNTModel, *, base_model: str | None, training: dict, metrics: dict | None) -> Path:
+def save_final(
+    out: Path, model: TNTModel, *, base_model: str | None, training: dict, metrics: dict | None, provenance=None
+) -> Path:
     """Write the tnt model directory into OUT, which already holds the run's log and checkpoint.
 
     The directory is written complete into OUT/.final-model by `save_model_dir`, then its files are moved
@@ -25,7 +27,9 @@ def save_final(out: Path, model: TNTModel, *, base_model: str | None, training: 
     staging = out / STAGING
     if staging.exists():
         shutil.rmtree(staging)
-    save_model_dir(staging, model, base_model=base_model, training=training, metrics=metrics, overwrite=True)
+    save_model_dir(
+        staging, model, base_model=base_model, training=training, metrics=metrics, overwrite=True, provenance=provenance
+    )
     names = sorted(p.name for p in staging.iterdir())
     names.sort(key=lambda name: name == "config.json")
     for name in names:

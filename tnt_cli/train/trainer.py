@@ -281,8 +281,6 @@ class Trainer:
             self._drop_schedules = {k: Schedule(prune_layers=(block,), keep_rates=(k,)) for k in cfg.drop_keeps}
         for block in trained:  # continue from the heads a tnt directory brought
             model.heads[str(block)].load_state_dict(loaded.model.heads[str(block)].state_dict())
-        if hasattr(loaded.model, "tnt_provenance"):
-            model.tnt_provenance = loaded.model.tnt_provenance
         for block, head in model.heads.items():
             head.requires_grad_(int(block) in noise_blocks)
         vit.requires_grad_(cfg.train == "full")
@@ -653,7 +651,7 @@ class Trainer:
         from tnt_cli.train.output import save_final
 
         save_final(self.out, model.cpu(), base_model=self.loaded.base_model or self.cfg.model,
-                   training=training, metrics=metrics)  # fmt: skip
+                   training=training, metrics=metrics, provenance=self.loaded.provenance)  # fmt: skip
         if not self.cfg.keep_checkpoint:
             shutil.rmtree(self.out / "checkpoint", ignore_errors=True)
         if self.push_to_hub:
