@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 import numpy as np
@@ -47,15 +46,25 @@ def ort_logits(path, x: torch.Tensor) -> np.ndarray:
 
 
 def tokens_in_block_scopes(path) -> dict[int, set[int]]:
-    """Token axis of every (batch, tokens, width) tensor the exporter placed under blocks.<i>, by shape inference."""
+    """Token axis of every (batch, tokens, 32) tensor the nodes of blocks.<i> produce, by shape inference."""
+    from tnt_cli.export.onnx import block_tensors
+
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     seen: dict[int, set[int]] = {}
-    for info in model.graph.value_info:
-        match = re.match(r"^/(?:vit/)?blocks\.(\d+)/", info.name)
-        dims = info.type.tensor_type.shape.dim
-        if match and len(dims) == 3 and dims[1].dim_value:
-            seen.setdefault(int(match.group(1)), set()).add(dims[1].dim_value)
+    for block, infos in block_tensors(model, width=32).items():
+        for info in infos:
+            if info.type.tensor_type.shape.dim[1].dim_value:
+                seen.setdefault(block, set()).add(info.type.tensor_type.shape.dim[1].dim_value)
     return seen
+
+
+def test_the_graph_is_torchs_supported_exporter_with_topk_and_gather(tmp_path):
+    model = tiny_vit(Schedule((1,), (0.5,), sim_prune=4))
+    path = tmp_path / "ops.onnx"
+    report = export_onnx(model, path, batch_size=2)
+    assert "dynamo=True" in report.exporter
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"TopK", "Gather"} <= ops and not ops & {"NonZero", "Loop", "If"}  # static selection, no data shapes
 
 
 @pytest.mark.parametrize(
@@ -145,7 +154,7 @@ def test_cli_export_reports_the_difference(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--opset", "11"], "error: opset 11 is not supported: choose 14-"),
+        (["--opset", "11"], "error: opset 11 is not supported: choose 18-"),
         (["--batch-size", "4", "--dynamic-batch"], "error: --batch-size and --dynamic-batch exclude each other"),
         (["--batch-size", "0"], "error: --batch-size must be at least 1"),
     ],

@@ -197,6 +197,29 @@ def test_api_save_keeps_what_load_found(tmp_path, hub_model):
     random = tnt_cli.load("vit_tiny_patch16_224", random_weights=True)
     config = json.loads((tnt_cli.save(random, tmp_path / "b") / "config.json").read_text())
     assert config["tnt"]["random_weights"] is True and config["tnt"]["heads_trained"] is False
-    assert json.loads((tnt_cli.save(model, tmp_path / "c", base_model="x/y") / "config.json").read_text())[
-        "tnt"
-    ]["base_model"] == "x/y"
+    assert (
+        json.loads((tnt_cli.save(model, tmp_path / "c", base_model="x/y") / "config.json").read_text())["tnt"][
+            "base_model"
+        ]
+        == "x/y"
+    )
+
+
+def test_visualize_labels_with_the_models_label_names(tmp_path):
+    """The names come from timm's label_names in the saved directory, not from a dataset that must be present."""
+    from _io_helpers import tiny_tnt
+
+    from tnt_cli.io.model_dir import class_names, save_model_dir
+    from tnt_cli.io.sources import load_model
+    from tnt_cli.viz.images import class_names as viz_names
+
+    names = [f"kind {i}" for i in range(10)]
+    out = save_model_dir(
+        tmp_path / "m", tiny_tnt(), base_model=None, training={"dataset": "/elsewhere", "classes": names}
+    )
+    loaded = load_model(out)
+    assert class_names(loaded.model.vit) == names
+    assert viz_names(loaded.model.vit, config=loaded.tnt_config) == (names, "model config")
+    with pytest.raises(TntError, match="3 class names given for a model with 10 classes"):
+        save_model_dir(tmp_path / "n", tiny_tnt(), base_model=None, class_names=["a", "b", "c"])
+    assert class_names(tiny_vit()) is None  # a random timm model has none

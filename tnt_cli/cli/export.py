@@ -25,7 +25,7 @@ def export(
     dynamic_batch: Annotated[
         bool, typer.Option("--dynamic-batch", help="Symbolic batch dimension (verified at two batch sizes).")
     ] = False,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (14-20).")] = 17,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18-23).")] = 18,
     atol: Annotated[float, typer.Option("--atol", help="Largest logit difference accepted by verification.")] = 1e-4,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the onnxruntime check.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
@@ -42,12 +42,11 @@ def export(
 
       tnt export deit_small_patch16_224 --random-weights --prune-layers 2 --keep-rates 0.6 --onnx d.onnx --batch-size 8
     """
-    from tnt_cli.export.onnx import export_onnx, max_opset
+    from tnt_cli.export.onnx import check_opset, export_onnx
 
     if batch_size is not None and dynamic_batch:
         raise TntError("--batch-size and --dynamic-batch exclude each other: a graph has a fixed or a symbolic batch")
-    if not 14 <= opset <= max_opset():
-        raise TntError(f"opset {opset} is not supported: choose 14-{max_opset()} (attention needs 14+)")
+    check_opset(opset)
     if batch_size is not None and batch_size < 1:
         raise TntError(f"--batch-size must be at least 1, got {batch_size}")
     if onnx.exists() and not overwrite:

@@ -1,11 +1,11 @@
 """ONNX export of a pruned TNT model, checked against PyTorch in onnxruntime before the file is kept.
 
-Uses torch's TorchScript-based exporter (`dynamo=False`): it needs only `onnx` (the dynamo exporter also needs
-onnxscript), and the engine's static top-k + gather pruning traces into plain ONNX TopK / Gather(Elements) nodes,
-so every block's token count is a constant in the graph (the engine keys its plan caches by Python ints, so
-traced sizes hit them too). The partition itself is computed eagerly before tracing (the tracer would record
-its seeded torch.Generator, which ONNX cannot express). The file gets the schedule and token plan as metadata
-(`tnt.schedule`, ...).
+Uses torch's supported exporter (`torch.onnx.export(..., dynamo=True)`, torch.export + onnxscript; the
+TorchScript exporter is deprecated). The engine's static top-k + gather pruning exports as plain ONNX TopK /
+Gather(Elements) nodes, so every block's token count is a constant in the graph (checked on the file: tokens per
+block are read back from the graph and must equal the plan). The partition for similarity pruning is computed
+eagerly before export (the seeded torch.Generator is not expressible in ONNX). The file gets the schedule and
+token plan as metadata (`tnt.schedule`, ...).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
     from tnt_cli.engine import TNTModel
 
-MIN_OPSET = 14  # scaled_dot_product_attention (timm's fused attention) exports from opset 14
-DEFAULT_OPSET = 17
+MIN_OPSET = 18  # the dynamo exporter's onnxscript library writes opset 18 and newer natively
+DEFAULT_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
 MAX_PROTO_BYTES = 2 * 1024**3  # ONNX protobuf limit; bigger models would need external data files
 DEFAULT_ATOL = 1e-4
@@ -56,24 +56,23 @@ class ExportReport:
 
 
 def max_opset() -> int:
-    """The newest opset torch's TorchScript exporter writes."""
+    """The newest opset torch's exporter writes."""
     try:
-        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+        from torch.onnx._constants import ONNX_MAX_OPSET
 
-        return int(ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
-    except ImportError:  # private constant: fall back to what torch 2.x supports
-        return 20
+        return int(ONNX_MAX_OPSET)
+    except ImportError:  # private constant: fall back to what torch 2.6+ supports
+        return 23
 
 
 def check_exportable(model: TNTModel, *, opset: int, batch_size: int) -> None:
     """Refuse, in one line each, what this exporter cannot produce faithfully."""
-    try:
-        import onnx  # noqa: F401  (torch's exporter writes through it)
-    except ImportError:
-        raise TntError("ONNX export needs the onnx package: pip install 'tnt-cli[onnx]'") from None
-    top = max_opset()
-    if not MIN_OPSET <= opset <= top:
-        raise TntError(f"opset {opset} is not supported: choose {MIN_OPSET}-{top} (attention needs {MIN_OPSET}+)")
+    for package in ("onnx", "onnxscript"):  # torch's exporter builds the graph with onnxscript, writes with onnx
+        try:
+            __import__(package)
+        except ImportError:
+            raise TntError(f"ONNX export needs the {package} package: pip install 'tnt-token-pruning[onnx]'") from None
+    check_opset(opset)
     if batch_size < 1:
         raise TntError(f"--batch-size must be at least 1, got {batch_size}")
     if model.scorer is not None:
@@ -81,6 +80,14 @@ def check_exportable(model: TNTModel, *, opset: int, batch_size: int) -> None:
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     if size >= MAX_PROTO_BYTES:
         raise TntError(f"the model has {size / 1e9:.1f} GB of weights: ONNX files over 2 GB are not supported yet")
+
+
+def check_opset(opset: int) -> None:
+    top = max_opset()
+    if not MIN_OPSET <= opset <= top:
+        raise TntError(
+            f"opset {opset} is not supported: choose {MIN_OPSET}-{top} (torch's exporter writes {MIN_OPSET}+)"
+        )
 
 
 def input_spec(model: TNTModel) -> tuple[int, int, int]:
@@ -127,7 +134,7 @@ def export_onnx(
     report = ExportReport(
         path=str(path),
         opset=opset,
-        exporter=f"torch.onnx.export (TorchScript, dynamo=False), torch {torch.__version__}",
+        exporter=f"torch.onnx.export (dynamo=True), torch {torch.__version__}",
         input_shape=["batch" if dynamic_batch else batch_size, c, h, w],
         dynamic_batch=dynamic_batch,
         schedule=model.schedule.to_dict(),
@@ -144,7 +151,7 @@ def export_onnx(
         with torch.no_grad():
             model(example)  # eager pass: fills the plan / partition caches outside the trace
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer and deprecation warnings about the legacy exporter
+                warnings.simplefilter("ignore")  # torch.export's warnings about guards and specialisation
                 _export(model, example, tmp, opset=opset, dynamic_batch=dynamic_batch)
         _annotate(tmp, model, report)
         if verify:
@@ -168,19 +175,25 @@ def _umask() -> int:
 
 
 def _export(model: TNTModel, example: torch.Tensor, target: Path, *, opset: int, dynamic_batch: bool) -> None:
+    import contextlib
+    import io
+
     import torch
 
     kwargs: dict[str, Any] = dict(
         input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME],
         opset_version=opset,
-        do_constant_folding=True,
-        dynamo=False,
+        dynamo=True,
+        external_data=False,  # one self-contained file (models under 2 GB: checked above)
+        optimize=True,
+        verbose=False,
     )
     if dynamic_batch:
-        kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-    try:
-        torch.onnx.export(model, (example,), str(target), **kwargs)
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+    try:  # the exporter prints its progress on stdout, which is the CLI's (--json) output
+        with contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(model, (example,), str(target), **kwargs)
     except Exception as exc:
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
@@ -203,28 +216,25 @@ def _annotate(target: Path, model: TNTModel, report: ExportReport) -> None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(target))
-    counts = graph_tokens_per_block(proto, model.depth)
+    counts = graph_tokens_per_block(proto, model.depth, int(model.vit.embed_dim))
     report.graph_tokens_per_block = counts
     if counts is not None and counts != report.tokens_per_block:
         raise TntError(f"the exported graph runs {counts} tokens per block, the plan says {report.tokens_per_block}")
 
 
-def graph_tokens_per_block(proto, depth: int) -> list[int] | None:
+def graph_tokens_per_block(proto, depth: int, width: int | None = None) -> list[int] | None:
     """Tokens each transformer block sees in the exported graph, read from the graph itself.
 
-    First from ONNX shape inference on the (batch, tokens, width) tensors inside `/blocks.<i>/` (the exporter's
-    scope names, with or without a leading `/vit`). Where inference cannot resolve the token axis (a dynamic
-    batch after similarity pruning), each block's first such tensor is made an extra graph output and read
-    from one onnxruntime run. None when neither works.
+    First from ONNX shape inference on the (batch, tokens, width) tensors the nodes of block i produce (the
+    exporter records each node's module path, `vit.blocks.<i>...`, in its metadata; `width`, the embedding
+    width, leaves out attention's per-head (batch x heads, head dim, tokens) tensors). Where inference cannot
+    resolve the token axis (a dynamic batch after similarity pruning), each block's first such tensor is made
+    an extra graph output and read from one onnxruntime run. None when neither works.
     """
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(proto)
-    per_block: dict[int, list] = {}
-    for info in inferred.graph.value_info:
-        block = _block_of(info.name)
-        if block is not None and len(info.type.tensor_type.shape.dim) == 3:
-            per_block.setdefault(block, []).append(info)
+    per_block = block_tensors(inferred, width)
     if sorted(per_block) != list(range(depth)):
         return None
     counts = []
@@ -239,10 +249,34 @@ def graph_tokens_per_block(proto, depth: int) -> list[int] | None:
     return counts
 
 
-def _block_of(name: str) -> int | None:
+def block_tensors(inferred, width: int | None = None) -> dict[int, list]:
+    """{block: value_infos of the 3-d tensors its nodes produce} of a shape-inferred graph (with `width`: only
+    those whose last axis is that wide, the (batch, tokens, width) residual stream)."""
+    block_of_output: dict[str, int] = {}
+    for node in inferred.graph.node:
+        block = node_block(node)
+        if block is not None:
+            for name in node.output:
+                block_of_output[name] = block
+    per_block: dict[int, list] = {}
+    for info in inferred.graph.value_info:
+        block = block_of_output.get(info.name)
+        dims = info.type.tensor_type.shape.dim
+        if block is not None and len(dims) == 3 and (width is None or dims[2].dim_value == width):
+            per_block.setdefault(block, []).append(info)
+    return per_block
+
+
+def node_block(node) -> int | None:
+    """The transformer block a node belongs to: from the module path the exporter stores in its metadata
+    (`pkg.torch.onnx.name_scopes`), else from a TorchScript-style scoped name (`/vit/blocks.3/...`)."""
     import re
 
-    match = re.match(r"^/(?:vit/)?blocks\.(\d+)/", name)
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            found = re.findall(r"(?:^|[\'\"/.])blocks\.(\d+)(?:[\'\".]|$)", prop.value)
+            return int(found[0]) if found else None
+    match = re.match(r"^/(?:vit/)?blocks\.(\d+)/", node.name)
     return int(match.group(1)) if match else None
 
 
@@ -272,7 +306,7 @@ def _verify(model: TNTModel, target: Path, report: ExportReport, sizes: list[int
     try:
         import onnxruntime as ort
     except ImportError:
-        report.notes.append("onnxruntime is not installed: export not verified (pip install 'tnt-cli[onnx]')")
+        report.notes.append("onnxruntime is not installed: export not verified (pip install 'tnt-token-pruning[onnx]')")
         return
     import numpy as np
     import torch
