@@ -151,7 +151,7 @@ def test_malformed_datasets_are_one_line_errors(tmp_path, rgb32):
     with pytest.raises(TntError, match=r"class folder .*empty has no images"):
         build_loader(root, "train", rgb32, batch_size=2)
     (tmp_path / "flat").mkdir()
-    with pytest.raises(TntError, match="no train/ folder"):
+    with pytest.raises(TntError, match="neither train/ and val/ folders nor class folders"):
         build_loader(tmp_path / "flat", "train", rgb32, batch_size=2)
     with pytest.raises(TntError, match="splits train and test"):
         build_loader("fashion-mnist", "holdout", rgb32, batch_size=2)

@@ -142,8 +142,8 @@ def test_bad_data_paths_and_empty_class_folders_give_one_line(base, tmp_path):
     missing = run_cli("finetune", base, "--data", tmp_path / "nowhere", "--out", tmp_path / "o1")
     assert missing.exit_code == 1
     assert missing.output.strip().splitlines() == [
-        f"error: data '{tmp_path / 'nowhere'}' not found: give an ImageFolder root (train/ and val/ class "
-        "folders), or one of fashion-mnist, cluttered-fashion-mnist"
+        f"error: data '{tmp_path / 'nowhere'}' not found: give a folder (an ImageFolder root with train/ and val/, "
+        "or class folders), a .tar of class folders, hfds/ORG/NAME, or one of fashion-mnist, cluttered-fashion-mnist"
     ]
     for split in ("train", "val"):
         (tmp_path / "data" / split / "shirt").mkdir(parents=True)

@@ -16,7 +16,7 @@ from _io_helpers import images, read_config, tiny_tnt
 
 from tnt_cli.engine import Schedule
 from tnt_cli.errors import TntError
-from tnt_cli.io.card import parse_front_matter
+from tnt_cli.io.card import read_card
 from tnt_cli.io.model_dir import is_model_dir, save_model_dir, update_card
 from tnt_cli.io.outdir import OutputExists
 from tnt_cli.io.sources import load_model
@@ -85,23 +85,61 @@ def test_config_is_timm_format_plus_tnt(tmp_path):
 
 def test_card_and_report(tmp_path):
     model = tiny_tnt(schedule=Schedule(prune_layers=(1,), keep_rates=(0.5,)))
-    metrics = {"finetune": {"dense": {"top1": 0.91}, "pruned": {"top1": 0.88}}}
-    out = save_model_dir(tmp_path / "m", model, base_model="timm/x", metrics=metrics,
-                         training={"dataset": "fashion-mnist"})  # fmt: skip
-    card = (out / "README.md").read_text()
-    meta = parse_front_matter(card)
-    assert meta["library_name"] == "timm" and meta["base_model"] == "timm/x"
-    assert {"token-pruning", "tnt"} <= set(meta["tags"])
-    assert meta["datasets"] == ["zalando-datasets/fashion_mnist"]
-    assert "block 1 keep 0.5" in card and "| pruned | 0.88 |" in card
+    metrics = {"finetune": {"split": "val", "images": 200, "schedule": "block 1 keep 0.5",
+                            "dense": {"top1": 0.91, "top5": 0.99}, "pruned": {"top1": 0.88, "top5": 0.97}}}  # fmt: skip
+    out = save_model_dir(tmp_path / "m", model, base_model="hf-hub:timm/x@main", metrics=metrics,
+                         training={"dataset": "fashion-mnist", "steps": 12})  # fmt: skip
+    card = read_card(out / "README.md")
+    assert card.data.library_name == "timm" and card.data.base_model == "timm/x"
+    assert {"token-pruning", "tnt"} <= set(card.data.tags)
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    top1 = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
+    assert [(r.dataset_type, r.dataset_split, r.metric_value) for r in top1] == [
+        ("zalando-datasets/fashion_mnist", "val", 88.0),
+        ("zalando-datasets/fashion_mnist", "val", 91.0),
+    ]
+    assert "block 1 keep 0.5" in card.text and "| 88.00% | 97.00% |" in card.text and "| 200 |" in card.text
+    assert "0.88" not in card.text  # one unit: percent, as the CLI prints
     assert json.loads((out / "report.json").read_text()) == metrics
 
     update_card(out, {"benchmark": {"device": "cpu", "batches": [{"batch_size": 1, "speedup": 1.5}]}})
     report = json.loads((out / "report.json").read_text())
     assert set(report) == {"finetune", "benchmark"}
-    card = (out / "README.md").read_text()
-    assert "| 1 | 1.5 |" in card and "| pruned | 0.88 |" in card
+    card = read_card(out / "README.md")
+    assert "| 1 |" in card.text and "1.50x" in card.text and "| 88.00% |" in card.text
     assert load_model(out).model.schedule.keep_rates == (0.5,)  # still loads after the update
+
+
+def test_card_is_for_people_and_parses_back(tmp_path):
+    """No settings dump, no empty headings; sections without data are left out; huggingface_hub reads it."""
+    import re
+
+    training = {"dataset": "fashion-mnist", "recipe": "tnt finetune --recipe fm", "steps": 5, "config": {"lr": 9}}
+    out = save_model_dir(tmp_path / "bare", tiny_tnt(), base_model=None, training=training)
+    text = (out / "README.md").read_text()
+    card = read_card(out / "README.md")
+    assert card.data.eval_results is None and card.data.base_model is None  # nothing measured, no Hub base
+    headings = re.findall(r"^#+ .*$", card.text, flags=re.M)
+    for heading in headings:  # every heading has text under it before the next heading
+        body = card.text.split(heading, 1)[1]
+        nxt = re.search(r"^#+ ", body, flags=re.M)
+        assert body[: nxt.start() if nxt else None].strip(), heading
+    assert "## Results" not in text and "## Speed" not in text and "Extra" not in text
+    assert '"lr": 9' not in text and "config" not in card.text.split("## Files")[0].replace("config.json", "")
+    assert "`tnt finetune --recipe fm` on Fashion-MNIST (5 steps)" in text
+    assert 'timm.create_model("hf-hub:<this repo>", pretrained=True)' in text
+
+
+def test_method_and_reducer_are_read_from_the_config(tmp_path):
+    out = save_model_dir(tmp_path / "m", tiny_tnt(schedule=Schedule((1,), (0.5,))), base_model=None)
+    config = read_config(out)
+    config["tnt"]["method"] = "evit"
+    config["tnt"]["schedule"]["reducer"] = "fuse"
+    from tnt_cli.io.card import render_card
+
+    text = render_card(config, None, name="m")
+    assert "CLS-attention scores (EViT)" in text and "fused into one extra token" in text
+    assert "Training Noise Token pruning)" not in text.split("## How it was made")[1].split("## How to use")[0]
 
 
 def test_no_report_without_metrics_and_extra_files(tmp_path):
@@ -170,9 +208,9 @@ def test_killed_while_writing_leaves_no_directory_that_looks_complete(tmp_path):
 
 def test_random_weights_heads_recorded_as_untrained(tmp_path):
     loaded = load_model("vit_tiny_patch16_224", random_weights=True)
-    out = save_model_dir(tmp_path / "m", loaded.model, base_model=None)
+    out = save_model_dir(tmp_path / "m", loaded.model, base_model=None, provenance=loaded.provenance)
     tnt = read_config(out)["tnt"]
     assert tnt["heads_trained"] is False and tnt["random_weights"] is True
     assert "untrained" in (out / "README.md").read_text()
     again = load_model(out, schedule=Schedule(prune_layers=(2,), keep_rates=(0.5,)))  # speed work stays allowed
-    assert again.random_weights and again.model.tnt_provenance["heads_trained"] is False
+    assert again.random_weights and again.provenance.heads_trained is False

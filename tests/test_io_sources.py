@@ -165,8 +165,9 @@ def test_official_checkpoint_imports_and_its_heads_drive_pruning(tmp_path):
 def test_official_import_survives_save_and_reload(tmp_path):
     path, _, _ = official_checkpoint(tmp_path / "checkpoint.pth", depth=3)
     schedule = Schedule(prune_layers=(2,), keep_rates=(0.5,))
-    first = load_model(path, schedule=schedule).model
-    out = save_model_dir(tmp_path / "imported", first, base_model=None)
+    loaded = load_model(path, schedule=schedule)
+    first = loaded.model
+    out = save_model_dir(tmp_path / "imported", first, base_model=None, provenance=loaded.provenance)
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"].startswith("deit_") and "distilled" in config["architecture"]
     assert config["model_args"]["embed_dim"] == 64 and config["model_args"]["depth"] == 3

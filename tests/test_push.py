@@ -15,9 +15,8 @@ from huggingface_hub import constants, errors
 
 from tnt_cli.engine import Schedule
 from tnt_cli.errors import TntError
-from tnt_cli.io.card import parse_front_matter
 from tnt_cli.io.model_dir import save_model_dir
-from tnt_cli.io.push import push_folder
+from tnt_cli.io.push import IGNORE_PATTERNS, push_folder, upload_plan
 
 
 class Recorder:
@@ -83,16 +82,33 @@ def test_push_uploads_the_folder_in_one_commit(hub, model_dir):
     )
     config = json.loads(hub.uploaded["config.json"])
     assert config["architecture"] == "vit_tiny_patch16_224" and "tnt" in config
-    meta = parse_front_matter(hub.uploaded["README.md"].decode())
-    assert meta["library_name"] == "timm"
-    assert meta["base_model"] == "timm/vit_tiny_patch16_224.augreg_in21k"
-    assert 'tnt_cli.load("hf-hub:my-org/tiny-tnt")' in hub.uploaded["README.md"].decode()
-    try:
-        import yaml
-    except ImportError:
-        return
-    front = hub.uploaded["README.md"].decode().split("---\n")[1]
-    assert yaml.safe_load(front)["library_name"] == "timm"
+    card = huggingface_hub.ModelCard(hub.uploaded["README.md"].decode())
+    assert card.data.library_name == "timm"
+    assert card.data.base_model == "timm/vit_tiny_patch16_224.augreg_in21k"
+    assert 'tnt_cli.load("hf-hub:my-org/tiny-tnt")' in card.text
+    assert upload_ignores(hub) == IGNORE_PATTERNS  # the plan (--dry-run) and the upload filter alike
+
+
+def upload_ignores(hub):
+    return dict(hub.calls)["upload_folder"]["ignore_patterns"]
+
+
+def test_upload_plan_is_huggingface_hubs_filter(model_dir):
+    from huggingface_hub.utils import filter_repo_objects
+
+    (model_dir / ".final-model").mkdir()
+    (model_dir / ".final-model" / "config.json").write_text("{}")
+    (model_dir / "calib").mkdir()
+    (model_dir / "calib" / "schedule.json").write_text("{}")
+    (model_dir / "calib" / ".DS_Store").write_text("")
+    (model_dir / "x.tmp").write_text("")
+    (model_dir / "__pycache__").mkdir()
+    (model_dir / "__pycache__" / "a.pyc").write_text("")
+    planned = [f.path for f in upload_plan(model_dir)]
+    assert "calib/schedule.json" in planned and "model.safetensors" in planned
+    assert not any(p.startswith((".", "__pycache__")) or "/." in p or p.endswith(".tmp") for p in planned)
+    everything = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
+    assert planned == list(filter_repo_objects(everything, ignore_patterns=IGNORE_PATTERNS))
 
 
 def test_cli_push_prints_the_url_and_dry_run_lists_files(hub, model_dir):
@@ -121,7 +137,17 @@ def test_push_refuses_what_is_not_a_model_directory(hub, model_dir, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(model_dir / "config.json", bare / "config.json")
-    assert_one_error_line(run_cli(["push", str(bare), "my-org/x"]), "no weights")
+    assert_one_error_line(run_cli(["push", str(bare), "my-org/x"]), "not a complete tnt model directory")
+    shutil.copy(model_dir / "model.safetensors", bare / "model.safetensors")
+    line = assert_one_error_line(run_cli(["push", str(bare), "my-org/x"]), "not a complete tnt model directory")
+    assert "tnt_heads.safetensors missing" in line  # without its heads file a tnt model is not worth pushing
+    timm_only = tmp_path / "timm_only"
+    timm_only.mkdir()
+    config = json.loads((model_dir / "config.json").read_text())
+    del config["tnt"]
+    (timm_only / "config.json").write_text(json.dumps(config))
+    shutil.copy(model_dir / "model.safetensors", timm_only / "model.safetensors")
+    assert_one_error_line(run_cli(["push", str(timm_only), "my-org/x"]), 'no "tnt" object')
     assert_one_error_line(run_cli(["push", str(model_dir), "not a repo"]), "not a Hub repo id")
     assert hub.calls == []
 

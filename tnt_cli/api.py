@@ -9,11 +9,16 @@ tnt_cli.save(model, "models/deit_s_tnt_0.5")                 # config.json, weig
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule, TNTModel
+    from tnt_cli.io.sources import Provenance
+
+# where each model `load` returned came from, so `save` writes the same base_model / heads_trained back
+_PROVENANCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def load(
@@ -32,14 +37,17 @@ def load(
     """
     from tnt_cli.io.sources import load_model
 
-    return load_model(
+    loaded = load_model(
         model,
         schedule=schedule,
         random_weights=random_weights,
         offline=offline,
         arch=arch,
         require_trained_heads=require_trained_heads,
-    ).model
+    )
+    if loaded.provenance is not None:
+        _PROVENANCE[loaded.model] = loaded.provenance
+    return loaded.model
 
 
 def save(
@@ -50,10 +58,21 @@ def save(
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     overwrite: bool = False,
+    provenance: Provenance | None = None,
 ) -> Path:
-    """Write MODEL (with its current schedule) as a tnt model directory; returns the directory."""
+    """Write MODEL (with its current schedule) as a tnt model directory; returns the directory.
+
+    A model from `load` keeps where it came from (its Hub `base_model`, whether its heads are trained)
+    unless `base_model` / `provenance` say otherwise.
+    """
     from tnt_cli.io.model_dir import save_model_dir
 
     return save_model_dir(
-        out_dir, model, base_model=base_model, training=training, metrics=metrics, overwrite=overwrite
+        out_dir,
+        model,
+        base_model=base_model,
+        training=training,
+        metrics=metrics,
+        overwrite=overwrite,
+        provenance=provenance or _PROVENANCE.get(model),
     )

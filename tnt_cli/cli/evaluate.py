@@ -40,6 +40,13 @@ def evaluate(
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     random_weights: o.RandomWeights = False,
+    update_card: Annotated[
+        bool,
+        typer.Option(
+            "--update-card",
+            help="MODEL is a tnt model directory: add these numbers (data, split, images, method) to its card.",
+        ),
+    ] = False,
     offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
@@ -55,8 +62,11 @@ def evaluate(
       tnt evaluate runs/vit_fm --data fashion-mnist --method evit --prune-layers 2 --keep-rates 0.5 --json
 
       tnt evaluate runs/vit_fm --data fashion-mnist --method tome --tome-r 4 --limit 1000
+
+      tnt evaluate models/vit_fm_p50 --data fashion-mnist --update-card
     """
     o.apply_offline(offline)
+    card_dir = _card_dir(model) if update_card else None
     from tnt_cli.data import build_loader, dataset_classes
     from tnt_cli.data.classes import data_label_map, model_class_names
     from tnt_cli.devices import resolve_device
@@ -106,14 +116,44 @@ def evaluate(
             "batch_size": batch_size,
         }
     if per_class:
-        names = model_class_names(tnt_model.vit, loaded.tnt_config) or _class_names(dataset_classes, data)
+        names = (model_class_names(tnt_model.vit, loaded.tnt_config) or list(getattr(loader, "classes", None) or [])
+                 or _class_names(dataset_classes, data))
         report["per_class"] = {
             (names[int(c)] if names and int(c) < len(names) else c): v for c, v in result["per_class"].items()
         }
+    if card_dir is not None:
+        from tnt_cli.io.model_dir import update_card as write_card
+
+        write_card(card_dir, {"evaluations": [card_row(report)]})
+        stderr.print(f"updated the model card in {card_dir}")
     if json_out:
         print_json(report)
         return
     render(report)
+
+
+def _card_dir(model: str):
+    """The local tnt model directory --update-card writes to (checked before anything is evaluated)."""
+    from pathlib import Path
+
+    from tnt_cli.io.model_dir import read_config
+
+    path = Path(model[len("local-dir:") :] if model.startswith("local-dir:") else model).expanduser()
+    if not path.is_dir():
+        raise TntError(f"--update-card needs MODEL to be a local tnt model directory, not {model!r}")
+    if not isinstance(read_config(path).get("tnt"), dict):
+        raise TntError(f'--update-card: {path} is not a tnt model directory (config.json has no "tnt" object)')
+    return path
+
+
+CARD_KEYS = ("data", "split", "images", "limit", "seed", "method", "schedule_text", "tome_r", "gmacs", "gmacs_dense")
+
+
+def card_row(report: dict) -> dict:
+    """What the card keeps of one evaluation: which data, how many images, which method, the accuracy."""
+    row = {k: report.get(k) for k in CARD_KEYS}
+    row.update({k: report[k] for k in ("top1", "top5", "loss")})
+    return row
 
 
 def _class_names(dataset_classes, data: str) -> list[str] | None:

@@ -81,8 +81,9 @@ def prune(
         install_schedule(loaded, schedule, require_trained_heads=False)
     metrics = calibration_metrics(calibration) if calibration else None
     save_model_dir(
-        out, loaded.model, base_model=loaded.base_model, metrics=metrics, overwrite=overwrite, inputs=(model,)
-    )
+        out, loaded.model, base_model=loaded.base_model, metrics=metrics, overwrite=overwrite, inputs=(model,),
+        provenance=loaded.provenance,
+    )  # fmt: skip
     described = describe_model(loaded.model)
     report = {
         "out": str(out),

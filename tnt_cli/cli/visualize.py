@@ -32,7 +32,7 @@ def visualize(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random method.")] = 0,
     data: Annotated[
         str | None,
-        typer.Option("--data", help="Dataset whose class names label predictions (fashion-mnist, an ImageFolder)."),
+        typer.Option("--data", help="Dataset whose class names label predictions (default: the model's label_names)."),
     ] = None,
     renderer: Annotated[
         str, typer.Option("--renderer", help="auto (matplotlib if installed), matplotlib or pillow.")

@@ -1,4 +1,11 @@
-"""DATA specs -> datasets: an ImageFolder root, "fashion-mnist" or "cluttered-fashion-mnist"."""
+"""DATA specs -> datasets.
+
+- "fashion-mnist", "cluttered-fashion-mnist": tnt's own readers (Debian's IDX files, read in place);
+- a folder: an ImageFolder root (train/ and val/ class folders), or the class folders given directly
+  (`imagenet/val`, as timm's validate.py takes it);
+- a `.tar` of class folders, `hfds/ORG/NAME`, `hfids/...`, `wds/...`, `tfds/...`: through
+  `timm.data.create_dataset` (see `timm_source`).
+"""
 
 from __future__ import annotations
 
@@ -21,19 +28,35 @@ _ALIASES.update({"cluttered-fashion-mnist": CLUTTERED, "cluttered_fashion_mnist"
 
 
 def canonical_spec(spec: str | Path) -> str | Path:
-    """A named dataset's canonical name, or the ImageFolder root as a Path (checked to exist)."""
+    """A named dataset's canonical name, a timm source spec (str), or a folder / tar file as a Path."""
+    from tnt_cli.data.timm_source import prefix_of
+
     text = str(spec).strip()
     if text.lower() in _ALIASES:
         return _ALIASES[text.lower()]
+    if prefix_of(text):
+        return text
     path = Path(text).expanduser()
     if not path.exists():
         raise TntError(
-            f"data {text!r} not found: give an ImageFolder root (train/ and val/ class folders), "
-            f"or one of {', '.join(NAMED)}"
+            f"data {text!r} not found: give a folder (an ImageFolder root with train/ and val/, or class folders), "
+            f"a .tar of class folders, hfds/ORG/NAME, or one of {', '.join(NAMED)}"
         )
-    if not path.is_dir():
-        raise TntError(f"data {text!r} is not a directory (an ImageFolder root holds train/ and val/ folders)")
+    if path.is_file() and path.suffix.lower() != ".tar":
+        raise TntError(f"data {text!r} is a file but not a .tar: give a folder of class folders or a .tar of them")
     return path
+
+
+def check_single_split(path: Path, split: str) -> None:
+    """A source that is one split (class folders given directly, a tar) serves any split, as in timm, unless
+    its name says it is the other side: `imagenet/train` is never evaluated as the val split, nor the reverse."""
+    from tnt_cli.data.folder import SPLIT_FOLDERS
+
+    name = path.name.lower().removesuffix(".tar")
+    train_names, eval_names = set(SPLIT_FOLDERS["train"]), set(SPLIT_FOLDERS["val"])
+    wrong = (name in train_names and split not in train_names) or (name in eval_names and split in train_names)
+    if wrong:
+        raise TntError(f"{path} is the {name} split only (class folders given directly): it has no {split} split")
 
 
 class ArrayDataset(Dataset):
@@ -94,8 +117,23 @@ def base_dataset(spec: str | Path, split: str, *, seed: int = 0) -> Dataset:
         if len(ds) == 0:
             raise TntError(f"cluttered-fashion-mnist {split} is empty")
         return ds
-    from tnt_cli.data.folder import ImageFolderDataset
+    if isinstance(spec, str):  # a timm source spec
+        from tnt_cli.data import timm_source
 
+        if timm_source.is_streaming(spec):
+            raise TntError(
+                f"data {spec!r} is streamed (no random access): tnt can evaluate it, but fine-tuning, calibration "
+                "and visualisation need hfds/..., a folder or a .tar"
+            )
+        return timm_source.create(spec, split, seed=seed)
+    from tnt_cli.data.folder import ImageFolderDataset, is_split_root
+
+    if spec.is_file() or not is_split_root(spec):
+        check_single_split(spec, split)
+    if spec.is_file():
+        from tnt_cli.data import timm_source
+
+        return timm_source.create(str(spec), split, seed=seed)
     return ImageFolderDataset(spec, split)
 
 
@@ -109,16 +147,20 @@ def _cluttered_class():
     return ClutteredFashionMNIST
 
 
-def dataset_classes(spec: str | Path) -> list[str]:
-    """Class names, in label order."""
+def dataset_classes(spec: str | Path, split: str = "train") -> list[str]:
+    """Class names, in label order (`split` matters only for sources opened through timm)."""
     spec = canonical_spec(spec)
     if spec in NAMED:  # the cluttered set keeps Fashion-MNIST's labels
         from tnt_cli.data.fashion_mnist import CLASSES
 
         return list(CLASSES)
-    from tnt_cli.data.folder import folder_classes
+    if isinstance(spec, Path) and spec.is_dir():
+        from tnt_cli.data.folder import folder_classes
 
-    return folder_classes(spec)
+        return folder_classes(spec)
+    from tnt_cli.data import timm_source
+
+    return list(getattr(timm_source.create(str(spec), split), "classes", []))
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""ImageFolder datasets (`ROOT/train/<class>/*.jpg`, `ROOT/val/<class>/*.jpg`) with one-line errors.
+"""ImageFolder datasets (`ROOT/train/<class>/*.jpg`, `ROOT/val/<class>/*.jpg`, or the class folders given
+directly: `ROOT/<class>/*.jpg`, one split) with one-line errors.
 
 Scanned here rather than with torchvision's ImageFolder so an empty class folder, a missing split or an
 unreadable image is reported as one line naming the path.
@@ -71,8 +72,28 @@ def scan_samples(folder: Path, classes: list[str], label_of: dict[str, int]) -> 
     return samples
 
 
+def is_split_root(root: Path) -> bool:
+    """ROOT holds split folders (train/, val/, ...) rather than class folders."""
+    names = {name for names in SPLIT_FOLDERS.values() for name in names}
+    return any((root / name).is_dir() for name in names)
+
+
+def direct_classes(root: Path) -> list[str]:
+    """The class folders of a folder given directly as one split."""
+    try:
+        return scan_classes(root)
+    except TntError:
+        raise TntError(
+            f"{root} has neither train/ and val/ folders nor class folders: an ImageFolder dataset has one "
+            "folder of images per class, either directly or under train/ and val/"
+        ) from None
+
+
 def folder_classes(root: Path) -> list[str]:
-    """Class names of an ImageFolder root: those of train/ when present, else of val/."""
+    """Class names of an ImageFolder root: those of train/ when present, else of val/; class folders given
+    directly: their names."""
+    if not is_split_root(root):
+        return direct_classes(root)
     for split in ("train", "val"):
         try:
             return scan_classes(split_dir(root, split))
@@ -87,7 +108,7 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, root: str | Path, split: str) -> None:
         self.root = Path(root)
-        folder = split_dir(self.root, split)
+        folder = split_dir(self.root, split) if is_split_root(self.root) else self.root
         self.classes = folder_classes(self.root)
         label_of = {c: i for i, c in enumerate(self.classes)}
         own = scan_classes(folder)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from tnt_cli.data.config import resolve_config
 from tnt_cli.data.datasets import FASHION_MNIST, NAMED, TransformedDataset, base_dataset, canonical_spec
 from tnt_cli.data.sampler import EpochSampler
+from tnt_cli.data.timm_source import is_streaming
 from tnt_cli.data.transforms import (
     DEFAULT_HFLIP,
     DEFAULT_RATIO,
@@ -103,6 +104,11 @@ def build_loader(
         raise TntError(f"batch size must be positive, got {batch_size}")
     options = {**AUG_KEYS, **{k: v for k, v in aug.items() if v is not None}}
     canonical = canonical_spec(spec)
+    if isinstance(canonical, str) and is_streaming(canonical):
+        if train:
+            raise TntError(f"data {spec!r} is streamed (no random access): fine-tune from hfds/..., a folder or a .tar")
+        return stream_loader(canonical, split, vit, batch_size=batch_size, workers=workers, limit=limit,
+                             crop_pct=crop_pct)  # fmt: skip
     named = canonical in NAMED
     if base is None:
         base = base_dataset(canonical, split, seed=seed)
@@ -147,4 +153,21 @@ def build_loader(
     return loader
 
 
-__all__ = ["FASHION_MNIST", "build_loader", "subset_indices"]
+def stream_loader(
+    spec: str, split: str, vit: nn.Module, *, batch_size: int, workers: int, limit: int | None, crop_pct: float | None
+) -> DataLoader:
+    """Evaluation over a streamed timm source (wds/, tfds/, hfids/): its own order, the first `limit` images."""
+    from tnt_cli.data import timm_source
+
+    cfg = resolve_config(vit).with_crop_pct(crop_pct)
+    ds = timm_source.create(spec, split, transform=eval_transform(cfg))
+    loader = DataLoader(
+        timm_source.LimitedStream(ds, limit), batch_size=batch_size, num_workers=max(0, int(workers)),
+        pin_memory=torch.cuda.is_available(),
+    )  # fmt: skip
+    loader.data_config = cfg  # type: ignore[attr-defined]
+    loader.classes = list(getattr(ds, "classes", []))  # type: ignore[attr-defined]
+    return loader
+
+
+__all__ = ["FASHION_MNIST", "build_loader", "stream_loader", "subset_indices"]

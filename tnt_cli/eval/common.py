@@ -14,7 +14,8 @@ DataOpt = Annotated[
     str,
     typer.Option(
         "--data",
-        help="An ImageFolder root (train/ and val/ class folders), fashion-mnist or cluttered-fashion-mnist.",
+        help="fashion-mnist, cluttered-fashion-mnist, a folder (train/ and val/ class folders, or class folders "
+        "directly: imagenet/val), a .tar of class folders, or a timm source: hfds/ORG/NAME, wds/..., tfds/...",
         show_default=False,
     ),
 ]

@@ -1,331 +1,423 @@
-"""The model card (README.md) of a tnt model directory: YAML front matter for the Hub, then what tnt knows.
+"""The model card (README.md) of a tnt model directory, built and read with huggingface_hub's ModelCard.
 
-Metrics are free-form so every command can add its measurements (`update_card`). Conventions:
-- `dataset`: the DATA spec the numbers come from (becomes the card's `datasets` when it is a Hub dataset);
-- any other key holding a list of dicts (or a dict of dicts) becomes a table, e.g. `accuracy` rows
-  {"model": "pruned", "top1": ..., "top5": ..., "gmacs": ...} and `throughput` rows
-  {"variant": "dense", "batch_size": 64, "images_per_s": ...}; a dict of numbers becomes a two-column table.
+The metadata is a `ModelCardData` whose `eval_results` (`EvalResult`s, so the Hub shows a results widget)
+come from full evaluations: `tnt evaluate --update-card` rows and the end-of-fine-tune evaluation. The body is
+rendered from `card_template.md` (Jinja, shipped in the package) and is for people: what the model is, how it
+was made, the results (percent, each row with its data, split and number of images), how to load it. The run's
+settings stay in config.json, the raw measurements in report.json.
+
+report.json keys the card understands (everything else is kept in report.json and not shown):
+- `evaluations`: rows {data, split, images, limit, seed, method, schedule_text, gmacs, top1, top5, ...};
+- `finetune`: {split, images, schedule, dense: {top1, top5}, pruned: {top1, top5}} (data: the training data);
+- `calibration`: calibrate's pick, measured on a calibration subset (shown as such, never in `eval_results`);
+- `benchmark`: throughput per batch size (`tnt benchmark --update-card`).
 """
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tnt_cli import __version__
 
-# DATA specs tnt knows -> Hub dataset ids for the card's `datasets`
-HUB_DATASETS = {
-    "fashion-mnist": "zalando-datasets/fashion_mnist",
-    "cluttered-fashion-mnist": "zalando-datasets/fashion_mnist",
-    "imagenet": "ILSVRC/imagenet-1k",
-    "imagenet-1k": "ILSVRC/imagenet-1k",
-}
-TAGS = ["image-classification", "timm", "vision-transformer", "token-pruning", "tnt"]
-FIRST_SECTIONS = ("accuracy", "evaluation", "finetune", "throughput", "benchmark")
+if TYPE_CHECKING:
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATE = Path(__file__).with_name("card_template.md")
 PAPER = "https://arxiv.org/abs/2411.18092"
 REPO_PLACEHOLDER = "<this repo>"  # `tnt push` fills in the repo id
+TAGS = ["image-classification", "timm", "vision-transformer", "token-pruning", "tnt"]
+TASK = "image-classification"
+
+# DATA specs tnt knows -> (Hub dataset id, pretty name, dataset config)
+KNOWN_DATASETS = {
+    "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST", None),
+    "cluttered-fashion-mnist": ("zalando-datasets/fashion_mnist", "Cluttered Fashion-MNIST (synthetic)", "cluttered"),
+    "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k", None),
+    "imagenet-1k": ("ILSVRC/imagenet-1k", "ImageNet-1k", None),
+}
+HUB_PREFIXES = ("hfds/", "hfids/")
+STREAM_PREFIXES = ("wds/", "tfds/")
+METHODS = {
+    "tnt": "TNT relevance heads (Training Noise Token pruning)",
+    "random": "random token selection (a baseline)",
+    "cls-attn": "CLS-attention scores (EViT-style)",
+    "evit": "CLS-attention scores (EViT)",
+    "evit-fuse": "CLS-attention scores, dropped tokens fused into one (EViT)",
+    "tome": "token merging (ToMe)",
+}
+SPLIT_NAMES = {"train", "val", "validation", "test"}
+REDUCERS = {"drop": "dropped", "merge": "merged into the kept tokens", "fuse": "fused into one extra token"}
 
 
-def card_metadata(config: dict, metrics: dict | None) -> dict[str, Any]:
-    """The YAML front matter as data."""
-    tnt = config.get("tnt", {})
-    meta: dict[str, Any] = {"library_name": "timm"}
-    base = hub_model_id(tnt.get("base_model"))
-    if base:
-        meta["base_model"] = base
-    licence = config.get("pretrained_cfg", {}).get("license")
-    if licence:
-        meta["license"] = licence
-    meta["pipeline_tag"] = "image-classification"
-    meta["tags"] = list(TAGS)
-    datasets = dataset_ids(tnt.get("training") or {}, metrics or {})
-    if datasets:
-        meta["datasets"] = datasets
-    if metrics and _has_accuracy(metrics):
-        meta["metrics"] = ["accuracy"]
-    return meta
+# ----------------------------------------------------------------------------- datasets
+def dataset_ref(spec: Any) -> tuple[str, str, str | None]:
+    """(dataset type, dataset name, config) for a DATA spec: a Hub id where there is one, else its kind.
+
+    Local paths never appear whole (a card is public): a folder shows as its name (`imagenet/val` when it is
+    named for a split).
+    """
+    text = str(spec or "").strip()
+    known = KNOWN_DATASETS.get(text.lower())
+    if known:
+        return known
+    for prefix in (*HUB_PREFIXES, *STREAM_PREFIXES):
+        if text.lower().startswith(prefix):
+            name = text[len(prefix) :]
+            return (name if prefix in HUB_PREFIXES else prefix.rstrip("/"), name, None)
+    path = Path(text)
+    split_named = path.name.lower() in SPLIT_NAMES and len(path.parts) > 1
+    shown = "/".join(path.parts[-2:]) if split_named else path.name or text
+    return ("imagefolder", shown, None)
 
 
-def hub_model_id(value: Any) -> str | None:
-    """`value` as a Hub model id for `base_model` (the Hub rejects anything else), or None for local paths."""
-    from tnt_cli.io.hub import REPO_ID
-
-    if not isinstance(value, str):
-        return None
-    repo = value.removeprefix("hf-hub:").split("@")[0]
-    if not REPO_ID.match(repo) or Path(value).exists():
-        return None
-    return repo
-
-
-def dataset_ids(training: dict, metrics: dict) -> list[str]:
-    """Hub dataset ids for the card: DATA specs tnt knows (never local paths), plus explicit `datasets` lists."""
-    found: list[str] = []
-    for source in (training, metrics):
-        explicit = source.get("datasets")
-        for item in explicit if isinstance(explicit, list) else []:
-            if isinstance(item, str) and item.count("/") == 1 and not Path(item).exists():
-                found.append(item)
-        for key in ("dataset", "data"):
-            value = source.get(key)
-            if isinstance(value, str) and value.lower() in HUB_DATASETS:
-                found.append(HUB_DATASETS[value.lower()])
+def hub_dataset_ids(*specs: Any) -> list[str]:
+    """The Hub dataset ids among DATA specs (known names, hfds/ ids), for the card's `datasets`."""
+    found = []
+    for spec in specs:
+        text = str(spec or "").strip()
+        if text.lower() in KNOWN_DATASETS or text.lower().startswith(HUB_PREFIXES):
+            found.append(dataset_ref(text)[0])
     return list(dict.fromkeys(found))
 
 
-def _has_accuracy(metrics: dict) -> bool:
-    text = json.dumps(metrics, default=str)
-    return '"top1"' in text or '"accuracy"' in text
+# ----------------------------------------------------------------------------- numbers
+def pct(value: Any) -> str:
+    """A fraction as the CLI prints it: 0.207 -> '20.70%'; '' when unknown."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return ""
+    return f"{100 * value:.2f}%"
 
 
-def render_card(config: dict, metrics: dict | None = None, *, title: str | None = None) -> str:
-    """README.md text: front matter, summary, schedule, tokens per block, GMACs, measurements, usage."""
-    tnt = config.get("tnt", {})
-    arch = config.get("architecture", "?")
-    schedule = tnt.get("schedule", {})
-    gmacs = tnt.get("gmacs", {})
-    lines = ["---", to_yaml(card_metadata(config, metrics)).rstrip(), "---", ""]
-    lines += [f"# {title or arch + ' with TNT token pruning'}", ""]
-    base = tnt.get("base_model")
-    lines.append(
-        f"A timm `{arch}`{f' (from `{base}`)' if base else ''} with Training Noise Token (TNT) relevance heads "
-        f"([Rao, Jiang, Moyer 2024]({PAPER})): after the scheduled blocks only the most relevant patch tokens go on, "
-        "so the model runs on fewer tokens. Written by tnt " + str(tnt.get("tnt_version", __version__)) + "."
-    )
-    lines.append("")
-    if not tnt.get("heads_trained", True):
-        lines += ["> The relevance heads are untrained (random): use this model for speed work only.", ""]
-    if tnt.get("imported_from"):
-        lines += [f"Imported from {tnt['imported_from']}.", ""]
-    lines += ["## Schedule", ""]
-    lines += _schedule_lines(schedule, tnt.get("schedule_text"))
-    if gmacs:
-        lines += ["## Compute", "", "| | GMACs |", "|---|---:|"]
-        lines.append(f"| dense | {_fmt(gmacs.get('dense'))} |")
-        lines.append(f"| pruned | {_fmt(gmacs.get('pruned'))} |")
-        if gmacs.get("ratio"):
-            lines.append(f"| ratio | {_fmt(gmacs['ratio'])} ({1 / gmacs['ratio']:.2f}x fewer MACs) |")
-        lines.append("")
-    tokens = tnt.get("tokens_per_block")
-    if tokens:
-        lines += ["## Tokens per block", "", "| block | tokens |", "|---:|---:|"]
-        lines += [f"| {i} | {n} |" for i, n in enumerate(tokens)]
-        lines.append("")
-    if metrics:
-        lines += _metrics_lines(metrics)
-    training = tnt.get("training")
-    if training:
-        lines += _section("training", training, 2)
-    lines += _usage_lines(tnt)
-    lines += [
-        "## Files",
-        "",
-        "- `config.json`: timm's config, plus tnt's settings under `\"tnt\"`",
-        "- `model.safetensors`: the backbone, timm's key names (plain timm loads it as a dense model)",
-        f"- `{tnt.get('heads_file', 'tnt_heads.safetensors')}`: the TNT relevance heads",
-    ]
-    if metrics:
-        lines.append("- `report.json`: the measurements above, as data")
-    lines += ["", "## Citation", "", "```bibtex", *CITATION, "```", ""]
-    return "\n".join(lines)
+def _pct_value(value: Any) -> float | None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    return round(100 * value, 2)
 
 
-CITATION = [
-    "@article{rao2024tnt,",
-    "  title={Training Noise Token Pruning},",
-    "  author={Rao, Mingxing and Jiang, Bohan and Moyer, Daniel},",
-    "  journal={arXiv preprint arXiv:2411.18092},",
-    "  year={2024}",
-    "}",
-]
+def _num(value: Any, digits: int = 4) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return ""
+    return f"{value:.{digits}g}"
 
 
-REDUCER_LINES = {
-    "merge": "Tokens a prune layer does not keep are merged into their most similar kept token (size-weighted, "
-    "proportional attention afterwards).",
-    "fuse": "Tokens a prune layer does not keep are fused into one extra token (size-weighted, proportional "
-    "attention afterwards).",
-}
+def _images(row: dict) -> str:
+    images = row.get("images")
+    text = f"{images:,}" if isinstance(images, int) else ""
+    limit = row.get("limit")
+    if text and limit:
+        text += f" (seeded subset, seed {row.get('seed', 0)})"
+    return text
 
 
-def _schedule_lines(schedule: dict, text: str | None) -> list[str]:
-    layers = schedule.get("prune_layers") or []
-    rates = schedule.get("keep_rates") or []
-    lines = [f"`{text or 'dense'}`", ""]
-    if layers:
-        lines += ["| after block | keep rate |", "|---:|---:|"]
-        lines += [f"| {b} | {k:g} |" for b, k in zip(layers, rates)]
-        lines.append("")
-    if schedule.get("sim_prune"):
-        lines += [
-            f"Similarity pruning drops {schedule['sim_prune']} more tokens (random partition, seed "
-            f"{schedule.get('sim_seed', 0)}).",
-            "",
-        ]
-    reducer = schedule.get("reducer", "drop")
-    if layers and reducer in REDUCER_LINES:
-        lines += [REDUCER_LINES[reducer], ""]
-    return lines
+def _model_label(method: str | None, schedule_text: str | None) -> str:
+    method = method or "tnt"
+    if method == "dense" or schedule_text in (None, "", "dense"):
+        return "dense (all tokens)"
+    return f"{method}: {schedule_text}"
 
 
-def _usage_lines(tnt: dict) -> list[str]:
-    text = tnt.get("schedule_text") or "dense"
-    schedule = tnt.get("schedule") or {}
-    layers = tuple(schedule.get("prune_layers") or (2,))
-    rates = tuple(min(1.0, round(k * 0.9, 2)) for k in schedule.get("keep_rates") or (0.5,))
-    return [
-        "## Usage",
-        "",
-        "```python",
-        "import tnt_cli  # pip install tnt-token-pruning",
-        f'model = tnt_cli.load("hf-hub:{REPO_PLACEHOLDER}")  # pruned: {text}',
-        f"model.set_schedule(tnt_cli.Schedule(prune_layers={layers}, keep_rates={rates}))  # another schedule",
-        "",
-        "import timm  # the dense backbone with plain timm",
-        f'dense = timm.create_model("hf-hub:{REPO_PLACEHOLDER}", pretrained=True)',
-        "```",
-        "",
-    ]
+# ----------------------------------------------------------------------------- rows
+def result_rows(config: dict, metrics: dict) -> list[dict]:
+    """Every accuracy the report holds, as rows of one shape (fractions; `source` says who measured)."""
+    tnt = config.get("tnt") or {}
+    gmacs = tnt.get("gmacs") or {}
+    training = tnt.get("training") or {}
+    rows: list[dict] = []
+    for row in metrics.get("evaluations") or []:
+        if isinstance(row, dict) and row.get("top1") is not None:
+            rows.append({**row, "source": "`tnt evaluate`", "full": not row.get("limit")})
+    finetune = metrics.get("finetune")
+    if isinstance(finetune, dict):
+        for variant in ("pruned", "dense"):
+            result = finetune.get(variant)
+            if not isinstance(result, dict) or result.get("top1") is None:
+                continue
+            schedule = finetune.get("schedule") if variant == "pruned" else "dense"
+            same = schedule == tnt.get("schedule_text")
+            rows.append(
+                {
+                    "data": training.get("dataset") or metrics.get("data"),
+                    "split": finetune.get("split"),
+                    "images": finetune.get("images"),
+                    "limit": finetune.get("limit"),
+                    "method": "dense" if variant == "dense" else tnt.get("method", "tnt"),
+                    "schedule_text": schedule,
+                    "gmacs": gmacs.get("dense") if variant == "dense" else (gmacs.get("pruned") if same else None),
+                    "top1": result.get("top1"),
+                    "top5": result.get("top5"),
+                    "source": "end of `tnt finetune`",
+                    "full": True,
+                }
+            )
+    calibration = metrics.get("calibration")
+    if isinstance(calibration, dict) and calibration.get("top1") is not None:
+        where = calibration.get("measured_on") or {}
+        common = {
+            "data": where.get("data") or metrics.get("data"),
+            "split": where.get("split"),
+            "images": where.get("images"),
+            "limit": where.get("limit"),
+            "seed": where.get("seed"),
+            "source": "calibration subset (`tnt calibrate`, which selected the schedule on these images)",
+            "full": False,
+        }
+        rows.append(
+            {
+                **common,
+                "method": tnt.get("method", "tnt"),
+                "schedule_text": tnt.get("schedule_text"),
+                "gmacs": calibration.get("gmacs"),
+                "top1": calibration.get("top1"),
+                "top5": calibration.get("top5"),
+            }
+        )
+        if calibration.get("dense_top1") is not None:
+            dense = {"method": "dense", "schedule_text": "dense", "gmacs": calibration.get("gmacs_dense")}
+            rows.append({**common, **dense, "top1": calibration.get("dense_top1"), "top5": None})
+    return rows
 
 
-def _metrics_lines(metrics: dict) -> list[str]:
-    keys = [k for k in FIRST_SECTIONS if k in metrics] + [k for k in metrics if k not in FIRST_SECTIONS]
-    scalars = {k: metrics[k] for k in keys if not _nested(metrics[k])}
-    lines = ["## Measured", "", *_table_from_mapping(scalars)] if scalars else []
-    for key in keys:
-        if key not in scalars:
-            lines += _section(key, metrics[key], 2)
-    return lines
+def eval_results(config: dict, metrics: dict) -> list[EvalResult]:
+    """The card's `model-index`: top-1 and top-5 of each evaluation (never calibrate's selection subset)."""
+    from huggingface_hub import EvalResult
 
-
-def _nested(value: Any) -> bool:
-    """Lists of scalars print inline; dicts and lists of dicts get their own tables."""
-    if isinstance(value, dict):
-        return True
-    return isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)
-
-
-def _section(title: str, value: Any, level: int) -> list[str]:
-    """A heading and tables: scalars as a two-column table, rows (dicts of scalars) as one table, deeper as
-    sub-sections."""
-    lines = [f"{'#' * min(level, 6)} {title.replace('_', ' ').capitalize()}", ""]
-    if isinstance(value, list):
-        return [*lines, *_rows_table([r for r in value if isinstance(r, dict)]), ""]
-    scalars = {k: v for k, v in value.items() if not _nested(v)}
-    rows = {k: v for k, v in value.items() if isinstance(v, dict) and v and not any(_nested(x) for x in v.values())}
-    if scalars:
-        lines += _table_from_mapping(scalars)
-    if rows:
-        lines += [*_rows_table([{"": k, **v} for k, v in rows.items()]), ""]
-    for key, sub in value.items():
-        if key not in scalars and key not in rows:
-            lines += _section(key, sub, level + 1)
-    return lines
-
-
-def _rows_table(rows: list[dict]) -> list[str]:
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns and not _nested(row[c])]
-    if not columns:
-        return []
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
-    return lines
-
-
-def _table_from_mapping(mapping: dict) -> list[str]:
-    lines = ["| | |", "|---|---|"]
-    lines += [f"| {key} | {_fmt(value)} |" for key, value in mapping.items()]
-    return [*lines, ""]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value).lower()
-    if isinstance(value, list):
-        return ", ".join(_fmt(v) for v in value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "n/a"
-        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-    return str(value).replace("|", "\\|")
-
-
-def to_yaml(data: Any) -> str:
-    """A small YAML writer for the front matter (dicts, lists, strings, numbers, booleans)."""
-    return "\n".join(_yaml_lines(data, 0)) + "\n"
-
-
-def _yaml_lines(data: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    out: list[str] = []
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if isinstance(value, (dict, list)) and value:
-                out.append(f"{pad}{key}:")
-                out += _yaml_lines(value, indent + 2 if isinstance(value, dict) else indent)
-            else:
-                out.append(f"{pad}{key}: {_scalar(value)}")
-    elif isinstance(data, list):
-        for item in data:
-            if isinstance(item, (dict, list)) and item:
-                body = _yaml_lines(item, indent + 2)
-                out.append(f"{pad}- {body[0].strip()}")
-                out += body[1:]
-            else:
-                out.append(f"{pad}- {_scalar(item)}")
-    else:
-        out.append(f"{pad}{_scalar(data)}")
+    out = []
+    for row in result_rows(config, metrics):
+        if not row.get("full") and not row.get("source", "").startswith("`tnt evaluate`"):
+            continue
+        dataset_type, dataset_name, dataset_config = dataset_ref(row.get("data"))
+        label = _model_label(row.get("method"), row.get("schedule_text"))
+        detail = [label]
+        if row.get("gmacs"):
+            detail.append(f"{_num(row['gmacs'])} GMACs")
+        if row.get("images"):
+            detail.append(f"{row['images']} images" + (" (subset)" if row.get("limit") else ""))
+        args = {
+            "method": row.get("method") or "tnt",
+            "schedule": row.get("schedule_text") or "dense",
+            "gmacs": row.get("gmacs"),
+            "images": row.get("images"),
+        }
+        args = {k: v for k, v in args.items() if v is not None}
+        for metric, key, pretty in (("accuracy", "top1", "top-1"), ("top_5_accuracy", "top5", "top-5")):
+            value = _pct_value(row.get(key))
+            if value is None:
+                continue
+            out.append(
+                EvalResult(
+                    task_type=TASK,
+                    task_name="Image Classification",
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_config=dataset_config,
+                    dataset_split=row.get("split"),
+                    metric_type=metric,
+                    metric_name=f"{pretty} accuracy, % ({'; '.join(detail)})",
+                    metric_value=value,
+                    metric_args=args,
+                )
+            )
     return out
 
 
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    text = str(value)
-    plain = text and all(c.isalnum() or c in "-_./" for c in text) and text.lower() not in {"true", "false", "null"}
-    return text if plain and not text[0].isdigit() else json.dumps(text)
+# ----------------------------------------------------------------------------- the card
+def card_data(config: dict, metrics: dict | None, *, name: str) -> ModelCardData:
+    """The YAML front matter: library, base_model (a Hub id), datasets, tags and the evaluation results."""
+    from huggingface_hub import ModelCardData
+
+    from tnt_cli.io.hub import hub_model_id
+
+    tnt = config.get("tnt") or {}
+    metrics = metrics or {}
+    training = tnt.get("training") or {}
+    evaluated = [row.get("data") for row in result_rows(config, metrics)]
+    results = eval_results(config, metrics)
+    return ModelCardData(
+        library_name="timm",
+        base_model=hub_model_id(tnt.get("base_model")),
+        license=(config.get("pretrained_cfg") or {}).get("license"),
+        pipeline_tag=TASK,
+        tags=list(TAGS),
+        datasets=hub_dataset_ids(training.get("dataset"), *evaluated) or None,
+        metrics=["accuracy"] if results else None,
+        model_name=name if results else None,
+        eval_results=results or None,
+    )
 
 
-def parse_front_matter(text: str) -> dict[str, Any]:
-    """Read back the front matter this module writes (YAML via PyYAML when installed, else our subset)."""
-    if not text.startswith("---\n"):
-        return {}
-    body = text[4 : text.index("\n---", 3)]
-    try:
-        import yaml
-    except ImportError:
-        return _parse_subset(body)
-    return yaml.safe_load(body) or {}
+def render_card(config: dict, metrics: dict | None = None, *, name: str | None = None) -> str:
+    """README.md text, from the package's template through `ModelCard.from_template`."""
+    from huggingface_hub import ModelCard
+
+    metrics = metrics or {}
+    name = name or f"{config.get('architecture', 'vit')}-tnt"
+    data = card_data(config, metrics, name=name)
+    card = ModelCard.from_template(data, template_path=str(TEMPLATE), **context(config, metrics, name=name))
+    card.text = re.sub(r"\n{3,}", "\n\n", card.text)  # the template's optional sections leave blank runs
+    return str(card)
 
 
-def _parse_subset(body: str) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    key = None
-    for line in body.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("- ") or line.startswith("  - "):
-            data.setdefault(key, []).append(_unscalar(line.split("- ", 1)[1]))
-        elif ":" in line and not line.startswith(" "):
-            key, _, value = line.partition(":")
-            if value.strip():
-                data[key] = _unscalar(value.strip())
-    return data
+def read_card(path: str | Path) -> ModelCard:
+    """A card tnt wrote (or any model card), parsed by huggingface_hub."""
+    from huggingface_hub import ModelCard
+
+    return ModelCard.load(Path(path))
 
 
-def _unscalar(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def context(config: dict, metrics: dict, *, name: str) -> dict[str, Any]:
+    """The template's variables: sentences and rows for people, no settings dump."""
+    from tnt_cli.io.hub import hub_model_id
+
+    tnt = config.get("tnt") or {}
+    arch = config.get("architecture", "?")
+    schedule = tnt.get("schedule") or {}
+    gmacs = tnt.get("gmacs") or {}
+    method = tnt.get("method", "tnt")
+    reducer = schedule.get("reducer", "drop")
+    text = tnt.get("schedule_text") or "dense"
+    base = hub_model_id(tnt.get("base_model"))
+    rows = result_rows(config, metrics)
+    layers = tuple(schedule.get("prune_layers") or (2,))
+    rates = tuple(min(1.0, round(k * 0.9, 2)) for k in schedule.get("keep_rates") or (0.5,))
+    return {
+        "title": name,
+        "summary": _summary(arch, base, method, reducer, text, gmacs, config),
+        "warning": _warning(tnt),
+        "made": _made(tnt, base, method, reducer, text, gmacs),
+        "schedule_rows": [
+            {"block": b, "keep": f"{k:g}"}
+            for b, k in zip(schedule.get("prune_layers") or [], schedule.get("keep_rates") or [])
+        ],
+        "results": [
+            {
+                "data": dataset_ref(row.get("data"))[1],
+                "split": row.get("split") or "",
+                "images": _images(row),
+                "model": _model_label(row.get("method"), row.get("schedule_text")),
+                "gmacs": _num(row.get("gmacs")),
+                "top1": pct(row.get("top1")),
+                "top5": pct(row.get("top5")),
+                "source": row.get("source", ""),
+            }
+            for row in rows
+        ],
+        "results_note": _results_note(rows),
+        "speed": _speed(metrics.get("benchmark")),
+        "repo": REPO_PLACEHOLDER,
+        "schedule_text": text,
+        "usage_layers": layers,
+        "usage_rates": rates,
+        "has_labels": bool(config.get("label_names") or (config.get("pretrained_cfg") or {}).get("label_names")),
+        "heads_file": tnt.get("heads_file", "tnt_heads.safetensors"),
+        "has_report": bool(metrics),
+    }
+
+
+def _summary(arch: str, base: str | None, method: str, reducer: str, text: str, gmacs: dict, config: dict) -> str:
+    source = f" fine-tuned from [`{base}`](https://huggingface.co/{base})" if base else ""
+    names = config.get("label_names") or (config.get("pretrained_cfg") or {}).get("label_names") or []
+    classes = f"{config.get('num_classes')}-class " if config.get("num_classes") else ""
+    out = (
+        f"A {classes}timm `{arch}` image classifier{source}, with Training Noise Token (TNT) relevance heads "
+        f"([Rao, Jiang, Moyer 2024]({PAPER})) so it can run on fewer tokens."
+    )
+    if text != "dense" and gmacs.get("pruned"):
+        out += (
+            f" As shipped it runs the schedule `{text}` ({METHODS.get(method, method)}; pruned tokens are "
+            f"{REDUCERS.get(reducer, reducer)}): {_num(gmacs['pruned'])} GMACs per image instead of "
+            f"{_num(gmacs.get('dense'))}."
+        )
+    else:
+        out += f" As shipped it runs every token ({_num(gmacs.get('dense'))} GMACs per image)."
+    if isinstance(names, list) and names:
+        shown = ", ".join(str(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        out += f" Classes: {shown}."
+    return out
+
+
+def _warning(tnt: dict) -> str | None:
+    if tnt.get("random_weights"):
+        return "Random weights and untrained heads: for speed and compute work only; its predictions mean nothing."
+    if not tnt.get("heads_trained", True):
+        return "The relevance heads are untrained (random): use this model for speed work only."
+    return None
+
+
+def _made(tnt: dict, base: str | None, method: str, reducer: str, text: str, gmacs: dict) -> list[str]:
+    training = tnt.get("training") or {}
+    items = []
+    if base:
+        items.append(f"**Base model**: [`{base}`](https://huggingface.co/{base})")
+    if tnt.get("imported_from"):
+        items.append(f"**Imported from** {tnt['imported_from']}")
+    if training:
+        parts = [f"`{training['recipe']}`" if training.get("recipe") else "`tnt finetune`"]
+        if training.get("dataset"):
+            parts.append(f"on {dataset_ref(training['dataset'])[1]}")
+        numbers = []
+        if training.get("steps"):
+            numbers.append(f"{training['steps']:,} steps")
+        if training.get("global_batch"):
+            numbers.append(f"global batch {training['global_batch']}")
+        if training.get("lr"):
+            numbers.append(f"lr {_num(training['lr'], 3)}")
+        if (training.get("world_size") or 1) > 1:
+            numbers.append(f"{training['world_size']} processes")
+        items.append("**Fine-tuning**: " + " ".join(parts) + (f" ({', '.join(numbers)})" if numbers else ""))
+    if text == "dense":
+        items.append("**Pruning**: none as shipped (dense); choose a schedule at load time")
+    else:
+        items.append(
+            f"**Pruning**: {METHODS.get(method, method)}, schedule `{text}`; pruned tokens are "
+            f"{REDUCERS.get(reducer, reducer)}"
+        )
+    if gmacs.get("dense"):
+        ratio = gmacs.get("ratio")
+        fewer = f" ({1 / ratio:.2f}x fewer MACs)" if ratio and text != "dense" else ""
+        items.append(
+            f"**Compute**: {_num(gmacs.get('pruned'))} GMACs per image at input size "
+            f"{'x'.join(str(v) for v in (tnt.get('input_size') or [])[-2:]) or '?'}, dense {_num(gmacs['dense'])}"
+            f"{fewer}"
+        )
+    items.append(f"**Written by** tnt {tnt.get('tnt_version', __version__)}; the full settings are in `config.json`")
+    return items
+
+
+def _results_note(rows: list[dict]) -> str | None:
+    if any(not row.get("full") for row in rows):
+        return (
+            "Rows marked subset were measured on a seeded subset of the split, not the whole of it; "
+            "calibration rows are the images `tnt calibrate` chose the schedule on (optimistic)."
+        )
+    return None
+
+
+def _speed(benchmark: Any) -> dict | None:
+    if not isinstance(benchmark, dict) or not benchmark.get("batches"):
+        return None
+    where = ", ".join(
+        str(v)
+        for v in (
+            benchmark.get("device"),
+            benchmark.get("dtype"),
+            "compiled" if benchmark.get("compile") else None,
+            f"{benchmark['threads']} threads" if benchmark.get("threads") else None,
+            f"torch {benchmark['torch']}" if benchmark.get("torch") else None,
+        )
+        if v
+    )
+    rows = [
+        {
+            "batch_size": row.get("batch_size", ""),
+            "dense": _num(row.get("dense_images_per_s"), 5),
+            "pruned": _num(row.get("pruned_images_per_s"), 5),
+            "speedup": f"{row['speedup']:.2f}x" if isinstance(row.get("speedup"), (int, float)) else "",
+        }
+        for row in benchmark["batches"]
+        if isinstance(row, dict)
+    ]
+    return {"where": f"Measured with `tnt benchmark` on {where}." if where else "Measured with `tnt benchmark`.",
+            "rows": rows}  # fmt: skip

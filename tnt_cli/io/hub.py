@@ -21,6 +21,19 @@ def parse_hub_spec(spec: str) -> tuple[str, str | None]:
     return repo, revision or None
 
 
+def hub_model_id(value: object) -> str | None:
+    """`value` as a Hub model id (`org/name`) for `base_model`, or None for local paths and anything else.
+
+    Accepts `hf-hub:org/name[@rev]` (prefix and revision dropped): the Hub's `base_model` takes bare ids only.
+    """
+    if not isinstance(value, str):
+        return None
+    repo = value.removeprefix(HUB_PREFIX).split("@")[0]
+    if not REPO_ID.match(repo) or (not value.startswith(HUB_PREFIX) and Path(value).expanduser().exists()):
+        return None
+    return repo
+
+
 def hub_error(exc: BaseException, what: str) -> TntError | None:
     """A one-line TntError for a Hub or network failure while fetching `what`; None if `exc` is something else."""
     from huggingface_hub import errors

@@ -25,7 +25,7 @@ from tnt_cli.io.jsonio import jsonable
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
-    from tnt_cli.io.sources import LoadedModel
+    from tnt_cli.io.sources import LoadedModel, Provenance
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -49,40 +49,45 @@ def save_model_dir(
     extra_files: dict[str, bytes] | None = None,
     heads_trained: bool | None = None,
     inputs: tuple = (),
+    provenance: Provenance | None = None,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Write MODEL as a tnt model directory (atomically) and return its path.
 
     `inputs`: paths the model was read from; the target may not be (or hold) one of them.
-
-    `base_model` is the Hub id the weights started from (the card's `base_model`); None falls back to what
-    the loader recorded. `heads_trained` defaults to: True when `training` is given, else what the loader
-    recorded (False for --random-weights models), else True.
+    `base_model` is the Hub id the weights started from (the card's `base_model`; local paths are dropped);
+    None falls back to `provenance` (what the loader found: `LoadedModel.provenance`). `heads_trained`
+    defaults to: True when `training` is given, else the provenance's, else True. `class_names` default to
+    `training["classes"]`, else the backbone's timm `label_names`; they are written as timm's `label_names`.
     """
+    from tnt_cli.io.hub import hub_model_id
+    from tnt_cli.io.sources import Provenance
+
     out_dir = Path(out_dir)
-    provenance = dict(getattr(model, "tnt_provenance", {}) or {})
-    if base_model is None:
-        base_model = provenance.get("base_model")
+    provenance = provenance or Provenance()
+    base_model = hub_model_id(base_model) or provenance.base_model
     if training is None:
-        training = provenance.get("training")
+        training = provenance.training
     elif heads_trained is None:
         heads_trained = True
     if heads_trained is None:
-        heads_trained = bool(provenance.get("heads_trained", True))
+        heads_trained = provenance.heads_trained
+    names = _label_names(model.vit, class_names, training)
     _check_extra_files(extra_files or {})
 
     with atomic_directory(out_dir, overwrite=overwrite, inputs=inputs) as tmp:
-        timm_config = timm_config_of(model.vit, tmp)
+        timm_config = timm_config_of(model.vit, tmp, label_names=names)
         tnt = tnt_config(
             model,
             base_model=base_model,
             heads_trained=heads_trained,
-            random_weights=bool(provenance.get("random_weights", False)),
+            random_weights=provenance.random_weights,
             training=training,
-            imported_from=provenance.get("imported_from"),
+            imported_from=provenance.imported_from,
         )
         config = {**timm_config, "tnt": tnt}
         _write_tensors(tmp, model, timm_config, tnt)
-        atomic_write_text(tmp / CARD, render(config, metrics))
+        atomic_write_text(tmp / CARD, render(config, metrics, name=_card_name(out_dir)))
         if metrics:
             atomic_write_json(tmp / REPORT, metrics)
         for name, data in (extra_files or {}).items():
@@ -93,13 +98,57 @@ def save_model_dir(
     return out_dir
 
 
-def timm_config_of(vit: Any, scratch: Path) -> dict:
-    """timm's own config.json for the backbone (timm's exporter, so the format is exactly timm's)."""
+def _card_name(out_dir: Path) -> str:
+    """The model's name in the card: the directory's (a hidden staging directory is named for its parent)."""
+    path = out_dir.resolve()
+    return path.parent.name if path.name.startswith(".") else path.name
+
+
+def class_names(vit: Any) -> list[str] | None:
+    """The model's class names, in label order, from timm's `pretrained_cfg['label_names']`; None if unknown.
+
+    tnt writes them into every model directory it saves, so `timm.create_model('local-dir:DIR',
+    pretrained=True).pretrained_cfg['label_names']` gives the same list. A `{index: name}` mapping (timm allows
+    one) is turned into a list; names that do not match the classifier's width are ignored.
+    """
+    cfg = getattr(vit, "pretrained_cfg", None) or {}
+    return _names_list(cfg.get("label_names"), int(getattr(vit, "num_classes", 0) or 0))
+
+
+def _names_list(names: Any, n: int) -> list[str] | None:
+    if isinstance(names, dict):
+        try:
+            by_index = {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError):
+            return None
+        names = [by_index.get(i) for i in range(n)]
+        return names if n and None not in names else None
+    if isinstance(names, (list, tuple)) and n and len(names) == n:
+        return [str(v) for v in names]
+    return None
+
+
+def _label_names(vit: Any, explicit: list[str] | None, training: dict | None) -> list[str] | None:
+    n = int(getattr(vit, "num_classes", 0) or 0)
+    for candidate in (explicit, (training or {}).get("classes")):
+        if candidate is not None:
+            names = _names_list(candidate, n)
+            if names is None:
+                raise TntError(f"{len(candidate)} class names given for a model with {n} classes")
+            return names
+    return class_names(vit)
+
+
+def timm_config_of(vit: Any, scratch: Path, *, label_names: list[str] | None = None) -> dict:
+    """timm's own config.json for the backbone (timm's exporter, so the format is exactly timm's).
+
+    `label_names` go where timm puts them (top level; timm moves them into `pretrained_cfg` on load).
+    """
     from timm.models._hub import save_config_for_hf
 
     path = scratch / ".timm_config.json"
     try:
-        save_config_for_hf(vit, str(path))
+        save_config_for_hf(vit, str(path), model_config={"label_names": label_names} if label_names else None)
         return json.loads(path.read_text())
     except Exception as exc:
         raise TntError(f"could not write timm's config for this model: {type(exc).__name__}: {exc}") from None
@@ -168,24 +217,55 @@ def _check_extra_files(extra: dict[str, bytes]) -> None:
             raise TntError(f"extra file {name!r} would replace one tnt writes itself")
 
 
-def render(config: dict, metrics: dict | None) -> str:
+def render(config: dict, metrics: dict | None, *, name: str | None = None) -> str:
     from tnt_cli.io.card import render_card
 
-    return render_card(config, metrics)
+    return render_card(config, metrics, name=name)
+
+
+def read_report(model_dir: str | Path) -> dict:
+    """report.json of a model directory ({} when there is none)."""
+    path = Path(model_dir) / REPORT
+    if not path.is_file():
+        return {}
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TntError(f"{path} is not valid JSON: {exc}") from None
+    return report if isinstance(report, dict) else {}
 
 
 def update_card(model_dir: str | Path, metrics: dict) -> Path:
-    """Merge new measurements into report.json and rewrite README.md (each file replaced atomically)."""
+    """Merge new measurements into report.json and rewrite README.md (each file replaced atomically).
+
+    Rows under `evaluations` (from `tnt evaluate --update-card`) are merged by what they measured (data,
+    split, method, schedule, subset): a new measurement of the same thing replaces the old row.
+    """
     model_dir = Path(model_dir)
     config = read_config(model_dir)
-    if "tnt" not in config:
+    if not isinstance(config.get("tnt"), dict):
         raise TntError(f'{model_dir} is not a tnt model directory (config.json has no "tnt" section)')
-    report_path = model_dir / REPORT
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    merged = merge_metrics(report, jsonable(metrics))
-    atomic_write_json(report_path, merged)
-    atomic_write_text(model_dir / CARD, render(config, merged))
+    report = read_report(model_dir)
+    new = jsonable(metrics)
+    rows = new.pop("evaluations", None)
+    merged = merge_metrics(report, new)
+    if rows:
+        merged["evaluations"] = merge_rows(report.get("evaluations") or [], rows)
+    text = render(config, merged, name=model_dir.resolve().name)  # before any write: a bad card changes nothing
+    atomic_write_json(model_dir / REPORT, merged)
+    atomic_write_text(model_dir / CARD, text)
     return model_dir
+
+
+EVAL_KEY = ("data", "split", "method", "schedule_text", "limit", "seed")
+
+
+def merge_rows(old: list, new: list) -> list:
+    """Evaluation rows: one per measured (data, split, method, schedule, subset), the newest kept."""
+    out = {tuple(row.get(k) for k in EVAL_KEY): row for row in old if isinstance(row, dict)}
+    for row in new:
+        out[tuple(row.get(k) for k in EVAL_KEY)] = row
+    return list(out.values())
 
 
 def merge_metrics(old: dict, new: dict) -> dict:
@@ -261,7 +341,7 @@ def load_model_dir(
     model, split = assemble(vit, state, where=where, noise=noise, head_norm=head_norm, expect_heads=heads)
     heads_trained = bool(tnt.get("heads_trained", True)) if tnt is not None else split.layout != "timm"
     random_weights = bool(tnt.get("random_weights", False)) if tnt is not None else False
-    base = base_model or (tnt or {}).get("base_model")
+    base = base_model or (tnt or {}).get("base_model")  # a tnt directory keeps the original Hub id
     loaded = LoadedModel(
         model=model,
         source=source or str(model_dir),

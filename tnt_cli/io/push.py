@@ -14,7 +14,8 @@ from tnt_cli.errors import TntError
 from tnt_cli.io.hub import REPO_ID, is_network_error
 from tnt_cli.io.offline import is_offline
 
-IGNORE_PATTERNS = [".*", "**/.*", "__pycache__", "**/__pycache__/*", "*.partial", "*.tmp"]
+# what never goes to the Hub: hidden files and folders (tnt's staging directories, .git, .cache), temporaries
+IGNORE_PATTERNS = [".*", "*/.*", "__pycache__/", "*/__pycache__/", "*.partial", "*.tmp"]
 
 
 @dataclass(frozen=True)
@@ -24,31 +25,31 @@ class UploadFile:
 
 
 def upload_plan(model_dir: str | Path) -> list[UploadFile]:
-    """The files upload_folder would send (hidden files and temporary leftovers excluded)."""
+    """The files `upload_folder` sends: huggingface_hub's own filter with the same patterns as the upload."""
+    from huggingface_hub.utils import filter_repo_objects
+
     root = Path(model_dir)
-    files = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if not path.is_file() or any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
-            continue
-        if path.name.endswith((".partial", ".tmp")):
-            continue
-        files.append(UploadFile(rel.as_posix(), path.stat().st_size))
-    return files
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    kept = filter_repo_objects(paths, ignore_patterns=IGNORE_PATTERNS)
+    return [UploadFile(rel, (root / rel).stat().st_size) for rel in kept]
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
-    """Refuse anything that is not a tnt or timm model directory (config.json + weights)."""
-    from tnt_cli.io.model_dir import TIMM_WEIGHTS, read_config
+    """Refuse anything that is not a complete tnt model directory (config.json with "tnt", weights, heads)."""
+    from tnt_cli.io.model_dir import HEADS, WEIGHTS, read_config
 
     path = Path(model_dir)
     if not path.exists():
         raise TntError(f"no such directory: {path}")
     if not path.is_dir():
-        raise TntError(f"{path} is not a directory: push uploads a model directory written by tnt or timm")
-    read_config(path)
-    if not any((path / name).is_file() for name in TIMM_WEIGHTS):
-        raise TntError(f"{path} has config.json but no weights ({', '.join(TIMM_WEIGHTS[:2])}): nothing to push")
+        raise TntError(f"{path} is not a directory: push uploads a model directory written by tnt")
+    tnt = read_config(path).get("tnt")
+    if not isinstance(tnt, dict):
+        raise TntError(f'{path} is not a tnt model directory: config.json has no "tnt" object (`tnt prune` writes one)')
+    heads = tnt.get("heads_file", HEADS)
+    missing = [name for name in (WEIGHTS, heads) if not (path / name).is_file()]
+    if missing:
+        raise TntError(f"{path} is not a complete tnt model directory: {' and '.join(missing)} missing")
     return path
 
 

@@ -34,12 +34,27 @@ IMPORTED_FROM = {"official": "an official TNT checkpoint (github.com/mx-ethan-ra
 FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar")
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a model's weights came from: what `save_model_dir` writes into config.json and the card.
+
+    `base_model` is a Hub id (`org/name`, never a local path) and survives any number of load/save rounds
+    (finetune -> prune -> push), so the card's `base_model` names the original Hub model.
+    """
+
+    base_model: str | None = None
+    heads_trained: bool = True
+    random_weights: bool = False
+    training: dict | None = None
+    imported_from: str | None = None
+
+
 @dataclass
 class LoadedModel:
     """A TNT model plus what we know about where it came from.
 
     `heads_trained` says whether relevance pruning is allowed (trained heads, or a random-weights model meant
-    for speed work); the model's `tnt_provenance` keeps the plain facts for `save_model_dir`.
+    for speed work); `provenance` holds the plain facts `save_model_dir` needs to write a truthful config.
     """
 
     model: TNTModel
@@ -50,19 +65,22 @@ class LoadedModel:
     tnt_config: dict = field(default_factory=dict)
     random_weights: bool = False
     notes: list[str] = field(default_factory=list)
+    provenance: Provenance | None = None
 
     def record_provenance(
         self, *, heads_trained: bool, training: dict | None = None, imported_from: str | None = None
-    ) -> None:
-        """Attach what `save_model_dir` needs to write a truthful config (heads trained? from where?)."""
-        self.model.tnt_provenance = {
-            "source": self.source,
-            "base_model": self.base_model,
-            "heads_trained": bool(heads_trained),
-            "random_weights": self.random_weights,
-            "training": training,
-            "imported_from": imported_from,
-        }
+    ) -> Provenance:
+        """Set `provenance` from what the loader found (heads trained? from where?)."""
+        from tnt_cli.io.hub import hub_model_id
+
+        self.provenance = Provenance(
+            base_model=hub_model_id(self.base_model),
+            heads_trained=bool(heads_trained),
+            random_weights=self.random_weights,
+            training=training,
+            imported_from=imported_from,
+        )
+        return self.provenance
 
 
 def load_model(

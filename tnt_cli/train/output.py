@@ -14,7 +14,9 @@ from tnt_cli.engine import Schedule, TNTModel
 STAGING = ".final-model"
 
 
-def save_final(out: Path, model: TNTModel, *, base_model: str | None, training: dict, metrics: dict | None) -> Path:
+def save_final(
+    out: Path, model: TNTModel, *, base_model: str | None, training: dict, metrics: dict | None, provenance=None
+) -> Path:
     """Write the tnt model directory into OUT, which already holds the run's log and checkpoint.
 
     The directory is written complete into OUT/.final-model by `save_model_dir`, then its files are moved
@@ -27,7 +29,7 @@ def save_final(out: Path, model: TNTModel, *, base_model: str | None, training: 
         shutil.rmtree(staging)
     heads_trained = training.get("method", "tnt") == "tnt"  # a baseline's directory has untrained heads
     save_model_dir(staging, model, base_model=base_model, training=training, metrics=metrics, overwrite=True,
-                   heads_trained=heads_trained)  # fmt: skip
+                   heads_trained=heads_trained, provenance=provenance)  # fmt: skip
     names = sorted(p.name for p in staging.iterdir())
     names.sort(key=lambda name: name == "config.json")
     for name in names:

@@ -287,8 +287,6 @@ class Trainer:
             self._drop_schedules = {k: _stage_schedule(block, k, cfg.reducer) for k in cfg.drop_keeps}
         for block in trained:  # continue from the heads a tnt directory brought
             model.heads[str(block)].load_state_dict(loaded.model.heads[str(block)].state_dict())
-        if hasattr(loaded.model, "tnt_provenance"):
-            model.tnt_provenance = loaded.model.tnt_provenance
         for block, head in model.heads.items():  # baselines rank tokens their own way: their heads stay as they are
             head.requires_grad_(int(block) in noise_blocks and cfg.method == "tnt")
         vit.requires_grad_(cfg.train == "full")
@@ -672,7 +670,7 @@ class Trainer:
         from tnt_cli.train.output import save_final
 
         save_final(self.work, model.cpu(), base_model=self.loaded.base_model or self.cfg.model,
-                   training=training, metrics=metrics)  # fmt: skip
+                   training=training, metrics=metrics, provenance=self.loaded.provenance)  # fmt: skip
         if not self.cfg.keep_checkpoint:
             shutil.rmtree(self.work / "checkpoint", ignore_errors=True)
         if self.work != self.out:

@@ -111,26 +111,33 @@ def class_names(
 ) -> tuple[list[str] | None, str | None]:
     """Names for the model's classes and where they came from, or (None, None) to show indices.
 
-    Looked up in order: the dataset `data` (its class list), the model directory's config and the checkpoint's
-    `label_names`, the dataset the model was fine-tuned on (when it is readable here), ImageNet's names when
-    timm says the head is an ImageNet head.
+    Looked up in order: the dataset `data` (its class list); the model's own `label_names` (timm's
+    `pretrained_cfg`, which tnt writes into every model directory); the classes recorded in `config` (the
+    model directory's "tnt" object) from its fine-tune; the dataset it was fine-tuned on, when readable here;
+    ImageNet's names when timm says the head is an ImageNet head.
     """
+    from tnt_cli.io.model_dir import class_names as model_class_names
+
     n = int(getattr(vit, "num_classes", 0) or 0)
     if data:  # the one rule of tnt_cli.data.classes: the model's own names win, DATA's must match them
-        from tnt_cli.data.classes import map_classes, mapped_names, model_class_names
+        from tnt_cli.data.classes import map_classes, mapped_names
+        from tnt_cli.data.classes import model_class_names as known_class_names
 
         names = _dataset_classes(data)
-        known = model_class_names(vit, config)
+        known = known_class_names(vit, config)
         map_classes(names, known, n, data=data, model="the model")
         return mapped_names(known, names), (data if known is None else "model config")
-    pretrained = getattr(vit, "pretrained_cfg", None) or {}
-    for source in (config or {}, (config or {}).get("tnt") or {}, pretrained):
-        for key in ("class_names", "label_descriptions", "label_names", "classes"):
-            names = _as_list(source.get(key) if isinstance(source, dict) else None, n)
-            if names:
-                return names, "model config"
+    names = model_class_names(vit)
+    if names:  # ImageNet heads name synsets (n01440764); timm's label_descriptions say what they are
+        described = (getattr(vit, "pretrained_cfg", None) or {}).get("label_descriptions")
+        if isinstance(described, dict):
+            names = [str(described.get(name, name)).split(",")[0].strip() for name in names]
+        return names, "model config"
     training = (config or {}).get("training") or {}
-    trained_on = training.get("data") if isinstance(training, dict) else None
+    recorded = training.get("classes") if isinstance(training, dict) else None
+    if isinstance(recorded, list) and len(recorded) == n and n:
+        return [str(c) for c in recorded], "model config"
+    trained_on = (training.get("dataset") or training.get("data")) if isinstance(training, dict) else None
     if isinstance(trained_on, str) and trained_on:
         try:
             names = _dataset_classes(trained_on)
@@ -140,20 +147,6 @@ def class_names(
             return names, trained_on
     names = _imagenet_names(vit, n)
     return names, ("imagenet" if names else None)
-
-
-def _as_list(names, n: int) -> list[str] | None:
-    """A list of n names from a list, or a {index: name} mapping (timm allows both); None otherwise."""
-    if isinstance(names, dict):
-        try:
-            by_index = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            return None
-        names = [by_index.get(i) for i in range(n)]
-        return names if n and None not in names else None
-    if isinstance(names, (list, tuple)) and len(names) == n and n:
-        return [str(v) for v in names]
-    return None
 
 
 def _dataset_classes(spec: str) -> list[str]:

@@ -36,7 +36,7 @@ def resolve_renderer(name: str) -> str:
     if name == "auto":
         return "matplotlib" if has_matplotlib() else "pillow"
     if name == "matplotlib" and not has_matplotlib():
-        raise TntError("matplotlib is not installed: pip install 'tnt-cli[plot]', or use --renderer pillow")
+        raise TntError("matplotlib is not installed: pip install 'tnt-token-pruning[plot]', or use --renderer pillow")
     return name
 
 
