@@ -116,8 +116,11 @@ def evaluate(
             "batch_size": batch_size,
         }
     if per_class:
-        names = (model_class_names(tnt_model.vit, loaded.tnt_config) or list(getattr(loader, "classes", None) or [])
-                 or _class_names(dataset_classes, data))
+        names = (
+            model_class_names(tnt_model.vit, loaded.tnt_config)
+            or list(getattr(loader, "classes", None) or [])
+            or _class_names(dataset_classes, data)
+        )
         report["per_class"] = {
             (names[int(c)] if names and int(c) < len(names) else c): v for c, v in result["per_class"].items()
         }
