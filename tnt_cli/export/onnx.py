@@ -5,10 +5,11 @@ was tried: it writes the same static TopK + Gather graph and passes the same onn
 the tests' tiny ViT took 29-47 s against 2-3 s here (2-core CPU), which made `tests/test_export.py` take 8 minutes;
 it needs an extra package too. Move when that cost drops. With TorchScript the engine's static top-k + gather
 pruning traces into plain ONNX TopK / Gather(Elements) nodes, so every block's token count is a constant in the
-graph (the engine keys its plan caches by Python ints, so traced sizes hit them too). The merge reducer adds ArgMax and ScatterElements (add, opset 16+), fuse a ReduceSum, and
-proportional attention an additive mask on the attention logits. The partition itself is computed eagerly before
-tracing (the tracer would record its seeded torch.Generator, which ONNX cannot express). The file gets the schedule
-and token plan as metadata (`tnt.schedule`, ...).
+graph (the engine keys its plan caches by Python ints, so traced sizes hit them too). The merge reducer adds
+ArgMax and ScatterElements (add, opset 16+), fuse a ReduceSum, and proportional attention an additive mask on the
+attention logits. The partition itself is computed eagerly before tracing (the tracer would record its seeded
+torch.Generator, which ONNX cannot express). The file gets the schedule and token plan as metadata
+(`tnt.schedule`, ...).
 """
 
 from __future__ import annotations
