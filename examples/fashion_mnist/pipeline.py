@@ -1,14 +1,15 @@
-"""One command from nothing to the README's results: base ViTs, TNT fine-tuning, every baseline, table and plot.
+"""One command from the shipped base ViTs to the README's results: TNT fine-tuning, every baseline, table and plot.
 
     .venv/bin/python examples/fashion_mnist/pipeline.py            # both benchmarks, seed 0
     .venv/bin/python examples/fashion_mnist/pipeline.py --seed 1 --out /tmp/rerun   # a reproduction check
 
 Steps, per benchmark (fashion-mnist: 28x28, patch 4, 49 tokens; cluttered-fashion-mnist: 64x64, patch 8, 64
-tokens): train the dense base ViT (cached in out/base-<bench>/ after the first run), fine-tune TNT in the
-default recipe and in the official one (softmax, sigma0 0.02, heads only), then evaluate on the full 10k test
-set: TNT, random, cls-attn and tome on the base model, random and cls-attn also on the TNT-tuned backbone, at
-single-layer schedules (after block 1, keep 0.7/0.5/0.3/0.15) and multi-layer ones (blocks 1 and 3). All
-methods run the same token plan, so GMACs match (tome: the merge count r with the closest GMACs).
+tokens): take the shipped dense base ViT (base/<bench>/, made by train_base.py; `make base` retrains it),
+fine-tune TNT in the default recipe and in the official one (softmax, sigma0 0.02, heads only), then evaluate on
+the full 10k test set: TNT, random, cls-attn and tome on the base model, random and cls-attn also on the
+TNT-tuned backbone, at single-layer schedules (after block 1, keep 0.7/0.5/0.3/0.15) and multi-layer ones
+(blocks 1 and 3). All methods run the same token plan, so GMACs match (tome: the merge count r with the closest
+GMACs).
 
 Writes results/results.csv, results/results.md, results/accuracy_vs_gmacs.png and results/run.json (wall times,
 seed, machine), and the fine-tuned TNT models to out/tnt-<bench>-<recipe>/ (tnt model directories).
@@ -58,11 +59,13 @@ BASELINES = ("random", "cls-attn", "tome", "random@tuned", "cls-attn@tuned")
 
 
 def ensure_base(bench: str, seed: int, log) -> tuple[torch.nn.Module, dict]:
+    """The shipped base model; retrained from nothing into its place only if someone removed it."""
     import train_base
+    from common import base_dir
 
-    if not (train_base.base_dir(bench) / "meta.json").exists():
-        log(f"[{bench}] no cached base model: training one (first run only)")
-        train_base.main(["--bench", bench, "--seed", str(seed)])
+    if not (base_dir(bench) / "meta.json").exists():
+        log(f"[{bench}] no base model in {base_dir(bench)}: training one (see train_base.py)")
+        train_base.main(["--bench", bench, "--seed", str(seed), "--into", str(base_dir(bench))])
     return train_base.load_base(bench)
 
 
@@ -156,7 +159,7 @@ def markdown(rows: list[dict], runs: list[dict]) -> str:
     for run in runs:
         out.append(
             f"- {run['bench']}: seed {run['seed']}, {run['machine']}, {run['threads']} threads, "
-            f"{run['wall_s'] / 60:.1f} min (base model cached); default recipe `{run['default_recipe']}`; "
+            f"{run['wall_s'] / 60:.1f} min (shipped base model); default recipe `{run['default_recipe']}`; "
             f"official `{run['official_recipe']}`"
         )
     for bench in BENCH_NAMES:

@@ -3,9 +3,10 @@
     .venv/bin/python examples/fashion_mnist/study.py --bench fashion-mnist --recipes official,sigmoid
     .venv/bin/python examples/fashion_mnist/study.py --bench cluttered-fashion-mnist --recipes default --steps 300
 
-Each recipe fine-tunes from the cached base model (train_base.py), then TNT and the baselines (random, cls-attn,
-tome, from `tnt_cli.eval.baselines`) are evaluated on the FULL test set at the same token plan (so matched
-GMACs; tome at the merge count r with the closest GMACs). Rows go to results/study-<bench>.csv (appended).
+Each recipe fine-tunes from the shipped base model (base/<bench>/, made by train_base.py), then TNT and the
+baselines (random, cls-attn, tome, from `tnt_cli.eval.baselines`) are evaluated on the FULL test set at the same
+token plan (so matched GMACs; tome at the merge count r with the closest GMACs). Rows go to
+results/study-<bench>.csv (appended).
 
 Variants (see `Recipe`): relevance form softmax|sigmoid, sigma0, std|var noise, heads|full training, noise
 blocks, distillation to the dense base's logits, and `drop`: an extra hard-pruning pass per step at a random keep

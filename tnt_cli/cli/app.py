@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from tnt_cli import __version__
+from tnt_cli.cli.command import TntCommand, hide_flag_types
 from tnt_cli.errors import TntError
 
 try:  # typer >= 0.2x runs on its own copy of click: its exceptions, not click's, are the ones it handles
@@ -41,6 +42,10 @@ def fail(message: str) -> None:
 
 class TntGroup(TyperGroup):
     """Catches errors from any command so users see one line (TNT_DEBUG=1 shows the traceback)."""
+
+    def format_help(self, ctx: click.Context, formatter) -> None:
+        hide_flag_types(self.get_params(ctx))
+        super().format_help(ctx, formatter)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -106,7 +111,7 @@ def _register() -> None:
         if importlib.util.find_spec(module_name) is None:
             continue
         module = importlib.import_module(module_name)
-        app.command(name, no_args_is_help=True)(getattr(module, name))
+        app.command(name, no_args_is_help=True, cls=TntCommand)(getattr(module, name))
 
 
 _register()

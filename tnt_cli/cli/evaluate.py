@@ -68,7 +68,7 @@ def evaluate(
     tnt_model = loaded.model
     loader = build_loader(data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed)
     with apply_method(tnt_model, method, schedule, tome_r=tome_r, seed=seed) as setup:
-        result = evaluate_model(setup.module, loader, device=dev, progress=not json_out, per_class=per_class)
+        result = evaluate_model(setup.module, loader, device=dev, per_class=per_class)  # progress on stderr
         report = {
             "model": loaded.source,
             "data": str(data),

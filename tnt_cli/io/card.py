@@ -152,9 +152,14 @@ def _schedule_lines(schedule: dict, text: str | None) -> list[str]:
         lines += [f"| {b} | {k:g} |" for b, k in zip(layers, rates)]
         lines.append("")
     if schedule.get("sim_prune"):
+        r, seed = schedule["sim_prune"], schedule.get("sim_seed", 0)
         lines += [
-            f"Similarity pruning drops {schedule['sim_prune']} more tokens (random partition, seed "
-            f"{schedule.get('sim_seed', 0)}).",
+            f"Similarity pruning (r {r}, random partition, seed {seed}): the relevance top-k keeps {r} extra "
+            f"candidates and similarity removes the {r} most redundant of them, so r changes which tokens stay, "
+            "not how many."
+            if len(layers) == 1
+            else f"Similarity pruning (r {r}, random partition, seed {seed}) drops {r} tokens from the patch "
+            "embeddings before block 0; the keep rates apply to the rest.",
             "",
         ]
     return lines

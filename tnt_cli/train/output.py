@@ -38,7 +38,9 @@ def save_final(out: Path, model: TNTModel, *, base_model: str | None, training: 
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: TNTModel, loader, device: torch.device, schedule: Schedule) -> dict:
+def evaluate_accuracy(
+    model: TNTModel, loader, device: torch.device, schedule: Schedule, *, progress: bool = False
+) -> dict:
     """top-1 / top-5 / loss of `model` under `schedule` (eval mode), via the eval module's loop."""
     from tnt_cli.eval.evaluate import evaluate_model
 
@@ -46,6 +48,7 @@ def evaluate_accuracy(model: TNTModel, loader, device: torch.device, schedule: S
     model.set_schedule(schedule)
     model.eval()
     try:
-        return evaluate_model(model, loader, device=device, progress=False)
+        what = "dense" if schedule.is_dense else schedule.describe()
+        return evaluate_model(model, loader, device=device, progress=progress, description=f"evaluating {what}")
     finally:
         model.set_schedule(previous)
