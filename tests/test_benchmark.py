@@ -65,6 +65,7 @@ def test_tiny_benchmark_writes_parseable_reports_and_json_agrees(cli, tmp_path):
     result = cli("tiny", *SCHEDULE_FLAGS, *FAST, "--out", str(out), "--json")
     assert result.exit_code == 0, result.stderr
     printed = json.loads(result.stdout)  # JSON alone on stdout
+    assert "batch 3: " in result.stderr and " round (100%)" in result.stderr  # progress on stderr, also with --json
     written = json.loads((out / "report.json").read_text())
     assert printed == written
     assert [row["batch_size"] for row in written["results"]] == [1, 3]

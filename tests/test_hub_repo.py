@@ -69,7 +69,8 @@ def test_finetune_prune_evaluate_push_keeps_the_hub_id_and_the_class_names(tmp_p
     pets = make_class_folders(tmp_path / "pets")
     run = tmp_path / "run"
     result = run_cli(
-        ["finetune", hub_model, "--data", str(pets), "--out", str(run), "--train", "full", "--max-steps", "2",
+        ["finetune", hub_model, "--data", str(pets), "--out", str(run), "--train", "full", "--new-classes",
+         "--max-steps", "2",
          "--batch-size", "6", "--no-progress", "--no-distill", "--drop-weight", "0", "--eval-limit", "9", "--json"]
     )  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -106,3 +106,36 @@ def test_info_reducer_flag_reaches_the_plan_and_the_gmacs(run, reducer, extra):
     drop = json.loads(run("deit_tiny_patch16_224", "--random-weights", "--prune-layers", "2", "--keep-rates", "0.5",
                           "--json").stdout)  # fmt: skip
     assert (data["gmacs_pruned"] > drop["gmacs_pruned"]) == (reducer != "drop")
+
+
+# ----------------------------------------------------------------------------- shapes only, never a download
+def test_info_builds_a_timm_name_without_weights(run, monkeypatch):
+    import timm
+
+    seen = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, **kw: seen.append(kw.get("pretrained")) or real(name, **kw))
+    result = run("deit_tiny_patch16_224", "--json")  # no --random-weights
+    assert result.exit_code == 0, result.stderr
+    assert seen == [False]
+    assert f"{json.loads(result.stdout)['gmacs_dense']:.2f}" == "1.26"
+
+
+def test_info_answers_offline_with_an_empty_hub_cache(tmp_path):
+    """`HF_HUB_OFFLINE=1 tnt info deit_tiny_patch16_224` in a fresh process with nothing cached: no Hub retries."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(root)}
+    env.pop("HF_HUB_CACHE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tnt_cli", "info", "deit_tiny_patch16_224", "--prune-layers", "2", "--keep-rates", "0.6",
+         "--json"], capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert f"{data['gmacs_dense']:.2f}" == "1.26" and data["schedule_text"] == "block 2 keep 0.6"
+    assert not any((tmp_path / "hf").rglob("*.safetensors"))

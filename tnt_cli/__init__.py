@@ -10,28 +10,12 @@ Importing this package is cheap: torch and timm load only when a model is touche
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from tnt_cli.engine import Schedule, TNTModel
-
-
-def load(model: str, **kwargs: Any) -> TNTModel:
-    """Load MODEL (timm name, hf-hub:, directory, .safetensors, .pth) as a TNT model in eval mode."""
-    from tnt_cli.api import load as _load
-
-    return _load(model, **kwargs)
-
-
-def save(model: TNTModel, out_dir: str, **kwargs: Any) -> Path:
-    """Write a TNT model as a Hub-ready directory (config.json, model.safetensors, heads, model card)."""
-    from tnt_cli.api import save as _save
-
-    return _save(model, out_dir, **kwargs)
+# The real functions, with their keyword parameters (api.py imports nothing heavy: torch loads on first use).
+from tnt_cli.api import load, save
 
 
 def __getattr__(name: str) -> Any:

@@ -16,8 +16,15 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
+OUT = HERE / "out"  # gitignored: caches, fine-tuned models, retrained bases
 RESULTS = HERE / "results"
+BASE = HERE / "base"  # tracked: the shipped dense base models, one timm directory per benchmark (train_base.py)
+
+
+def base_dir(bench: str) -> Path:
+    """The shipped base model of a benchmark: config.json, model.safetensors, meta.json (how it was made)."""
+    return BASE / bench
+
 
 MEAN, STD = 0.5, 0.5
 

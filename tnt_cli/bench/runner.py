@@ -82,20 +82,14 @@ def _cuda_peak_mib(forward: Callable, x: torch.Tensor, ctx) -> float:
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], Callable[[], None]]]:
-    """Yields `stage(description) -> step()`; a transient rich bar on stderr, or no-ops."""
-    if not enabled:
-        yield lambda _description: lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Yields `stage(description) -> step()`: timing rounds done, on stderr (tnt_cli.progress), or no-ops."""
+    from tnt_cli.progress import Progress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("benchmark", total=total)
+    with Progress("benchmark", total=total, unit="round", enabled=enabled) as bar:
 
         def stage(description: str) -> Callable[[], None]:
-            bar.update(task, description=description)
-            return lambda: bar.advance(task)
+            bar.update(description=description)
+            return bar.advance
 
         yield stage
 
@@ -126,7 +120,7 @@ def run_benchmark(
     results, warnings = [], []
     compile_check = None
     rounds = (warmup + iters) * len(eager) * len(config.batch_sizes)
-    with torch.inference_mode(), _progress(progress, rounds) as stage:
+    with torch.inference_mode():
         probe = make_input(model.vit, 1, device=device, channels_last=config.channels_last, seed=config.seed)
         for name, module in eager.items():  # a clear message when the dtype cannot run here, before timing
             try:
@@ -134,6 +128,7 @@ def run_benchmark(
                     module(probe)
             except Exception as exc:
                 _raise_lost(exc, f"{config.dtype} inference of the {name} model failed on {device}")
+    with torch.inference_mode(), _progress(progress, rounds) as stage:
         forwards: dict[str, Callable] = dict(eager)
         if config.compile:
             forwards = _compile_all(eager, len(config.batch_sizes))

@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from tnt_cli import __version__
+from tnt_cli.cli.command import TntCommand, hide_flag_types
 
 try:  # typer >= 0.2x runs on its own copy of click: its exceptions, not click's, are the ones it handles
     from typer import _click as typer_click
@@ -67,6 +68,10 @@ class TntGroup(TyperGroup):
         except (click.Abort, typer.Abort):
             fail("interrupted", 130)
         raise SystemExit(code if isinstance(code, int) else 0)
+
+    def format_help(self, ctx: click.Context, formatter) -> None:
+        hide_flag_types(self.get_params(ctx))
+        super().format_help(ctx, formatter)
 
     def invoke(self, ctx: click.Context):
         from tnt_cli.cli._errors import describe
@@ -129,7 +134,7 @@ def _register() -> None:
         if importlib.util.find_spec(module_name) is None:
             continue
         module = importlib.import_module(module_name)
-        app.command(name, no_args_is_help=True)(getattr(module, name))
+        app.command(name, no_args_is_help=True, cls=TntCommand)(getattr(module, name))
 
 
 _register()

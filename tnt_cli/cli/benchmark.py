@@ -58,12 +58,14 @@ def benchmark(
     ] = True,
     random_weights: o.RandomWeights = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write report.json and report.md here (a model directory: its card).")
+        Path | None,
+        typer.Option("--out", "-o", help="Write report.json and report.md here (a model directory: its card)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a report already in --out.")] = False,
     update_card: Annotated[
         bool, typer.Option("--update-card", help="MODEL is a model directory: add the numbers to its card.")
     ] = False,
+    offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
     """Measure whether pruning pays on this machine: dense and pruned timed alternately, explained by GMACs.
@@ -81,6 +83,7 @@ def benchmark(
       tnt benchmark vit_base_patch16_224 --random-weights --prune-layers 2,3,4 --keep-rates 0.8,0.8,0.8 \\
         --sim-prune 40 --json
     """
+    o.apply_offline(offline)
     from tnt_cli.bench.config import BenchConfig, parse_batch_sizes
     from tnt_cli.errors import TntError
 
@@ -110,7 +113,7 @@ def benchmark(
 
     # resolving first fails on --device cuda without a GPU before anything is loaded
     set_threads(resolve_device(config.device), config.threads)
-    report = _run(model, schedule, random_weights, config, progress=not json_out)
+    report = _run(model, schedule, random_weights, config, progress=True)  # on stderr, also with --json
 
     from tnt_cli.bench.report import to_table, update_model_card, write_reports
 

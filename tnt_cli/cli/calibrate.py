@@ -146,18 +146,16 @@ def calibrate(
         data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed, label_map=label_map
     )
 
-    with _bar(json_out) as bar:
-        task = bar.add_task(f"sweeping {len(points)} points", total=_loader_images(loader, limit))
-        sw.run_sweep(
-            tnt_model, points, loader, device=dev, limit=limit, seed=seed,
-            on_batch=lambda n: bar.update(task, advance=n),
-        )  # fmt: skip
+    from tnt_cli.progress import Progress
+
+    # progress on stderr also under --json: a sweep takes minutes, and stdout carries only the JSON
+    with Progress(f"sweeping {len(points)} points", total=_loader_images(loader, limit), unit="img") as bar:
+        sw.run_sweep(tnt_model, points, loader, device=dev, limit=limit, seed=seed, on_batch=bar.advance)
     if measure_speed:
-        with _bar(json_out) as bar:
-            task = bar.add_task(f"timing at batch {speed_batch}", total=len(points))
+        with Progress(f"timing at batch {speed_batch}", total=len(points), unit="point") as bar:
             sw.measure_speed(
                 tnt_model, points, device=dev, batch_size=speed_batch, rounds=speed_rounds, seed=seed,
-                on_point=lambda: bar.update(task, advance=1),
+                on_point=bar.advance,
             )  # fmt: skip
     elif target.kind == "speedup":
         stderr.print("note: without --measure-speed, speedup is estimated as the GMACs ratio")
@@ -266,28 +264,31 @@ def _loader_images(loader, limit: int | None) -> int | None:
     return n if limit is None else min(n, limit)
 
 
-def _bar(quiet: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=stderr, transient=True, disable=quiet,
-    )  # fmt: skip
+def summary_line(chosen: dict) -> str:
+    """The choice in one line: accuracy with its signed change against dense, compute, and speed if measured."""
+    c = chosen
+    line = (
+        f"chosen ({c['target']['text']}): [bold]{c['schedule_text']}[/bold]  top-1 {100 * c['top1']:.2f}% "
+        f"(dense {100 * c['dense_top1']:.2f}%, {-c['drop_points']:+.2f} pts)  {c['gmacs']:.4g} GMACs "
+        f"({c['gmacs_ratio']:.3f}x dense, {1 / c['gmacs_ratio']:.2f}x fewer MACs)"
+    )
+    if c["speedup_source"] == "measured":
+        line += f"  speedup {c['speedup']:.2f}x (measured)"
+    return line
 
 
 def render(summary: dict, points) -> None:
     c = summary["chosen"]
-    stdout.print(
-        f"chosen ({c['target']['text']}): [bold]{c['schedule_text']}[/bold]  top-1 {100 * c['top1']:.2f}% "
-        f"(dense {100 * c['dense_top1']:.2f}%, -{c['drop_points']:.2f} pts)  {c['gmacs']:.4g} GMACs "
-        f"({c['gmacs_ratio']:.3f}x dense)  speedup {c['speedup']:.2f}x ({c['speedup_source']})"
-    )
+    stdout.print(summary_line(c))
     table = Table(title=f"Pareto front ({summary['points']} points measured on {c['measured_on']['images']} images)")
-    for col in ("method", "schedule", "GMACs", "top-1", "speedup"):
+    measured = any(p.speedup is not None for p in points)
+    for col in ("method", "schedule", "GMACs", "top-1") + (("speedup",) if measured else ()):
         table.add_column(col, justify="right")
     for p in sorted((p for p in points if p.pareto), key=lambda p: (p.group, p.gmacs)):
         mark = " *" if p.chosen else ""
-        speed = f"{p.speedup:.2f}x" if p.speedup is not None else ""
-        table.add_row(p.method, p.describe() + mark, f"{p.gmacs:.4g}", f"{100 * p.top1:.2f}%", speed)
+        row = [p.method, p.describe() + mark, f"{p.gmacs:.4g}", f"{100 * p.top1:.2f}%"]
+        if measured:
+            row.append(f"{p.speedup:.2f}x" if p.speedup is not None else "")
+        table.add_row(*row)
     stdout.print(table)
     stdout.print(f"wrote {summary['out']}/sweep.csv, pareto.png, schedule.json")

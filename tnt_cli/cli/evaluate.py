@@ -90,9 +90,7 @@ def evaluate(
         data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed, label_map=label_map
     )
     with apply_method(tnt_model, method, schedule, tome_r=tome_r, seed=seed) as setup:
-        result = evaluate_model(
-            setup.module, loader, device=dev, progress=not json_out, per_class=per_class, on_batch=setup.begin_batch
-        )
+        result = evaluate_model(setup.module, loader, device=dev, per_class=per_class, on_batch=setup.begin_batch)
         report = {
             "model": loaded.source,
             "data": str(data),

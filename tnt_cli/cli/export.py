@@ -21,7 +21,8 @@ def export(
     sim_seed: o.SimSeed = 0,
     reducer: o.Reducer = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Fixed batch size of the graph (default 1).", show_default=False)
+        int | None,
+        typer.Option("--batch-size", "-b", help="Fixed batch size of the graph (default 1).", show_default=False),
     ] = None,
     dynamic_batch: Annotated[
         bool, typer.Option("--dynamic-batch", help="Symbolic batch dimension (verified at two batch sizes).")
@@ -31,6 +32,7 @@ def export(
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the onnxruntime check.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
     random_weights: o.RandomWeights = False,
+    offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
     """Export the pruned model to ONNX (fp32, static token counts: TopK + Gather, no data-dependent shapes), then
@@ -43,6 +45,7 @@ def export(
 
       tnt export deit_small_patch16_224 --random-weights --prune-layers 2 --keep-rates 0.6 --onnx d.onnx --batch-size 8
     """
+    o.apply_offline(offline)
     from tnt_cli.export.onnx import export_onnx, max_opset
 
     if batch_size is not None and dynamic_batch:

@@ -41,6 +41,7 @@ def finetune(
         str,
         _opt(
             "--out",
+            "-o",
             help="Output directory (the model directory, its log and checkpoint).",
             panel=RUN,
             show_default=False,
@@ -264,7 +265,7 @@ def finetune(
         ),
     ] = False,
     limit: Annotated[int | None, _opt("--limit", help="Train on a seeded subset of N images.", panel=RUN)] = None,
-    workers: Annotated[int, _opt("--workers", help="DataLoader worker processes.", panel=RUN)] = _D["workers"],
+    workers: Annotated[int, _opt("--workers", "-w", help="DataLoader worker processes.", panel=RUN)] = _D["workers"],
     device: Annotated[str, _opt("--device", help="auto, cpu or cuda.", panel=RUN)] = _D["device"],
     val_split: Annotated[str, _opt("--val-split", help="Split for the end-of-run evaluation.", panel=EVAL)] = _D[
         "val_split"
@@ -290,6 +291,7 @@ def finetune(
     push_to_hub: Annotated[
         str | None, _opt("--push-to-hub", help="Upload OUT to this Hub repo when done.", panel=RUN)
     ] = None,
+    offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
     """Fine-tune MODEL with Training Noise Tokens and write a tnt model directory to OUT.
@@ -318,6 +320,7 @@ def finetune(
 
       tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_tnt --epochs 5 --resume
     """
+    o.apply_offline(offline)
     from tnt_cli.cli.output import print_json, stderr
     from tnt_cli.train.trainer import finetune as run_finetune
 

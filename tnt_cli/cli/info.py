@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
 from rich.table import Table
 
 from tnt_cli.cli import options as o
@@ -15,23 +18,31 @@ def info(
     sim_prune: o.SimPrune = None,
     sim_seed: o.SimSeed = 0,
     reducer: o.Reducer = None,
-    random_weights: o.RandomWeights = False,
+    random_weights: Annotated[
+        bool, typer.Option("--random-weights", hidden=True, help="No effect: info never loads weights.")
+    ] = False,
+    offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
     """Architecture, parameters, prefix tokens, tokens per block and GMACs dense vs pruned.
 
+    A timm name is built from its shapes alone (no weights are downloaded: the numbers do not depend on them).
+
     Examples:
 
-      tnt info deit_small_distilled_patch16_224 --random-weights --prune-layers 2 --keep-rates 0.6 --sim-prune 25
+      tnt info deit_small_distilled_patch16_224 --prune-layers 2 --keep-rates 0.6 --sim-prune 25
 
       tnt info runs/deit_s_tnt --json
     """
+    o.apply_offline(offline)
     from tnt_cli.analysis import describe_model
-    from tnt_cli.io.sources import load_model
+    from tnt_cli.io.sources import classify, load_model
 
     schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
-    # info only counts: heads need not be trained to say what a schedule would cost
-    loaded = load_model(model, random_weights=random_weights, schedule=schedule, require_trained_heads=False)
+    # info only counts: a timm name is built with pretrained=False (shapes only, never a download), and heads
+    # need not be trained to say what a schedule would cost
+    shapes_only = classify(model)[0] == "timm"
+    loaded = load_model(model, random_weights=shapes_only, schedule=schedule, require_trained_heads=False)
     data = describe_model(loaded.model)
     data["source"] = loaded.source
     if json_out:

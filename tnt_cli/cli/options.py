@@ -33,7 +33,12 @@ KeepRates = Annotated[
 SimPrune = Annotated[
     int | None,
     typer.Option(
-        "--sim-prune", help="Tokens dropped by random-partition similarity pruning (r).", rich_help_panel="Schedule"
+        "--sim-prune",
+        help="Random-partition similarity pruning r. With one prune layer it does not drop r more: the relevance "
+        "top-k keeps floor(n x keep) + r candidates and similarity removes the r most redundant of them, so as many "
+        "tokens stay (r changes which, not how many). With several prune layers r tokens are dropped from the "
+        "patch embeddings before block 0 and the keep rates apply to the rest.",
+        rich_help_panel="Schedule",
     ),
 ]
 SimSeed = Annotated[
@@ -56,7 +61,7 @@ RandomWeights = Annotated[
     bool,
     typer.Option("--random-weights", help="Random backbone and heads, no download: for speed and compute work only."),
 ]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+JsonOut = Annotated[bool, typer.Option("--json", "-j", help="Print machine-readable JSON on stdout.")]
 Offline = Annotated[
     bool,
     typer.Option("--offline", help="Use only the local Hugging Face cache, never the network (sets HF_HUB_OFFLINE=1)."),

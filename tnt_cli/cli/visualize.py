@@ -39,6 +39,7 @@ def visualize(
     ] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace PNGs that already exist.")] = False,
     random_weights: o.RandomWeights = False,
+    offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
     """Draw, per image and per pruning stage, the patches kept (pruned ones dimmed), the relevance map and the
@@ -52,6 +53,7 @@ def visualize(
 
       tnt visualize deit_tiny_patch16_224 cat.jpg --out viz/ --random-weights --prune-layers 2,4 --keep-rates 0.7,0.7
     """
+    o.apply_offline(offline)
     from tnt_cli.eval.common import AUTO_METHOD, own_method
     from tnt_cli.io.sources import load_model
     from tnt_cli.viz.core import ALIASES, METHODS, visualize_files

@@ -21,7 +21,7 @@ DataOpt = Annotated[
 ]
 SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split to evaluate on.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-j", help="Data-loading worker processes.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="Data-loading worker processes.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA when available).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --limit subset and of the random baseline's scores.")]
 TomeR = Annotated[

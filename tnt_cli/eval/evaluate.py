@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tnt_cli.progress import Progress
 
 
 class Accumulator:
@@ -60,6 +61,7 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     limit: int | None = None,
     progress: bool = True,
+    description: str = "evaluating",
     per_class: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict:
@@ -67,7 +69,7 @@ def evaluate_model(
 
     `images_per_s` counts model time only (device-synchronised), not data loading. `on_batch(start)` is
     called before each batch with the index of its first image (seeded scorers use it); by default a scorer
-    with `begin_batch` on the model gets it.
+    with `begin_batch` on the model gets it. `progress` shows `description` and the images done on stderr.
     """
     device = torch.device(device) if isinstance(device, str) else device
     model.eval().to(device)
@@ -77,9 +79,7 @@ def evaluate_model(
     acc = Accumulator(per_class)
     seconds = 0.0
     total = _total(loader, limit)
-    bar = _progress(progress)
-    with bar, torch.inference_mode():
-        task = bar.add_task("evaluating", total=total) if bar is not None and hasattr(bar, "add_task") else None
+    with Progress(description, total=total, unit="img", enabled=progress) as bar, torch.inference_mode():
         for images, labels in loader:
             if limit is not None and acc.images >= limit:
                 break
@@ -94,8 +94,7 @@ def evaluate_model(
             _sync(device)
             seconds += time.perf_counter() - start
             acc.add(logits, labels)
-            if task is not None:
-                bar.update(task, advance=len(labels))
+            bar.advance(len(labels))
     out = acc.result()
     out["seconds"] = seconds
     out["images_per_s"] = acc.images / seconds if seconds > 0 else None
@@ -116,20 +115,3 @@ def _total(loader: Iterable, limit: int | None) -> int | None:
     if limit is not None:
         return limit if n is None else min(n, limit)
     return n
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return nullcontext()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from tnt_cli.cli.output import stderr
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        transient=True,
-    )

@@ -112,6 +112,20 @@ def _images(row: dict) -> str:
     return text
 
 
+def _sim_prune_note(schedule: dict) -> str | None:
+    """What `--sim-prune r` does, in the card's words (it behaves differently with one prune layer)."""
+    r = schedule.get("sim_prune")
+    if not r:
+        return None
+    seed = schedule.get("sim_seed", 0)
+    if len(schedule.get("prune_layers") or []) == 1:
+        return (f"Similarity pruning (r {r}, random partition, seed {seed}): the relevance top-k keeps {r} extra "
+                f"candidates and similarity removes the {r} most redundant of them, so r changes which tokens stay, "
+                "not how many.")  # fmt: skip
+    return (f"Similarity pruning (r {r}, random partition, seed {seed}) drops {r} tokens from the patch embeddings "
+            "before block 0; the keep rates apply to the rest.")  # fmt: skip
+
+
 def _model_label(method: str | None, schedule_text: str | None) -> str:
     method = method or "tnt"
     if method == "dense" or schedule_text in (None, "", "dense"):
@@ -287,6 +301,7 @@ def context(config: dict, metrics: dict, *, name: str) -> dict[str, Any]:
         "summary": _summary(arch, base, method, reducer, text, gmacs, config),
         "warning": _warning(tnt),
         "made": _made(tnt, base, method, reducer, text, gmacs),
+        "sim_note": _sim_prune_note(schedule),
         "schedule_rows": [
             {"block": b, "keep": f"{k:g}"}
             for b, k in zip(schedule.get("prune_layers") or [], schedule.get("keep_rates") or [])

@@ -42,11 +42,14 @@ def save_final(
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: TNTModel, loader, device: torch.device, schedule: Schedule, method: str = "tnt") -> dict:
+def evaluate_accuracy(
+    model: TNTModel, loader, device: torch.device, schedule: Schedule, method: str = "tnt", *, progress: bool = False
+) -> dict:
     """top-1 / top-5 / loss of `method` at `schedule`'s compute (eval mode), via the eval module's loop."""
     from tnt_cli.eval.baselines import apply_method
     from tnt_cli.eval.evaluate import evaluate_model
 
     model.eval()
+    what = "dense" if schedule.is_dense else schedule.describe()
     with apply_method(model, "dense" if schedule.is_dense else method, schedule) as setup:
-        return evaluate_model(setup.module, loader, device=device, progress=False)
+        return evaluate_model(setup.module, loader, device=device, progress=progress, description=f"evaluating {what}")

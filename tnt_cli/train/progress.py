@@ -1,13 +1,16 @@
-"""Training progress: a rich progress bar on stderr and a JSONL metrics log (rank 0 only)."""
+"""Training progress: progress on stderr (tnt_cli.progress) and a JSONL metrics log (rank 0 only)."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from tnt_cli.progress import Progress
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 from tnt_cli.io.jsonio import dumps_line
 
@@ -43,40 +46,23 @@ class MetricsLog:
 
 
 class TrainProgress:
-    """Progress bar (loss, lr, img/s, ETA) on stderr; a no-op when disabled or on ranks other than 0."""
+    """Steps done, loss, lr, img/s and ETA on stderr (a bar on a terminal, plain lines in a log); a no-op when
+    disabled or on ranks other than 0."""
 
-    def __init__(self, console: Console, total: int, done: int, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self.progress = None
-        if not enabled:
-            return
+    def __init__(self, console: Console | None, total: int, done: int, *, enabled: bool) -> None:
         self.progress = Progress(
-            TextColumn("[bold]finetune"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[ips]} img/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
+            "finetune", total=total, completed=done, unit="step", enabled=enabled, transient=False, console=console
         )
-        self.task = self.progress.add_task("finetune", total=total, completed=done, loss="-", lr="-", ips="-")
 
     def __enter__(self) -> TrainProgress:
-        if self.progress is not None:
-            self.progress.start()
+        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        self.progress.__exit__(*exc)
 
     def update(self, step: int, loss: float, lr: float, images_per_s: float) -> None:
-        if self.progress is not None:
-            self.progress.update(
-                self.task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", ips=f"{images_per_s:,.0f}"
-            )
+        self.progress.update(completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:,.0f}")
 
 
 class Throughput:

@@ -724,8 +724,10 @@ class Trainer:
         except TntError as exc:
             self.note(f"note: no evaluation ({exc})")
             return None
-        dense = evaluate_accuracy(self.model, loader, self.device, Schedule())
-        pruned = evaluate_accuracy(self.model, loader, self.device, self.eval_schedule, method=cfg.method)
+        show = cfg.progress and self.dist.is_main
+        dense = evaluate_accuracy(self.model, loader, self.device, Schedule(), progress=show)
+        pruned = evaluate_accuracy(self.model, loader, self.device, self.eval_schedule, method=cfg.method,
+                                   progress=show)  # fmt: skip
         return {"split": cfg.val_split, "images": dense.get("images"), "schedule": self.eval_schedule.describe(),
                 "dense": _slim(dense), "pruned": _slim(pruned)}  # fmt: skip
 

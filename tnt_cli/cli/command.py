@@ -1,0 +1,23 @@
+"""Help screens for people: on/off flags are shown as flags (`--json`), not as options taking a `<bool>`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from typer.core import TyperCommand
+
+
+def hide_flag_types(params: Iterable[Any]) -> None:
+    """A flag takes no value, so typer's rich help showing `<bool>` after it reads as if it needed one."""
+    for param in params:
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False):
+            param.metavar = ""  # typer prints the metavar, when set, instead of the type
+
+
+class TntCommand(TyperCommand):
+    """Every `tnt` command: typer's command with flag-aware help."""
+
+    def format_help(self, ctx, formatter) -> None:
+        hide_flag_types(self.get_params(ctx))
+        super().format_help(ctx, formatter)
