@@ -165,4 +165,4 @@ class Timer:
 
 
 # The dense base model of each benchmark, shipped in the repo (`make base` retrains them with train_base.py).
-BASE_DIRS = {name: HERE / "base" / name for name in BENCHES}
+BASE_DIRS = {name: base_dir(name) for name in BENCHES}
