@@ -80,6 +80,7 @@ def test_api_keywords_reach_the_loader(monkeypatch):
 
 class _Loaded:
     model = "model"
+    provenance = None
 
 
 def test_sim_prune_help_says_what_r_does_with_one_prune_layer():
@@ -88,13 +89,21 @@ def test_sim_prune_help_says_what_r_does_with_one_prune_layer():
     assert "not how many" in text and "before block 0" in text
 
 
-def test_model_card_says_what_r_does():
-    from tnt_cli.io.card import _schedule_lines
+def test_model_card_says_what_r_does(tmp_path):
+    from tnt_cli.io.card import _sim_prune_note
 
-    one = " ".join(_schedule_lines({"prune_layers": [2], "keep_rates": [0.6], "sim_prune": 25}, "x"))
+    one = _sim_prune_note({"prune_layers": [2], "keep_rates": [0.6], "sim_prune": 25})
     assert "changes which tokens stay, not how many" in one and "drops" not in one
-    several = " ".join(_schedule_lines({"prune_layers": [2, 4], "keep_rates": [0.8, 0.8], "sim_prune": 8}, "x"))
+    several = _sim_prune_note({"prune_layers": [2, 4], "keep_rates": [0.8, 0.8], "sim_prune": 8})
     assert "drops 8 tokens from the patch embeddings before block 0" in several
+    from _train_helpers import tiny_vit
+
+    import tnt_cli
+    from tnt_cli.engine import Schedule, attach_tnt
+
+    model = attach_tnt(tiny_vit(), (0, 1, 2), schedule=Schedule((2,), (0.6,), sim_prune=3))
+    card = (tnt_cli.save(model, tmp_path / "m") / "README.md").read_text()
+    assert "changes which tokens stay, not how many" in card  # the rendered card carries the sentence
 
 
 def test_one_prune_layer_with_r_keeps_as_many_tokens_as_without():
