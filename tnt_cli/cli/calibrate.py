@@ -141,7 +141,7 @@ def calibrate(
         stderr.print(f"note: skipped {invalid} grid combination(s) that cannot run on this model")
     points = sw.build_points(tnt_model, schedules, method_list, heads_trained=loaded.heads_trained)
     check_reachable(points, target, speed_measured=measure_speed)  # fail before the sweep when compute decides
-    label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source)
+    label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source, split=split)
     loader = build_loader(
         data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed, label_map=label_map
     )

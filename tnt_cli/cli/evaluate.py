@@ -85,7 +85,7 @@ def evaluate(
     if tome_r is not None and method != "tome":
         raise TntError(f"--tome-r applies to --method tome only (this run uses --method {method})")
     tnt_model = loaded.model
-    label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source)  # by name
+    label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source, split=split)  # by name
     loader = build_loader(
         data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed, label_map=label_map
     )

@@ -81,13 +81,17 @@ def mapped_names(model_names: list[str] | None, data_classes: Sequence[str]) -> 
     return list(model_names) if model_names is not None else [str(c) for c in data_classes]
 
 
-def data_label_map(data: str, vit: Any, tnt_config: dict | None, *, model: str) -> list[int] | None:
-    """`map_classes` for DATA (an ImageFolder root or a named dataset) against the model's classifier."""
+def data_label_map(
+    data: str, vit: Any, tnt_config: dict | None, *, model: str, split: str = "train"
+) -> list[int] | None:
+    """`map_classes` for DATA (an ImageFolder root or a named dataset) against the model's classifier; `split` is
+    the one the command reads (sources opened through timm list their classes per split)."""
     from tnt_cli.data.datasets import dataset_classes
 
     return map_classes(
-        dataset_classes(data), model_class_names(vit, tnt_config), int(vit.num_classes), data=str(data), model=model
-    )
+        dataset_classes(data, split), model_class_names(vit, tnt_config), int(vit.num_classes), data=str(data),
+        model=model,
+    )  # fmt: skip
 
 
 def record_names(vit: Any, names: Sequence[str]) -> None:
