@@ -38,7 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--note", default="", help="a line about the conditions (e.g. other load), kept in the files")
+    parser.add_argument("--markdown-from", type=Path, help="only rewrite the .md of an earlier run's .json")
     args = parser.parse_args(argv)
+    if args.markdown_from is not None:
+        import json
+
+        text = markdown(json.loads(args.markdown_from.read_text()))
+        atomic_write_text(args.markdown_from.with_suffix(".md"), text)
+        print(text)
+        return 0
 
     from tnt_cli.bench.variants import parse_methods
 
@@ -62,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {k: env[k] for k in ("device", "device_name", "cpu", "cpu_count", "threads", "platform")},
         "versions": {k: env[k] for k in ("torch", "timm", "tnt", "python")},
         "methods": reports[0]["methods"],
+        "note": args.note,
         "summary": [summary_row(report) for report in reports],
         "reports": reports,
     }
@@ -84,6 +94,10 @@ def summary_row(report: dict) -> dict:
     }
 
 
+def _ips(value: float) -> str:
+    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
 def markdown(result: dict) -> str:
     m, v = result["machine"], result["versions"]
     s = result["reports"][0]["settings"]
@@ -95,6 +109,7 @@ def markdown(result: dict) -> str:
         f"{m['platform']}; torch {v['torch']}, timm {v['timm']}. dtype {s['dtype']}"
         f"{', compiled' if s['compile'] else ''}. One run per batch size, every method alternating with dense "
         f"({rounds} rounds after {s['warmup']} warm-up); images/s from the median latency.",
+        *([f"> {result['note']}", ""] if result.get("note") else []),
         "",
         "| batch | method | configuration | GMACs | img/s | speedup over dense | efficiency | speedup vs TNT's |",
         "|---:|:---|:---|---:|---:|---:|---:|---:|",
@@ -102,14 +117,14 @@ def markdown(result: dict) -> str:
     for row in result["summary"]:
         dense = row["dense"]
         lines.append(
-            f"| {row['batch_size']} | dense (timm) | | {row['gmacs_dense']:.3f} | {dense['images_per_s']:.1f} "
+            f"| {row['batch_size']} | dense (timm) | | {row['gmacs_dense']:.3f} | {_ips(dense['images_per_s'])} "
             "| 1.00x | | |"
         )
         for method, x in row["methods"].items():
             config = result["methods"][method]["config"]
             ips = x["speedup"] * dense["images_per_s"]
             lines.append(
-                f"| {row['batch_size']} | {LABELS.get(method, method)} | {config} | {x['gmacs']:.3f} | {ips:.1f} "
+                f"| {row['batch_size']} | {LABELS.get(method, method)} | {config} | {x['gmacs']:.3f} | {_ips(ips)} "
                 f"| {x['speedup']:.2f}x | {x['efficiency']:.2f} | {x['vs_tnt']:.2f} |"
             )
     lines += [
