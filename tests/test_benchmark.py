@@ -270,3 +270,71 @@ def test_output_is_not_a_directory(tmp_path):
     with pytest.raises(TntError, match="not a directory"):
         write_reports(target, report)
     assert Path(os.fspath(target)).read_text() == "x"
+
+
+# --------------------------------------------------------------------------------------------- peer methods
+def test_methods_are_timed_at_matched_gmacs_in_one_run(cli, tmp_path):
+    out = tmp_path / "bench"
+    args = ["--methods", "tome,cls-attn,evit-fuse,random", "--no-tnt-dense", "--out", str(out), "--json"]
+    result = cli("tiny", *SCHEDULE_FLAGS, *FAST, *args)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    methods = ("tnt", "tome", "evit", "evit-fuse", "random")
+    assert report["settings"]["methods"] == list(methods)
+    model = tiny_tnt()
+    from tnt_cli.eval.baselines import method_gmacs
+
+    for method in methods:  # the same matching rule as evaluate
+        assert report["gmacs"]["methods"][method] == pytest.approx(method_gmacs(model, method, TINY_SCHEDULE))
+    for row in report["results"]:
+        assert set(row["variants"]) == {DENSE, PRUNED, "tome", "evit", "evit-fuse", "random"}
+        dense = row["variants"][DENSE]["images_per_s"]
+        assert list(row["methods"]) == list(methods)
+        for m in row["methods"].values():
+            variant = row["variants"][m["variant"]]
+            assert variant["rounds"] == 2
+            assert m["speedup"] == pytest.approx(variant["images_per_s"] / dense)
+            assert m["efficiency"] == pytest.approx(m["speedup"] * m["gmacs"] / report["gmacs"]["dense"])
+            assert m["vs_tnt"] == pytest.approx(m["speedup"] / row["speedup"])
+    markdown = (out / "report.md").read_text()
+    assert "| ToMe |" in markdown and "| EViT + fusion |" in markdown and "tome r " in markdown
+
+
+def test_unknown_method_is_one_line(cli):
+    result = cli("tiny", *FAST, "--methods", "tome,magic")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown method 'magic' in --methods" in lines[0], result.stderr
+
+
+def test_peers_share_the_weights_and_give_their_own_logits():
+    from contextlib import ExitStack
+
+    from tnt_cli.bench.variants import add_peers
+    from tnt_cli.eval.baselines import apply_method
+
+    model = tiny_tnt()
+    variants = build_variants(model)
+    x = torch.randn(2, 3, 32, 32)
+    with ExitStack() as stack, torch.no_grad():
+        add_peers(model, variants, ("tnt", "tome", "evit", "random"), stack)
+        assert model.scorer is None  # the random peer's scorer lives on a view
+        assert variants["tome"].model.vit is model.vit and variants["random"].model.vit is model.vit
+        for method in ("tome", "evit"):
+            with apply_method(model, method) as setup:
+                assert torch.equal(variants[method](x), setup.module(x))
+        assert torch.equal(variants[PRUNED](x), model(x))
+
+
+@pytest.mark.slow
+def test_compile_with_peers(cli, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    torch._dynamo.reset()
+    args = ["--batch-sizes", "2", "--warmup", "0", "--iters", "1", "--threads", "1", "--no-tnt-dense"]
+    result = cli("tiny", *SCHEDULE_FLAGS, *args, "--methods", "tome,evit,random", "--compile", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    check = report["compile_check"]
+    assert set(check) == {DENSE, PRUNED, "tome", "evit"}  # random runs eager (and says so)
+    assert all(c["allclose"] and c["same_top1"] for c in check.values()), check
+    assert any(note.startswith("random runs eager") for note in report["notes"])

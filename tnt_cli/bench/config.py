@@ -43,6 +43,7 @@ class BenchConfig:
     threads: int | None = None
     tnt_dense: bool = True  # also time TNT at keep 1.0 (the heads' overhead bar)
     seed: int = 0
+    methods: tuple[str, ...] = ("tnt",)  # peers timed at TNT's GMACs (tome, evit, evit-fuse, random)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -71,4 +72,5 @@ class BenchConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["batch_sizes"] = list(self.batch_sizes)
+        data["methods"] = list(self.methods)
         return data

@@ -83,13 +83,38 @@ def to_markdown(report: dict) -> str:
             f"| {p['latency_ms_p50']:.1f} / {p['latency_ms_p90']:.1f} | {_fmt_overhead(row)} "
             f"| {_memory_cell(report, row)} |"
         )
+    lines += _peer_lines(report)
     lines += [
         "",
         "efficiency = measured speedup / GMACs ratio (1.0: time falls exactly with compute). "
         f"Peak memory: {report['memory']}.",
     ]
+    lines += [f"> note: {n}" for n in report.get("notes", [])]
     lines += [f"> warning: {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"
+
+
+def _peer_lines(report: dict) -> list[str]:
+    """Every method at matched GMACs, timed in the same alternating rounds as dense."""
+    if not any("methods" in row for row in report["results"]):
+        return []
+    configs = report.get("methods", {})
+    lines = [
+        "",
+        f"Methods at matched GMACs ({report.get('matching', 'closest to TNT')}):",
+        "",
+        "| batch | method | configuration | GMACs | img/s | p50 / p90 ms | speedup | efficiency | vs TNT |",
+        "|---:|:---|:---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["results"]:
+        for method, m in row.get("methods", {}).items():
+            v = row["variants"][m["variant"]]
+            lines.append(
+                f"| {row['batch_size']} | {LABELS.get(method, method)} | {configs.get(method, {}).get('config', '')} "
+                f"| {_gmacs(m['gmacs'])} | {v['images_per_s']:.1f} | {v['latency_ms_p50']:.1f} / "
+                f"{v['latency_ms_p90']:.1f} | {m['speedup']:.2f}x | {m['efficiency']:.2f} | {m['vs_tnt']:.2f} |"
+            )
+    return lines
 
 
 def to_table(report: dict) -> Table:
@@ -104,6 +129,9 @@ def to_table(report: dict) -> Table:
     for row in report["results"]:
         for name, stats in row["variants"].items():
             speed, eff = "", ""
+            peer = row.get("methods", {}).get(name)
+            if peer is not None:
+                speed, eff = f"{peer['speedup']:.2f}x", f"{peer['efficiency']:.2f}"
             if name == PRUNED:
                 style = "green" if row["speedup"] >= 1 else "red"
                 speed, eff = f"[{style}]{row['speedup']:.2f}x[/]", f"{row['efficiency']:.2f}"

@@ -12,7 +12,7 @@ from torch import nn
 from tnt_cli.bench import env as benv
 from tnt_cli.bench.config import BenchConfig
 from tnt_cli.bench.timing import summarize, time_alternating
-from tnt_cli.bench.variants import DENSE, PRUNED, TNT_DENSE, build_variants
+from tnt_cli.bench.variants import DENSE, NOT_COMPILABLE, PRUNED, TNT_DENSE, add_peers, build_variants
 from tnt_cli.engine import TNTModel
 from tnt_cli.errors import TntError
 
@@ -41,6 +41,7 @@ def _raise_lost(exc: Exception, what: str) -> None:
 
 
 def _compile_all(variants: dict[str, nn.Module], n_batch_sizes: int) -> dict[str, Callable]:
+    """Compiled forwards (variants in NOT_COMPILABLE stay eager)."""
     import torch._dynamo as dynamo
 
     # dense and TNT run different code; each batch size is one more guard set per code object
@@ -49,7 +50,7 @@ def _compile_all(variants: dict[str, nn.Module], n_batch_sizes: int) -> dict[str
         if hasattr(dynamo.config, attr) and getattr(dynamo.config, attr) < needed:
             setattr(dynamo.config, attr, needed)
     try:
-        return {name: torch.compile(module) for name, module in variants.items()}
+        return {name: module if name in NOT_COMPILABLE else torch.compile(module) for name, module in variants.items()}
     except Exception as exc:
         _raise_lost(exc, "torch.compile is not available here")
         raise  # unreachable: keeps type checkers honest
@@ -59,6 +60,8 @@ def _compare_logits(eager: dict[str, nn.Module], compiled: dict[str, Callable], 
     """The --compile contract: compiled logits equal eager ones (to float tolerance), per variant."""
     out = {}
     for name, module in eager.items():
+        if name in NOT_COMPILABLE:
+            continue
         with ctx():
             ref = module(x).float()
             got = compiled[name](x).float()
@@ -101,7 +104,12 @@ def run_benchmark(
     source: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Time dense and pruned (and TNT at keep 1.0) alternately at every batch size; return the report data."""
+    """Time dense and pruned (and TNT at keep 1.0, and the peer methods) alternately at every batch size."""
+    with contextlib.ExitStack() as stack:
+        return _run(model, config, source, progress, stack)
+
+
+def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: bool, stack: contextlib.ExitStack):
     from tnt_cli.analysis import describe_model
 
     device = benv.resolve_device(config.device)
@@ -115,6 +123,11 @@ def run_benchmark(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     eager = build_variants(model, tnt_dense=config.tnt_dense)
+    peers = add_peers(model, eager, tuple(config.methods), stack)
+    method_gmacs = {"tnt": gmacs_pruned, **{m: info["gmacs"] for m, info in peers.items()}}
+    notes = [
+        f"{m} runs eager under --compile: {NOT_COMPILABLE[m]}" for m in peers if config.compile and m in NOT_COMPILABLE
+    ]
     ctx = lambda: autocast_context(device, config.dtype)  # noqa: E731 - a fresh context per use
 
     results, warnings = [], []
@@ -170,7 +183,7 @@ def run_benchmark(
                 if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
                     raise TntError(f"out of memory at batch size {batch}: use smaller --batch-sizes") from None
                 raise
-            row = _batch_row(batch, times, gmacs_ratio)
+            row = _batch_row(batch, times, gmacs_ratio, gmacs_dense, method_gmacs)
             if device == "cuda":
                 for name, forward in forwards.items():
                     row["variants"][name]["peak_memory_mib"] = _cuda_peak_mib(forward, x, ctx)
@@ -194,13 +207,20 @@ def run_benchmark(
             "compile": config.compile,
             "channels_last": config.channels_last,
             "batch_sizes": list(config.batch_sizes),
+            "methods": list(config.methods),
             "warmup": warmup,
             "iters": iters,
             "threads": threads,
             "timing": "alternating rounds (order reversed every other round); throughput from the median",
             "inference_mode": True,
         },
-        "gmacs": {"dense": gmacs_dense, "pruned": gmacs_pruned, "ratio": gmacs_ratio},
+        "gmacs": {"dense": gmacs_dense, "pruned": gmacs_pruned, "ratio": gmacs_ratio, "methods": method_gmacs},
+        "methods": {
+            "tnt": {"gmacs": gmacs_pruned, "config": model.schedule.describe()},
+            **peers,
+        },
+        "matching": "each peer at the GMACs closest to TNT's schedule (tnt_cli.eval.baselines.apply_method)",
+        "notes": notes,
         "memory": "cuda max_memory_allocated per variant"
         if device == "cuda"
         else "process RSS high-water mark (all variants together)",
@@ -211,7 +231,13 @@ def run_benchmark(
     }
 
 
-def _batch_row(batch: int, times: dict[str, list[float]], gmacs_ratio: float) -> dict:
+def _batch_row(
+    batch: int,
+    times: dict[str, list[float]],
+    gmacs_ratio: float,
+    gmacs_dense: float | None = None,
+    method_gmacs: dict[str, float] | None = None,
+) -> dict:
     stats = {name: summarize(seconds, batch) for name, seconds in times.items()}
     speedup = stats[PRUNED]["images_per_s"] / stats[DENSE]["images_per_s"]
     row = {
@@ -221,6 +247,20 @@ def _batch_row(batch: int, times: dict[str, list[float]], gmacs_ratio: float) ->
         "gmacs_ratio": gmacs_ratio,
         "efficiency": speedup / gmacs_ratio,
     }
+    methods = {}
+    for method, gmacs in (method_gmacs or {}).items():
+        name = PRUNED if method == "tnt" else method
+        method_speedup = stats[name]["images_per_s"] / stats[DENSE]["images_per_s"]
+        methods[method] = {
+            "variant": name,
+            "gmacs": gmacs,
+            "gmacs_ratio": gmacs_dense / gmacs,
+            "speedup": method_speedup,
+            "efficiency": method_speedup / (gmacs_dense / gmacs),
+            "vs_tnt": method_speedup / speedup,  # > 1: this method is faster than TNT here
+        }
+    if len(methods) > 1:
+        row["methods"] = methods
     if TNT_DENSE in stats:
         # positive: TNT at keep 1.0 is this many percent slower than plain timm
         row["tnt_dense_overhead_pct"] = (stats[DENSE]["images_per_s"] / stats[TNT_DENSE]["images_per_s"] - 1) * 100
@@ -234,6 +274,11 @@ def _row_warnings(row: dict) -> list[str]:
         out.append(
             f"batch {batch}: pruned is slower than dense (speedup {row['speedup']:.2f}x): pruning does not pay here"
         )
+    for method, m in row.get("methods", {}).items():
+        if method != "tnt" and m["vs_tnt"] > 1:
+            out.append(
+                f"batch {batch}: {method} is faster than tnt ({m['speedup']:.2f}x vs {row['speedup']:.2f}x over dense)"
+            )
     spread = max(v["latency_ms_p90"] / v["latency_ms_p50"] for v in row["variants"].values())
     if spread > NOISY_SPREAD:
         out.append(f"batch {batch}: noisy timings (p90 is {spread:.1f}x p50): other load on the device? raise --iters")

@@ -56,6 +56,15 @@ def benchmark(
         bool,
         typer.Option("--tnt-dense/--no-tnt-dense", help="Also time TNT at keep 1.0 (its overhead over timm)."),
     ] = True,
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            help="Methods to time, each at the GMACs closest to TNT's schedule: tnt, tome, evit, evit-fuse, random "
+            "(cls-attn = evit; tnt is always timed). random runs eager under --compile.",
+            rich_help_panel=PANEL,
+        ),
+    ] = "tnt",
     random_weights: o.RandomWeights = False,
     out: Annotated[
         Path | None,
@@ -70,6 +79,8 @@ def benchmark(
 ) -> None:
     """Measure whether pruning pays on this machine: dense and pruned timed alternately, explained by GMACs.
 
+    With --methods, ToMe / EViT / random run at the GMACs closest to TNT's in the same alternating rounds.
+
     The dense baseline is the plain timm model (what you would deploy without TNT); TNT at keep 1.0 is timed
     too, to show the cost of TNT's forward itself. Efficiency = measured speedup / GMACs ratio. Without schedule
     flags the model's own schedule is used, else block 2 / keep 0.6 / r 25.
@@ -80,11 +91,14 @@ def benchmark(
 
       tnt benchmark runs/deit_s_tnt --dtype bf16 --compile --device cuda --out runs/deit_s_tnt
 
+      tnt benchmark deit_small_patch16_224 --random-weights --methods tnt,tome,evit,random --batch-sizes 1,32
+
       tnt benchmark vit_base_patch16_224 --random-weights --prune-layers 2,3,4 --keep-rates 0.8,0.8,0.8 \\
         --sim-prune 40 --json
     """
     o.apply_offline(offline)
     from tnt_cli.bench.config import BenchConfig, parse_batch_sizes
+    from tnt_cli.bench.variants import parse_methods
     from tnt_cli.errors import TntError
 
     config = BenchConfig(
@@ -97,6 +111,7 @@ def benchmark(
         iters=iters,
         threads=threads,
         tnt_dense=tnt_dense,
+        methods=parse_methods(methods),
     )
     schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
     card_dir = _card_dir(model, out, update_card)
