@@ -127,3 +127,27 @@ def test_noise_trains_heads_keeps_the_noisy_pass_out_of_the_backbone():
     assert all(g is not None for g in grads[True][0])
     assert all(g is None for g in grads[False][0])  # the backbone gets nothing from the noisy pass
     assert grads[False][1] and all(torch.equal(a, b) for a, b in zip(grads[True][1], grads[False][1]))
+
+
+def test_compare_runs_each_directory_with_its_own_method_at_matched_gmacs(base, tmp_path):
+    runs = {}
+    for method in ("tnt", "tome"):
+        runs[method] = tmp_path / method
+        assert run_cli("finetune", base, "--out", runs[method], *FAST, "--method", method).exit_code == 0
+    result = run_cli("compare", runs["tnt"], runs["tome"], "--data", "fashion-mnist", "--keeps", "0.5,0.3",
+                     "--limit", "48", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = report["rows"]
+    assert {(r["method"], r["schedule_text"]) for r in rows} == {
+        (m, s) for m in ("tnt", "tome") for s in ("dense", "block 1 keep 0.5", "block 1 keep 0.3")
+    }
+    assert all(r["images"] == 48 for r in rows)
+    for r in rows:
+        if r["schedule_text"] != "dense":
+            assert abs(r["gmacs"] / r["gmacs_tnt"] - 1) <= 0.05  # tiny model: coarse r steps; DeiT-S is within 2%
+    assert report["largest_gmacs_gap"] == max(
+        abs(r["gmacs"] / r["gmacs_tnt"] - 1) for r in rows if r["schedule_text"] != "dense"
+    )
+    refused = run_cli("compare", runs["tome"], "--methods", "tnt", "--data", "fashion-mnist", "--limit", "8")
+    assert refused.exit_code == 1 and "no trained relevance heads" in refused.output
