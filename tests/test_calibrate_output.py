@@ -58,3 +58,7 @@ def test_table_has_no_speedup_column_without_measure_speed(capsys, monkeypatch):
     assert "speedup" not in header(capsys)
     render({**summary, "chosen": chosen(0.852, 0.86, speedup=1.45)}, points(speed=True))
     assert "speedup" in header(capsys)
+
+
+def test_no_change_reads_plus_zero():
+    assert "(dense 78.90%, +0.00 pts)" in summary_line(chosen(0.789, 0.789))

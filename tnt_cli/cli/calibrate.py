@@ -269,7 +269,7 @@ def summary_line(chosen: dict) -> str:
     c = chosen
     line = (
         f"chosen ({c['target']['text']}): [bold]{c['schedule_text']}[/bold]  top-1 {100 * c['top1']:.2f}% "
-        f"(dense {100 * c['dense_top1']:.2f}%, {-c['drop_points']:+.2f} pts)  {c['gmacs']:.4g} GMACs "
+        f"(dense {100 * c['dense_top1']:.2f}%, {0.0 - c['drop_points']:+.2f} pts)  {c['gmacs']:.4g} GMACs "
         f"({c['gmacs_ratio']:.3f}x dense, {1 / c['gmacs_ratio']:.2f}x fewer MACs)"
     )
     if c["speedup_source"] == "measured":
