@@ -36,7 +36,7 @@ STEPS = os.environ.get("DEMO_STEPS", "150")
 BATCH = "64"
 CALIB_LIMIT = "1000"  # calibration subset: train images, so the test set never takes part in the choice
 # The methods `tnt evaluate` compares on the full test set, at the schedule calibrate chose: ONE place to edit.
-METHODS = ("dense", "tnt", "cls-attn", "tome", "random")
+METHODS = ("dense", "tnt", "evit", "tome", "random")
 # A small grid keeps calibrate short; `tnt calibrate` without --grid-* sweeps every head block. The target is a
 # compute budget (about 0.63x the dense 0.0254 GMACs): after a short fine-tune no schedule stays within 1 point of
 # dense (--max-drop 1 would pick dense itself), and the demo is about what pruning keeps at a fixed budget.
