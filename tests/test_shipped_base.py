@@ -1,6 +1,6 @@
 """The base models shipped in examples/fashion_mnist/base/: complete, loadable, and as accurate as meta.json says.
 
-The demo, the pipeline and the study start from them instead of training a base for most of an hour;
+The demo and the study start from them instead of training a base for most of an hour;
 train_base.py (`make base`) is how they were made, and its defaults must be that recipe.
 """
 

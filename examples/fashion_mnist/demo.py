@@ -12,7 +12,7 @@
 Every step is a plain `tnt` command (printed before it runs) so you can rerun any of them by hand. Outputs go to
 runs/demo/ (DEMO_OUT changes it). The fine-tuning is short (DEMO_STEPS steps of batch 64, default 150) so the
 demo fits in about 10 minutes on a 2-core CPU: it shows the workflow and what each command reports, not the
-accuracy a full run reaches (see README's Results and examples/fashion_mnist/pipeline.py for that).
+accuracy a full run reaches (see README's Results and examples/fashion_mnist/study.py for that).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Train the dense base ViT of a benchmark from nothing: how the shipped base models were made.
 
 The repo ships both base models in examples/fashion_mnist/base/<bench>/ (config.json, model.safetensors and
-meta.json: command, epochs, seed, test accuracy, wall time, machine), so the demo, the pipeline and the study
+meta.json: command, epochs, seed, test accuracy, wall time, machine), so the demo and the study
 never train one. This script retrains them, into a fresh folder unless --into says otherwise, and prints how its
 test accuracy compares with the shipped model's:
 
