@@ -22,14 +22,14 @@ def model_class_names(vit: Any, tnt_config: dict | None = None) -> list[str] | N
     if n <= 0:
         return None
     pretrained = getattr(vit, "pretrained_cfg", None) or {}
-    names = _as_names(pretrained.get("label_names"), n)
+    names = as_class_names(pretrained.get("label_names"), n)
     if names is None:
         training = (tnt_config or {}).get("training")
-        names = _as_names(training.get("classes") if isinstance(training, dict) else None, n)
+        names = as_class_names(training.get("classes") if isinstance(training, dict) else None, n)
     return names
 
 
-def _as_names(value: Any, n: int) -> list[str] | None:
+def as_class_names(value: Any, n: int) -> list[str] | None:
     """n names from a list or an {index: name} mapping (timm allows both); None for anything else."""
     if isinstance(value, dict):
         try:

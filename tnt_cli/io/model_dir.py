@@ -111,28 +111,18 @@ def class_names(vit: Any) -> list[str] | None:
     pretrained=True).pretrained_cfg['label_names']` gives the same list. A `{index: name}` mapping (timm allows
     one) is turned into a list; names that do not match the classifier's width are ignored.
     """
-    cfg = getattr(vit, "pretrained_cfg", None) or {}
-    return _names_list(cfg.get("label_names"), int(getattr(vit, "num_classes", 0) or 0))
+    from tnt_cli.data.classes import model_class_names
 
-
-def _names_list(names: Any, n: int) -> list[str] | None:
-    if isinstance(names, dict):
-        try:
-            by_index = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            return None
-        names = [by_index.get(i) for i in range(n)]
-        return names if n and None not in names else None
-    if isinstance(names, (list, tuple)) and n and len(names) == n:
-        return [str(v) for v in names]
-    return None
+    return model_class_names(vit, None)
 
 
 def _label_names(vit: Any, explicit: list[str] | None, training: dict | None) -> list[str] | None:
+    from tnt_cli.data.classes import as_class_names
+
     n = int(getattr(vit, "num_classes", 0) or 0)
     for candidate in (explicit, (training or {}).get("classes")):
         if candidate is not None:
-            names = _names_list(candidate, n)
+            names = as_class_names(candidate, n)
             if names is None:
                 raise TntError(f"{len(candidate)} class names given for a model with {n} classes")
             return names
