@@ -34,9 +34,7 @@ from tnt_cli.eval.methods.blocks import BlockCosts, check_blocks
 from tnt_cli.eval.methods.evit import EViT, EvitStage, check_evit, evit_macs, evit_stages
 from tnt_cli.eval.methods.random import RandomScorer
 from tnt_cli.eval.methods.tome import ToMeViT, match_tome_r, per_block_r, tome_macs
-
-METHODS = ("tnt", "random", "evit", "evit-fuse", "tome", "dense")
-ALIASES = {"cls-attn": "evit"}
+from tnt_cli.method_names import ALIASES, METHODS
 
 __all__ = [
     "ALIASES", "METHODS", "EViT", "MethodSetup", "RandomScorer", "ToMeViT", "apply_method", "check_method",

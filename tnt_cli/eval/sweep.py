@@ -19,9 +19,9 @@ from tnt_cli.errors import ScheduleError, TntError
 from tnt_cli.eval.baselines import METHODS, apply_method, check_method, describe_tome, match_tome_r, method_gmacs
 from tnt_cli.eval.cached import dense_states, needed_states, run_from_states
 from tnt_cli.eval.evaluate import Accumulator
+from tnt_cli.method_names import REDUCING_METHODS as SWEEP_METHODS
 
 DEFAULT_KEEP_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
-SWEEP_METHODS = ("tnt", "random", "evit", "evit-fuse", "tome")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from tnt_cli.errors import TntError
+from tnt_cli.method_names import REDUCING_METHODS, canonical
 from tnt_cli.recipes import DEFAULT_RECIPE, get_recipe
 
 if TYPE_CHECKING:
@@ -21,8 +22,7 @@ NOISE_FIELDS = {"noise_blocks": "blocks", "sigma0": "sigma0", "noise_variant": "
 
 TRAIN_MODES = ("heads", "full")
 # Methods `tnt finetune --method` trains (the order the CLI lists them); `cls-attn` is accepted for `evit`.
-METHODS = ("tnt", "random", "evit", "evit-fuse", "tome")
-METHOD_ALIASES = {"cls-attn": "evit"}
+METHODS = REDUCING_METHODS
 REDUCERS = ("drop", "merge", "fuse")
 NOISE_TRAINS = ("all", "heads")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -104,7 +104,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.notes: list[str] = []  # resolution remarks for the run's log (not a field: not saved)
-        self.method = METHOD_ALIASES.get(self.method, self.method)
+        self.method = canonical(self.method)
         self._resolve()
         self.noise_blocks = tuple(sorted({int(b) for b in self.noise_blocks}))
         self.drop_keeps = tuple(float(k) for k in self.drop_keeps)

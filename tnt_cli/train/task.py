@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from tnt_cli.engine import Schedule, TNTModel
+from tnt_cli.method_names import REDUCING_METHODS as TRAIN_METHODS
 from tnt_cli.train.losses import distill_loss
-
-TRAIN_METHODS = ("tnt", "random", "evit", "evit-fuse", "tome")
 
 
 @dataclass(frozen=True)
@@ -81,12 +80,9 @@ class PruningTask(nn.Module):
         """Logits of the hard-pruned pass with the method's reducer, gradients into the backbone."""
         from tnt_cli.eval.baselines import apply_method
 
-        model = self.model
-        with apply_method(model, self.settings.method, schedule) as setup:
+        with apply_method(self.model, self.settings.method, schedule) as setup:
             setup.begin_batch(batch_start)
-            if setup.module is model:  # tnt and random run TNT's own stages; train mode would add noise instead
-                return model.forward_pruned(images)
-            return setup.module(images)
+            return setup.module(images)  # every method's module prunes in train mode too
 
     def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

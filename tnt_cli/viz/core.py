@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tnt_cli.errors import TntError
+from tnt_cli.method_names import ALIASES
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from tnt_cli.engine import Schedule, TNTModel
 
 METHODS = ("tnt", "random", "evit")  # cls-attn is an alias of evit
-ALIASES = {"cls-attn": "evit"}
+
 BATCH = 16
 
 
