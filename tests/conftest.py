@@ -49,3 +49,11 @@ def one_thread():
 def tiny_vit():
     """Factory fixture: `tiny_vit(kind="vit", seed=0, **timm_kwargs)`."""
     return make_tiny_vit
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A plain timm model directory holding a random tiny 28x28 Fashion-MNIST ViT: what a user would start from."""
+    from _train_helpers import tiny_vit, write_timm_dir
+
+    return write_timm_dir(tmp_path_factory.mktemp("base") / "tiny", tiny_vit(seed=0))

@@ -19,18 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import backbone_state, read_metrics, run_cli, tiny_vit, write_timm_dir
+from _train_helpers import backbone_state, read_metrics, run_cli
 
 from tnt_cli.train.checkpoint import load_checkpoint
 from tnt_cli.train.trainer import INTERRUPT_ENV, NAN_ENV
 
 FAST = ["--data", "fashion-mnist", "--no-progress", "--log-every", "1", "--crop-scale", "0.6,1"]
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    """A plain timm model directory holding a random tiny ViT: what a user would start from."""
-    return write_timm_dir(tmp_path_factory.mktemp("base") / "tiny", tiny_vit(seed=0))
 
 
 @pytest.fixture(scope="module")

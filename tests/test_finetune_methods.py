@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import backbone_state, run_cli, tiny_vit, write_timm_dir
+from _train_helpers import backbone_state, run_cli, tiny_vit
 
 from tnt_cli.engine import Schedule, attach_tnt
 from tnt_cli.errors import TntError
@@ -20,12 +20,6 @@ from tnt_cli.train.task import LossSettings, PruningTask
 
 FAST = ["--data", "fashion-mnist", "--no-progress", "--crop-scale", "0.6,1", "--max-steps", "3", "--batch-size", "16",
         "--limit", "160", "--eval-limit", "64", "--drop-block", "1"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
-    return write_timm_dir(tmp_path_factory.mktemp("base") / "tiny", tiny_vit(seed=0))
 
 
 def heads(path: Path) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import run_cli, tiny_vit, write_timm_dir
+from _train_helpers import run_cli
 
 from tnt_cli.errors import ScheduleError, TntError
 from tnt_cli.train.trainer import INTERRUPT_ENV, NAN_ENV
@@ -33,11 +33,6 @@ def _no_debug(monkeypatch):
     monkeypatch.delenv("TNT_DEBUG", raising=False)
     monkeypatch.delenv(NAN_ENV, raising=False)
     monkeypatch.delenv(INTERRUPT_ENV, raising=False)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    return write_timm_dir(tmp_path_factory.mktemp("base") / "tiny", tiny_vit(seed=0))
 
 
 @pytest.fixture(scope="module")
