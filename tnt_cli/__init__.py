@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from tnt_cli._version import __version__
 
 # The real functions, with their keyword parameters (api.py imports nothing heavy: torch loads on first use).
 from tnt_cli.api import load, save

@@ -5,8 +5,35 @@ table (`tnt_cli.cli._errors`) adds the flag that fixes it and picks the exit cod
 """
 
 
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+
+
 class TntError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+class SettingError(TntError):
+    """A bad value for a named setting, worded so each audience sees its own spelling of the setting.
+
+    The template names settings as `{name}` placeholders (Python names: `drop_weight`, `train`); other values are
+    passed as keywords. `str()` (what Python API users see) spells a setting as its parameter name; the CLI's error
+    table spells it as the flag (`--drop-weight`) via `render`. Example:
+    `SettingError("{drop_weight} needs {train} full, got {value}", value="heads")`.
+    """
+
+    def __init__(self, template: str, **values: object) -> None:
+        self.template = template
+        self.values = values
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        self.settings = tuple(sorted(fields - set(values)))
+        super().__init__(self.render(lambda name: name))
+
+    def render(self, spell: Callable[[str], str]) -> str:
+        """The message with each setting spelled by `spell` (a Python name -> how this audience writes it)."""
+        return self.template.format(**{name: spell(name) for name in self.settings}, **self.values)
 
 
 class ScheduleError(TntError):

@@ -63,7 +63,7 @@ def peak_rss_mib() -> float:
 def environment(device: str, threads: int) -> dict:
     import timm
 
-    from tnt_cli import __version__
+    from tnt_cli._version import __version__
 
     env = {
         "device": device,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 
-from tnt_cli.errors import ClassMismatch, Interrupted, TntError
+from tnt_cli.errors import ClassMismatch, Interrupted, SettingError, TntError
 
 EXIT_USER = 1
 EXIT_USAGE = 2
@@ -18,6 +18,15 @@ EXIT_INTERRUPTED = 130
 
 # OSErrors that are about the user's machine, not a bug in tnt
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.EMFILE, errno.EIO}
+
+
+# Settings whose flag is not `--` + the Python name with dashes (or that are arguments, not flags).
+FLAG_SPELLING = {"model": "MODEL", "scale": "--crop-scale", "auto_augment": "--randaugment"}
+
+
+def flag(setting: str) -> str:
+    """How the CLI spells a library setting name: `drop_weight` -> `--drop-weight`."""
+    return FLAG_SPELLING.get(setting, "--" + setting.replace("_", "-"))
 
 
 def one_line(text: str) -> str:
@@ -52,6 +61,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return one_line(_output_exists(exc)), EXIT_USER
     if isinstance(exc, ClassMismatch):
         return one_line(_class_mismatch(exc)), EXIT_USER
+    if isinstance(exc, SettingError):
+        return one_line(exc.render(flag)), EXIT_USER
     if isinstance(exc, TntError):
         return one_line(str(exc)), EXIT_USER
     if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:

@@ -9,7 +9,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from tnt_cli import __version__
+from tnt_cli._version import __version__
 from tnt_cli.cli.command import TntCommand, hide_flag_types
 
 try:  # typer >= 0.2x runs on its own copy of click: its exceptions, not click's, are the ones it handles

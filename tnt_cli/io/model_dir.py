@@ -18,7 +18,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from tnt_cli import __version__
+from tnt_cli._version import __version__
 from tnt_cli.errors import TntError
 from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from tnt_cli.io.jsonio import jsonable

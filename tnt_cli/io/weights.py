@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tnt_cli import __version__
+from tnt_cli._version import __version__
 from tnt_cli.errors import TntError
 
 if TYPE_CHECKING:
