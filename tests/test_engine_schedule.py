@@ -10,7 +10,8 @@ from tnt_cli.engine import Schedule, attach_tnt, plan_tokens
 from tnt_cli.engine.model import TNTModel
 from tnt_cli.engine.schedule import BEFORE_BLOCKS, keep_count
 from tnt_cli.errors import ScheduleError, TntError
-from tnt_cli.io.sources import LoadedModel, install_schedule
+from tnt_cli.io.builder import LoadedModel
+from tnt_cli.io.sources import install_schedule
 
 
 def plan(schedule: Schedule, n: int = 196, prefix: int = 1, depth: int = 12):

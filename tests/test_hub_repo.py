@@ -86,7 +86,7 @@ def test_finetune_prune_evaluate_push_keeps_the_hub_id_and_the_class_names(tmp_p
     dense = timm.create_model(f"local-dir:{pruned}", pretrained=True)
     assert dense.pretrained_cfg["label_names"] == list(CLASSES)
 
-    from tnt_cli.io.model_dir import class_names
+    from tnt_cli.io.labels import model_class_names as class_names
     from tnt_cli.io.sources import load_model
 
     assert class_names(load_model(pruned).model.vit) == list(CLASSES)
@@ -210,7 +210,8 @@ def test_visualize_labels_with_the_models_label_names(tmp_path):
     """The names come from timm's label_names in the saved directory, not from a dataset that must be present."""
     from _io_helpers import tiny_tnt
 
-    from tnt_cli.io.model_dir import class_names, save_model_dir
+    from tnt_cli.io.labels import model_class_names as class_names
+    from tnt_cli.io.model_dir import save_model_dir
     from tnt_cli.io.sources import load_model
     from tnt_cli.viz.images import class_names as viz_names
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule, TNTModel
-    from tnt_cli.io.sources import Provenance
+    from tnt_cli.io.builder import Provenance
 
 # where each model `load` returned came from, so `save` writes the same base_model / heads_trained back
 _PROVENANCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

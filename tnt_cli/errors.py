@@ -46,3 +46,9 @@ class Interrupted(TntError):
 
 class ClassMismatch(TntError):
     """The data's classes do not map onto the model's classes."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): the reason, in one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

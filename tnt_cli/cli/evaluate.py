@@ -68,11 +68,12 @@ def evaluate(
     o.apply_offline(offline)
     card_dir = _card_dir(model) if update_card else None
     from tnt_cli.data import build_loader, dataset_classes
-    from tnt_cli.data.classes import data_label_map, model_class_names
+    from tnt_cli.data.classes import data_label_map
     from tnt_cli.devices import resolve_device
     from tnt_cli.eval.baselines import apply_method, check_method, method_gmacs
     from tnt_cli.eval.common import AUTO_METHOD, load_for_method
     from tnt_cli.eval.evaluate import evaluate_model
+    from tnt_cli.io.labels import model_class_names
 
     method = method if method == AUTO_METHOD else check_method(method)
     check_positive(limit, "--limit")

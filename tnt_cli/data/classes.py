@@ -1,7 +1,8 @@
 """One rule for matching a dataset's classes to a model's classifier, by name.
 
 The model's class names are timm's `pretrained_cfg['label_names']` (what timm and tnt write into config.json),
-else the class list a tnt fine-tune recorded (`config.json` "tnt" -> "training" -> "classes"), else unknown.
+else the class list a tnt fine-tune recorded (`config.json` "tnt" -> "training" -> "classes"), else unknown
+(read by `tnt_cli.io.labels`).
 Data classes are mapped to the model's classifier indices by name: a subset of the model's classes gets the
 model's indices (not shifted to 0..k-1). Data classes the model lacks, or a class-count mismatch when the
 model's names are unknown, are refused with one line naming the difference. With unknown names and equal
@@ -14,35 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tnt_cli.errors import ClassMismatch
-
-
-def model_class_names(vit: Any, tnt_config: dict | None = None) -> list[str] | None:
-    """The names of the classifier's outputs, in index order, or None when the model does not say."""
-    n = int(getattr(vit, "num_classes", 0) or 0)
-    if n <= 0:
-        return None
-    pretrained = getattr(vit, "pretrained_cfg", None) or {}
-    names = as_class_names(pretrained.get("label_names"), n)
-    if names is None:
-        training = (tnt_config or {}).get("training")
-        names = as_class_names(training.get("classes") if isinstance(training, dict) else None, n)
-    return names
-
-
-def as_class_names(value: Any, n: int) -> list[str] | None:
-    """n names from a list or an {index: name} mapping (timm allows both); None for anything else."""
-    if isinstance(value, dict):
-        try:
-            by_index = {int(k): str(v) for k, v in value.items()}
-        except (TypeError, ValueError):
-            return None
-        value = [by_index.get(i) for i in range(n)]
-        if None in value:
-            return None
-    if isinstance(value, (list, tuple)) and len(value) == n and all(isinstance(v, (str, int)) for v in value):
-        names = [str(v) for v in value]
-        return names if len(set(names)) == n else None
-    return None
+from tnt_cli.io.labels import model_class_names
 
 
 def _listing(names: Sequence[str], limit: int = 5) -> str:
@@ -92,13 +65,3 @@ def data_label_map(
         dataset_classes(data, split), model_class_names(vit, tnt_config), int(vit.num_classes), data=str(data),
         model=model,
     )  # fmt: skip
-
-
-def record_names(vit: Any, names: Sequence[str]) -> None:
-    """Put the classifier's class names where timm keeps them (`pretrained_cfg['label_names']`), so timm's
-    config writer saves them into config.json."""
-    names = [str(n) for n in names]
-    if len(names) != int(getattr(vit, "num_classes", 0) or 0):
-        return
-    vit.pretrained_cfg = {**(getattr(vit, "pretrained_cfg", None) or {}), "num_classes": len(names),
-                          "label_names": names}  # fmt: skip

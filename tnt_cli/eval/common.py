@@ -8,7 +8,7 @@ import typer
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule
-    from tnt_cli.io.sources import LoadedModel
+    from tnt_cli.io.builder import LoadedModel
 
 DataOpt = Annotated[
     str,

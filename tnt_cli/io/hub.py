@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError, first_line
 from tnt_cli.io.offline import is_offline
 
 HUB_PREFIX = "hf-hub:"
@@ -34,36 +34,60 @@ def hub_model_id(value: object) -> str | None:
     return repo
 
 
-def hub_error(exc: BaseException, what: str) -> TntError | None:
-    """A one-line TntError for a Hub or network failure while fetching `what`; None if `exc` is something else."""
+def hub_error(exc: BaseException, what: str, *, upload: bool = False) -> TntError | None:
+    """A one-line TntError for a Hub or network failure; None if `exc` is something else.
+
+    The one mapping of the Hub's errors, for both directions: fetching `what` (a model or data spec), or, with
+    `upload`, pushing to the repo `what`.
+    """
     from huggingface_hub import errors
 
-    home = _hf_home()
-    if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
-        if is_offline():
+    if isinstance(exc, TntError):
+        return exc
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if upload:
+        if isinstance(exc, errors.OfflineModeIsEnabled):
+            return offline_refusal("cannot push to the Hugging Face Hub")
+        if isinstance(exc, errors.RepositoryNotFoundError) or status in (401, 403):
             return TntError(
-                f"{what} is not in the local Hugging Face cache ({home}) and offline mode is on: "
-                "download it once online, or unset HF_HUB_OFFLINE / drop --offline"
+                f"cannot write to {what}: the token has no write access to it (check the org name, and that the "
+                "token from HF_TOKEN / `hf auth login` has write permission)"
+            )
+    elif isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+        home = _hf_home()
+        if is_offline():
+            return SettingError(
+                "{what} is not in the local Hugging Face cache ({home}) and offline mode is on: "
+                "download it once online, or unset HF_HUB_OFFLINE / drop {offline}",
+                what=what,
+                home=home,
             )
         return TntError(
             f"could not reach the Hugging Face Hub for {what} (network down?) and it is not cached in {home}"
         )
-    if isinstance(exc, errors.GatedRepoError):
+    elif isinstance(exc, errors.GatedRepoError):
         return TntError(f"{what} is gated: accept its terms on huggingface.co and log in (`hf auth login` or HF_TOKEN)")
-    if isinstance(exc, errors.RepositoryNotFoundError):
+    elif isinstance(exc, errors.RepositoryNotFoundError):
         return TntError(
             f"{what} was not found on the Hugging Face Hub (if it is private, log in with `hf auth login` or HF_TOKEN)"
         )
-    if isinstance(exc, errors.RevisionNotFoundError):
+    elif isinstance(exc, errors.RevisionNotFoundError):
         return TntError(f"{what}: that revision does not exist on the Hub")
-    if isinstance(exc, errors.EntryNotFoundError):
+    elif isinstance(exc, errors.EntryNotFoundError):
         return TntError(f"{what}: file not found in the repository")
     if isinstance(exc, errors.HfHubHTTPError):
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        return TntError(f"the Hugging Face Hub refused {what} (HTTP {status or '?'}): {_first_line(exc)}")
+        target = f"the upload to {what}" if upload else what
+        return TntError(f"the Hugging Face Hub refused {target} (HTTP {status or '?'}): {first_line(exc)}")
     if is_network_error(exc):
-        return TntError(f"network error while fetching {what} from the Hugging Face Hub: {_first_line(exc)}")
+        if upload:
+            return TntError(f"could not reach the Hugging Face Hub to push {what}: {first_line(exc)} (network down?)")
+        return TntError(f"network error while fetching {what} from the Hugging Face Hub: {first_line(exc)}")
     return None
+
+
+def offline_refusal(what_fails: str) -> SettingError:
+    """Offline mode (HF_HUB_OFFLINE, or the `offline` setting) stops something that needs the network."""
+    return SettingError("offline mode is on (HF_HUB_OFFLINE / {offline}): {what_fails}", what_fails=what_fails)
 
 
 def is_network_error(exc: BaseException) -> bool:
@@ -116,8 +140,3 @@ def _hf_home() -> str:
         return str(constants.HF_HUB_CACHE)
     except Exception:  # pragma: no cover - only the message suffers
         return "the Hugging Face cache"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

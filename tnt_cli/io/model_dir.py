@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 from tnt_cli._version import __version__
 from tnt_cli.errors import TntError
 from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
+from tnt_cli.io.builder import IMPORTED_FROM, LoadedModel, Provenance, assemble, build_backbone
 from tnt_cli.io.jsonio import jsonable
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
-    from tnt_cli.io.sources import LoadedModel, Provenance
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -61,7 +61,6 @@ def save_model_dir(
     `training["classes"]`, else the backbone's timm `label_names`; they are written as timm's `label_names`.
     """
     from tnt_cli.io.hub import hub_model_id
-    from tnt_cli.io.sources import Provenance
 
     out_dir = Path(out_dir)
     provenance = provenance or Provenance()
@@ -104,20 +103,8 @@ def _card_name(out_dir: Path) -> str:
     return path.parent.name if path.name.startswith(".") else path.name
 
 
-def class_names(vit: Any) -> list[str] | None:
-    """The model's class names, in label order, from timm's `pretrained_cfg['label_names']`; None if unknown.
-
-    tnt writes them into every model directory it saves, so `timm.create_model('local-dir:DIR',
-    pretrained=True).pretrained_cfg['label_names']` gives the same list. A `{index: name}` mapping (timm allows
-    one) is turned into a list; names that do not match the classifier's width are ignored.
-    """
-    from tnt_cli.data.classes import model_class_names
-
-    return model_class_names(vit, None)
-
-
 def _label_names(vit: Any, explicit: list[str] | None, training: dict | None) -> list[str] | None:
-    from tnt_cli.data.classes import as_class_names
+    from tnt_cli.io.labels import as_class_names, model_class_names
 
     n = int(getattr(vit, "num_classes", 0) or 0)
     for candidate in (explicit, (training or {}).get("classes")):
@@ -126,7 +113,7 @@ def _label_names(vit: Any, explicit: list[str] | None, training: dict | None) ->
             if names is None:
                 raise TntError(f"{len(candidate)} class names given for a model with {n} classes")
             return names
-    return class_names(vit)
+    return model_class_names(vit)
 
 
 def timm_config_of(vit: Any, scratch: Path, *, label_names: list[str] | None = None) -> dict:
@@ -297,7 +284,6 @@ def load_model_dir(
 ) -> LoadedModel:
     """Read a tnt directory (heads, head_norm, noise, schedule) or a timm save_for_hf directory (new heads)."""
     from tnt_cli.engine import NoiseConfig
-    from tnt_cli.io.sources import LoadedModel, assemble, build_backbone
     from tnt_cli.io.weights import read_safetensors
 
     model_dir = Path(model_dir)
@@ -348,7 +334,7 @@ def load_model_dir(
     loaded.record_provenance(
         heads_trained=heads_trained,
         training=(tnt or {}).get("training"),
-        imported_from=(tnt or {}).get("imported_from") or _imported(split.layout),
+        imported_from=(tnt or {}).get("imported_from") or IMPORTED_FROM.get(split.layout),
     )
     return loaded
 
@@ -378,12 +364,6 @@ def check_tnt_config(tnt: dict, where: Path) -> None:
     heads_file = tnt.get("heads_file")
     if isinstance(heads_file, str) and (not heads_file or "/" in heads_file or heads_file.startswith(".")):
         raise TntError(f'{where}: "tnt.heads_file" must be a file name in the directory, got {heads_file!r}')
-
-
-def _imported(layout: str) -> str | None:
-    from tnt_cli.io.sources import IMPORTED_FROM
-
-    return IMPORTED_FROM.get(layout)
 
 
 def _read_weights(path: Path) -> dict:

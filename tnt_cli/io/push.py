@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tnt_cli.errors import TntError
-from tnt_cli.io.hub import REPO_ID, is_network_error
+from tnt_cli.io.hub import REPO_ID, hub_error, offline_refusal
 from tnt_cli.io.offline import is_offline
 
 # what never goes to the Hub: hidden files and folders (tnt's staging directories, .git, .cache), temporaries
@@ -65,7 +65,7 @@ def check_push_target(repo: str) -> str:
     offline mode and a token. Returns the repo id."""
     repo = check_repo_id(repo)
     if is_offline():
-        raise TntError("offline mode is on (HF_HUB_OFFLINE / --offline): cannot push to the Hugging Face Hub")
+        raise offline_refusal("cannot push to the Hugging Face Hub")
     import huggingface_hub
 
     if not huggingface_hub.get_token():
@@ -90,13 +90,10 @@ def push_folder(
     url = f"https://huggingface.co/{repo}"
     if dry_run:
         return url
-    if is_offline():
-        raise TntError("offline mode is on (HF_HUB_OFFLINE / --offline): cannot push to the Hugging Face Hub")
+    check_push_target(repo)
     import huggingface_hub
 
     token = huggingface_hub.get_token()
-    if not token:
-        raise TntError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
     fill_repo_in_card(path, repo)
     api = huggingface_hub.HfApi(token=token)
     try:
@@ -112,7 +109,10 @@ def push_folder(
             ignore_patterns=IGNORE_PATTERNS,
         )
     except Exception as exc:
-        raise push_error(exc, repo) from None
+        mapped = hub_error(exc, repo, upload=True)
+        if mapped is None:  # unknown: keeps its type for the last-resort handler
+            raise
+        raise mapped from None
     return str(getattr(repo_url, "url", None) or url)
 
 
@@ -126,29 +126,3 @@ def fill_repo_in_card(model_dir: Path, repo: str) -> None:
         text = card.read_text(encoding="utf-8")
         if REPO_PLACEHOLDER in text:
             atomic_write_text(card, text.replace(REPO_PLACEHOLDER, repo))
-
-
-def push_error(exc: BaseException, repo: str) -> TntError | BaseException:
-    """One line per failure a user can act on; anything unknown keeps its type for the last-resort handler."""
-    from huggingface_hub import errors
-
-    if isinstance(exc, TntError):
-        return exc
-    if isinstance(exc, errors.OfflineModeIsEnabled):
-        return TntError("offline mode is on (HF_HUB_OFFLINE): cannot push to the Hugging Face Hub")
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(exc, errors.RepositoryNotFoundError) or status in (401, 403):
-        return TntError(
-            f"cannot write to {repo}: the token has no write access to it (check the org name, and that the "
-            "token from HF_TOKEN / `hf auth login` has write permission)"
-        )
-    if isinstance(exc, errors.HfHubHTTPError):
-        return TntError(f"the Hugging Face Hub refused the upload to {repo} (HTTP {status or '?'}): {_first(exc)}")
-    if is_network_error(exc):
-        return TntError(f"could not reach the Hugging Face Hub to push {repo}: {_first(exc)} (network down?)")
-    return exc
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

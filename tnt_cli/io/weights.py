@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli._version import __version__
-from tnt_cli.errors import TntError
+from tnt_cli.errors import TntError, first_line
 
 if TYPE_CHECKING:
     import torch
 
 PRODUCER = f"tnt-token-pruning {__version__}"
-PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -32,7 +31,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         raise TntError(f"no such file: {path}") from None
     except Exception as exc:  # SafetensorError, OSError, ...: the file is not what it claims to be
         raise TntError(
-            f"{path} is not a readable safetensors file (truncated or corrupt?): {_first_line(exc)}"
+            f"{path} is not a readable safetensors file (truncated or corrupt?): {first_line(exc)}"
         ) from None
     return tensors, metadata
 
@@ -46,7 +45,7 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
             return dict(fh.metadata() or {})
     except Exception as exc:
         raise TntError(
-            f"{path} is not a readable safetensors file (truncated or corrupt?): {_first_line(exc)}"
+            f"{path} is not a readable safetensors file (truncated or corrupt?): {first_line(exc)}"
         ) from None
 
 
@@ -82,14 +81,14 @@ def read_pickle(path: str | Path) -> Any:
     except pickle.UnpicklingError as exc:
         match = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if match is None and ("Unsupported operand" in str(exc) or "WeightsUnpickler" not in str(exc)):
-            raise TntError(f"{path} is not a readable PyTorch checkpoint: {_first_line(exc)}") from None
+            raise TntError(f"{path} is not a readable PyTorch checkpoint: {first_line(exc)}") from None
         needs = f" ({match.group(1)})" if match else ""
         raise TntError(
             f"{path} needs code to unpickle{needs}; tnt only loads .pth files with weights_only=True: "
             "re-save it as a plain state dict (torch.save(model.state_dict(), ...)) or as safetensors"
         ) from None
     except Exception as exc:  # truncated zip, not a pickle at all, ...
-        raise TntError(f"{path} is not a readable PyTorch checkpoint: {_first_line(exc)}") from None
+        raise TntError(f"{path} is not a readable PyTorch checkpoint: {first_line(exc)}") from None
 
 
 def extract_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
@@ -108,8 +107,3 @@ def extract_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}
     return dict(obj)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

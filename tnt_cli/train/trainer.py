@@ -299,7 +299,8 @@ class Trainer:
 
     def _map_classes(self, loaded) -> None:
         """Data labels -> the model's classes, by name (`tnt_cli.data.classes`); `new_classes`: a new classifier."""
-        from tnt_cli.data.classes import map_classes, mapped_names, model_class_names, record_names
+        from tnt_cli.data.classes import map_classes, mapped_names
+        from tnt_cli.io.labels import model_class_names, record_names
 
         cfg, vit = self.cfg, loaded.model.vit
         self.label_map: list[int] | None = None

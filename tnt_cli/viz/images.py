@@ -116,15 +116,14 @@ def class_names(
     model directory's "tnt" object) from its fine-tune; the dataset it was fine-tuned on, when readable here;
     ImageNet's names when timm says the head is an ImageNet head.
     """
-    from tnt_cli.io.model_dir import class_names as model_class_names
+    from tnt_cli.io.labels import model_class_names
 
     n = int(getattr(vit, "num_classes", 0) or 0)
     if data:  # the one rule of tnt_cli.data.classes: the model's own names win, DATA's must match them
         from tnt_cli.data.classes import map_classes, mapped_names
-        from tnt_cli.data.classes import model_class_names as known_class_names
 
         names = _dataset_classes(data)
-        known = known_class_names(vit, config)
+        known = model_class_names(vit, config)
         map_classes(names, known, n, data=data, model="the model")
         return mapped_names(known, names), (data if known is None else "model config")
     names = model_class_names(vit)
