@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -12,8 +12,10 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise TntError(
-            "--device cuda was requested but no CUDA device is available (torch sees no CUDA GPU): use --device cpu"
+        raise SettingError(
+            "{device} {requested} was requested but no CUDA device is available (torch sees no CUDA GPU): "
+            "use {device} cpu",
+            requested=requested,
         )
     try:
         return torch.device(requested)

@@ -15,7 +15,7 @@ REPORT_JSON, REPORT_MD = "report.json", "report.md"
 MODEL_DIR_JSON, MODEL_DIR_MD = "benchmark.json", "benchmark.md"
 
 
-def is_model_dir(path: str | Path) -> bool:
+def is_tnt_model_dir(path: str | Path) -> bool:
     """A tnt model directory: config.json with a top-level "tnt" section."""
     config = Path(path) / "config.json"
     if not config.is_file():
@@ -188,7 +188,7 @@ def report_paths(out_dir: str | Path, *, overwrite: bool = True) -> tuple[Path, 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a directory")
-    json_name, md_name = (MODEL_DIR_JSON, MODEL_DIR_MD) if is_model_dir(out) else (REPORT_JSON, REPORT_MD)
+    json_name, md_name = (MODEL_DIR_JSON, MODEL_DIR_MD) if is_tnt_model_dir(out) else (REPORT_JSON, REPORT_MD)
     paths = out / json_name, out / md_name
     existing = next((p for p in paths if p.exists()), None)
     if existing is not None and not overwrite:

@@ -14,7 +14,7 @@ from tnt_cli.bench.config import BenchConfig
 from tnt_cli.bench.timing import summarize, time_alternating
 from tnt_cli.bench.variants import DENSE, NOT_COMPILABLE, PRUNED, TNT_DENSE, add_peers, build_variants
 from tnt_cli.engine import TNTModel
-from tnt_cli.errors import TntError
+from tnt_cli.errors import TntError, first_line
 
 NOISY_SPREAD = 1.5  # p90 / p50 above this: something else was competing for the device
 
@@ -36,8 +36,7 @@ def make_input(vit: nn.Module, batch_size: int, *, device: str, channels_last: b
 
 
 def _raise_lost(exc: Exception, what: str) -> None:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    raise TntError(f"{what}: {type(exc).__name__}: {text}") from exc
+    raise TntError(f"{what}: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def _compile_all(variants: dict[str, nn.Module], n_batch_sizes: int) -> dict[str, Callable]:

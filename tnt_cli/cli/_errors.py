@@ -44,6 +44,10 @@ def _class_mismatch(exc) -> str:
     return f"{exc} (tnt finetune --new-classes trains a new classifier for the data's classes)"
 
 
+def _not_verified(exc) -> str:
+    return f"{exc.reason}; nothing written (try another --opset, or --no-verify to keep it anyway)"
+
+
 def _os_error(exc: OSError) -> str:
     where = f": {exc.filename}" if exc.filename else ""
     return f"{exc.strerror or type(exc).__name__}{where}"
@@ -51,6 +55,7 @@ def _os_error(exc: OSError) -> str:
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """(the `error:` line without its prefix, exit code) for any exception a command raised."""
+    from tnt_cli.export.onnx import VerificationFailed
     from tnt_cli.io.outdir import OutputExists
 
     if isinstance(exc, KeyboardInterrupt):
@@ -61,6 +66,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return one_line(_output_exists(exc)), EXIT_USER
     if isinstance(exc, ClassMismatch):
         return one_line(_class_mismatch(exc)), EXIT_USER
+    if isinstance(exc, VerificationFailed):
+        return one_line(_not_verified(exc)), EXIT_USER
     if isinstance(exc, SettingError):
         return one_line(exc.render(flag)), EXIT_USER
     if isinstance(exc, TntError):

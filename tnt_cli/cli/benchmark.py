@@ -151,11 +151,11 @@ def benchmark(
 
 
 def _card_dir(model: str, out: Path | None, update_card: bool) -> Path | None:
-    from tnt_cli.bench.report import is_model_dir
+    from tnt_cli.bench.report import is_tnt_model_dir
 
-    if out is not None and is_model_dir(out):
+    if out is not None and is_tnt_model_dir(out):
         return out
-    if update_card and is_model_dir(model):
+    if update_card and is_tnt_model_dir(model):
         return Path(model)
     return None
 

@@ -103,17 +103,14 @@ def base_dataset(spec: str | Path, split: str, *, seed: int = 0) -> Dataset:
         images, labels = load_arrays(split)
         return ArrayDataset(images, labels, list(CLASSES))
     if spec == CLUTTERED:
-        cls = _cluttered_class()
+        from tnt_cli.data.cluttered import ClutteredFashionMNIST
+
         try:
-            ds = cls(split, seed=seed)
+            ds = ClutteredFashionMNIST(split, seed=seed)
         except TntError:
             raise
         except (ValueError, KeyError) as exc:
             raise TntError(f"cluttered-fashion-mnist: {exc}") from None
-        if not hasattr(ds, "classes"):
-            from tnt_cli.data.fashion_mnist import CLASSES
-
-            ds.classes = list(CLASSES)
         if len(ds) == 0:
             raise TntError(f"cluttered-fashion-mnist {split} is empty")
         return ds
@@ -135,16 +132,6 @@ def base_dataset(spec: str | Path, split: str, *, seed: int = 0) -> Dataset:
 
         return timm_source.create(str(spec), split, seed=seed)
     return ImageFolderDataset(spec, split)
-
-
-def _cluttered_class():
-    try:
-        from tnt_cli.data.cluttered import ClutteredFashionMNIST
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("tnt_cli"):
-            raise TntError("cluttered-fashion-mnist is not available: tnt_cli/data/cluttered.py is missing") from None
-        raise
-    return ClutteredFashionMNIST
 
 
 def dataset_classes(spec: str | Path, split: str = "train") -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import TntError, first_line
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "test"), "test": ("test",)}
@@ -135,5 +135,4 @@ def load_image(path: str):
             img.load()
             return img.copy() if img.mode in ("L", "RGB") else img.convert("RGB")
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadImageError(f"cannot read image {path}: {reason}") from None
+        raise BadImageError(f"cannot read image {path}: {first_line(exc)}") from None

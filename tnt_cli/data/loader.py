@@ -20,7 +20,7 @@ from tnt_cli.data.transforms import (
     eval_transform,
     train_transform,
 )
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 
 AUG_KEYS = {
     "scale": DEFAULT_SCALE,
@@ -44,7 +44,7 @@ def subset_indices(n: int, limit: int | None, seed: int = 0) -> list[int]:
     if limit is None or limit >= n:
         return list(range(n))
     if limit <= 0:
-        raise TntError(f"--limit must be positive, got {limit}")
+        raise SettingError("{limit} must be positive, got {value}", value=limit)
     from tnt_cli.data.sampler import mix_seed
 
     gen = torch.Generator().manual_seed(mix_seed(seed, n, limit))

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch.utils.data import Dataset, IterableDataset
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError, first_line
 
 MAP_PREFIXES = ("hfds",)
 STREAM_PREFIXES = ("hfids", "wds", "tfds")
@@ -144,7 +144,7 @@ def create(spec: str, split: str, *, train: bool = False, transform: Any = None,
         mapped = None if is_offline() else hub_error(exc, spec)
         if mapped is not None:
             raise mapped from None
-        raise TntError(source_error(spec, exc, offline=is_offline())) from None
+        raise source_error(spec, exc, offline=is_offline()) from None
     if prefix in STREAM_PREFIXES:
         ds.classes = reader_classes(ds)
         return ds
@@ -154,13 +154,14 @@ def create(spec: str, split: str, *, train: bool = False, transform: Any = None,
     return wrapped
 
 
-def source_error(spec: str, exc: BaseException, *, offline: bool) -> str:
+def source_error(spec: str, exc: BaseException, *, offline: bool) -> TntError:
     """One line for a dataset that could not be opened (offline and not cached, missing split, bad file)."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
+    reason = f"{type(exc).__name__}: {first_line(exc)}"
     if offline:
-        return (
-            f"data {spec!r} could not be opened with offline mode on (HF_HUB_OFFLINE / --offline): download it "
-            f"once online, or unset HF_HUB_OFFLINE ({type(exc).__name__}: {first})"
+        return SettingError(
+            "data {spec} could not be opened with offline mode on (HF_HUB_OFFLINE / {offline}): download it once "
+            "online, or unset HF_HUB_OFFLINE ({reason})",
+            spec=repr(spec),
+            reason=reason,
         )
-    return f"data {spec!r}: timm.data.create_dataset could not open it: {type(exc).__name__}: {first}"
+    return TntError(f"data {spec!r}: timm.data.create_dataset could not open it: {reason}")

@@ -14,14 +14,13 @@ torch.Generator, which ONNX cannot express). The file gets the schedule and toke
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError, first_line
+from tnt_cli.io.atomic import atomic_file
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +33,14 @@ DEFAULT_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
 MAX_PROTO_BYTES = 2 * 1024**3  # ONNX protobuf limit; bigger models would need external data files
 DEFAULT_ATOL = 1e-4
+
+
+class VerificationFailed(TntError):
+    """onnxruntime's logits differ from PyTorch's, so the file was not kept (`reason` says by how much)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}; nothing written (try another opset, or verify=False to keep it anyway)")
 
 
 @dataclass
@@ -80,12 +87,12 @@ def check_exportable(model: TNTModel, *, opset: int, batch_size: int) -> None:
     if not MIN_OPSET <= opset <= top:
         raise TntError(f"opset {opset} is not supported: choose {MIN_OPSET}-{top} (attention needs {MIN_OPSET}+)")
     if batch_size < 1:
-        raise TntError(f"--batch-size must be at least 1, got {batch_size}")
+        raise SettingError("{batch_size} must be at least 1, got {value}", value=batch_size)
     if model.scorer is not None:
         raise TntError("export takes the model's own relevance heads; a baseline scorer is installed")
     if opset < MERGE_OPSET and any(s.reducer == "merge" and s.n_reduced for s in model.plan.stages):
-        raise TntError(
-            f"the merge reducer exports from opset {MERGE_OPSET} (scatter-add): choose --opset {MERGE_OPSET}+"
+        raise SettingError(
+            "the merge reducer exports from opset {merge} (scatter-add): choose {opset} {merge}+", merge=MERGE_OPSET
         )
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     if size >= MAX_PROTO_BYTES:
@@ -147,36 +154,21 @@ def export_onnx(
         atol=atol,
         notes=report_notes,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # named after this process, so a later run removes it if this one is killed (tnt_cli.io.outdir.clean_stale)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.partial-{os.getpid()}-", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        with torch.no_grad():
-            model(example)  # eager pass: fills the plan / partition caches outside the trace
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer and deprecation warnings about the legacy exporter
-                _export(model, example, tmp, opset=opset, dynamic_batch=dynamic_batch)
-        _annotate(tmp, model, report)
-        if verify:
-            sizes = [batch_size, batch_size + 2] if dynamic_batch else [batch_size]
-            _verify(model, tmp, report, sizes, seed=seed)
-        report.size_bytes = tmp.stat().st_size
-        tmp.chmod(0o666 & ~_umask())  # mkstemp makes owner-only files; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_file(path) as tmp:  # the file appears at `path` only once it is exported and verified
+            with torch.no_grad():
+                model(example)  # eager pass: fills the plan / partition caches outside the trace
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tracer and deprecation warnings about the legacy exporter
+                    _export(model, example, tmp, opset=opset, dynamic_batch=dynamic_batch)
+            _annotate(tmp, model, report)
+            if verify:
+                sizes = [batch_size, batch_size + 2] if dynamic_batch else [batch_size]
+                _verify(model, tmp, report, sizes, seed=seed)
+            report.size_bytes = tmp.stat().st_size
     finally:
         model.train(was_training)
     return report
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _export(model: TNTModel, example: torch.Tensor, target: Path, *, opset: int, dynamic_batch: bool) -> None:
@@ -194,9 +186,7 @@ def _export(model: TNTModel, example: torch.Tensor, target: Path, *, opset: int,
     try:
         torch.onnx.export(model, (example,), str(target), **kwargs)
     except Exception as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise TntError(f"ONNX export failed ({type(exc).__name__}): {first}") from None
+        raise TntError(f"ONNX export failed ({type(exc).__name__}): {first_line(exc)}") from None
 
 
 def _annotate(target: Path, model: TNTModel, report: ExportReport) -> None:
@@ -311,7 +301,6 @@ def _verify(model: TNTModel, target: Path, report: ExportReport, sizes: list[int
     report.verify_batch_sizes = sizes
     report.max_abs_diff = worst
     if not worst <= report.atol:  # also refuses NaN
-        raise TntError(
-            f"onnxruntime disagrees with PyTorch: largest logit difference {worst:.3g} > {report.atol:g}; "
-            "nothing written (try another --opset, or --no-verify to keep it anyway)"
+        raise VerificationFailed(
+            f"onnxruntime disagrees with PyTorch: largest logit difference {worst:.3g} > {report.atol:g}"
         )

@@ -9,29 +9,38 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tnt_cli.io.outdir import current_umask, output_dir
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary file beside `path` to write; on success it replaces `path`, on any error it is removed.
+
+    The temporary name carries this process's id (`.NAME.partial-PID-*.tmp`), so `tnt_cli.io.outdir.clean_stale`
+    can tell one left by a killed run. The file gets the mode a plain write would give (mkstemp's is owner-only).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.partial-{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -54,7 +63,5 @@ def atomic_directory(
     directory or an input. The target is locked meanwhile; on any error (or Ctrl-C) the temporary directory is
     removed and the target is left as it was.
     """
-    from tnt_cli.io.outdir import output_dir
-
     with output_dir(target, overwrite=overwrite, inputs=inputs) as tmp:
         yield tmp

@@ -271,7 +271,8 @@ def read_config(model_dir: str | Path) -> dict:
     return config
 
 
-def is_model_dir(path: str | Path) -> bool:
+def has_config_and_weights(path: str | Path) -> bool:
+    """A directory timm's `local-dir:` could load (config.json and a weights file): tnt's or timm's layout."""
     path = Path(path)
     return (path / CONFIG).is_file() and any((path / w).is_file() for w in TIMM_WEIGHTS)
 
@@ -348,7 +349,7 @@ def check_tnt_config(tnt: dict, where: Path) -> None:
     if version > FORMAT_VERSION:
         raise TntError(
             f"{where}: written in tnt format {version}, this tnt ({__version__}) reads format {FORMAT_VERSION}: "
-            "upgrade tnt-cli"
+            "upgrade it (pip install -U tnt-token-pruning)"
         )
     if version < 1:
         raise TntError(f'{where}: "tnt.format_version" {version} is not a tnt format (formats start at 1)')

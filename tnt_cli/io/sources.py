@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 from tnt_cli.io.builder import (
     IMPORTED_FROM,
     LoadedModel,
@@ -69,7 +69,7 @@ def resolve(spec: str, *, random_weights: bool, schedule: Schedule | None, arch:
 
     kind, target = classify(spec)
     if random_weights and kind != "timm":
-        raise TntError(f"--random-weights applies to timm model names only, not to {spec!r}")
+        raise SettingError("{random_weights} applies to timm model names only, not to {spec}", spec=repr(spec))
     if kind == "hub":
         return load_hub(spec)
     if kind == "dir":
@@ -256,8 +256,9 @@ def _read_json(path: Path) -> dict:
 def install_schedule(loaded: LoadedModel, schedule: Schedule, *, require_trained_heads: bool = True) -> None:
     """Set the schedule, refusing relevance pruning with heads that were never trained."""
     if require_trained_heads and schedule.prune_layers and not schedule.is_dense and not loaded.heads_trained:
-        raise TntError(
-            f"{loaded.source} has no trained relevance heads: fine-tune it first (`tnt finetune`), "
-            "use a baseline method, or pass --random-weights for speed work"
+        raise SettingError(
+            "{source} has no trained relevance heads: fine-tune it first (`tnt finetune`), use a baseline method, "
+            "or pass {random_weights} for speed work",
+            source=loaded.source,
         )
     loaded.model.set_schedule(schedule)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import TntError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -31,9 +31,7 @@ def read_image(path: str | Path) -> Image.Image:
     except TntError:
         raise
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        text = str(exc).strip()
-        reason = text.splitlines()[0] if text else type(exc).__name__
-        raise TntError(f"cannot read image {path}: {reason}") from None
+        raise TntError(f"cannot read image {path}: {first_line(exc)}") from None
 
 
 def _to_l_or_rgb(img: Image.Image) -> Image.Image:
