@@ -4,7 +4,8 @@ The metadata is a `ModelCardData` whose `eval_results` (`EvalResult`s, so the Hu
 come from full evaluations: `tnt evaluate --update-card` rows and the end-of-fine-tune evaluation. The body is
 rendered from `card_template.md` (Jinja, shipped in the package) and is for people: what the model is, how it
 was made, the results (percent, each row with its data, split and number of images), how to load it. The run's
-settings stay in config.json, the raw measurements in report.json.
+settings stay in config.json, the raw measurements in report.json. The result rows (and `eval_results`) are
+`tnt_cli.io.card_results`; this module writes the sentences and renders the card.
 
 report.json keys the card understands (everything else is kept in report.json and not shown):
 - `evaluations`: rows {data, split, images, limit, seed, method, schedule_text, gmacs, top1, top5, ...};
@@ -15,31 +16,31 @@ report.json keys the card understands (everything else is kept in report.json an
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli._version import __version__
+from tnt_cli.io.card_results import (
+    TASK,
+    dataset_ref,
+    eval_results,
+    fmt_number,
+    hub_dataset_ids,
+    images_text,
+    model_label,
+    pct,
+    result_rows,
+)
 
 if TYPE_CHECKING:
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
 PAPER = "https://arxiv.org/abs/2411.18092"
 REPO_PLACEHOLDER = "<this repo>"  # `tnt push` fills in the repo id
 TAGS = ["image-classification", "timm", "vision-transformer", "token-pruning", "tnt"]
-TASK = "image-classification"
 
-# DATA specs tnt knows -> (Hub dataset id, pretty name, dataset config)
-KNOWN_DATASETS = {
-    "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST", None),
-    "cluttered-fashion-mnist": ("zalando-datasets/fashion_mnist", "Cluttered Fashion-MNIST (synthetic)", "cluttered"),
-    "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k", None),
-    "imagenet-1k": ("ILSVRC/imagenet-1k", "ImageNet-1k", None),
-}
-HUB_PREFIXES = ("hfds/", "hfids/")
-STREAM_PREFIXES = ("wds/", "tfds/")
 METHODS = {
     "tnt": "TNT relevance heads (Training Noise Token pruning)",
     "random": "random token selection (a baseline)",
@@ -48,68 +49,7 @@ METHODS = {
     "evit-fuse": "CLS-attention scores, dropped tokens fused into one (EViT)",
     "tome": "token merging (ToMe)",
 }
-SPLIT_NAMES = {"train", "val", "validation", "test"}
 REDUCERS = {"drop": "dropped", "merge": "merged into the kept tokens", "fuse": "fused into one extra token"}
-
-
-# ----------------------------------------------------------------------------- datasets
-def dataset_ref(spec: Any) -> tuple[str, str, str | None]:
-    """(dataset type, dataset name, config) for a DATA spec: a Hub id where there is one, else its kind.
-
-    Local paths never appear whole (a card is public): a folder shows as its name (`imagenet/val` when it is
-    named for a split).
-    """
-    text = str(spec or "").strip()
-    known = KNOWN_DATASETS.get(text.lower())
-    if known:
-        return known
-    for prefix in (*HUB_PREFIXES, *STREAM_PREFIXES):
-        if text.lower().startswith(prefix):
-            name = text[len(prefix) :]
-            return (name if prefix in HUB_PREFIXES else prefix.rstrip("/"), name, None)
-    path = Path(text)
-    split_named = path.name.lower() in SPLIT_NAMES and len(path.parts) > 1
-    shown = "/".join(path.parts[-2:]) if split_named else path.name or text
-    return ("imagefolder", shown, None)
-
-
-def hub_dataset_ids(*specs: Any) -> list[str]:
-    """The Hub dataset ids among DATA specs (known names, hfds/ ids), for the card's `datasets`."""
-    found = []
-    for spec in specs:
-        text = str(spec or "").strip()
-        if text.lower() in KNOWN_DATASETS or text.lower().startswith(HUB_PREFIXES):
-            found.append(dataset_ref(text)[0])
-    return list(dict.fromkeys(found))
-
-
-# ----------------------------------------------------------------------------- numbers
-def pct(value: Any) -> str:
-    """A fraction as the CLI prints it: 0.207 -> '20.70%'; '' when unknown."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        return ""
-    return f"{100 * value:.2f}%"
-
-
-def _pct_value(value: Any) -> float | None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        return None
-    return round(100 * value, 2)
-
-
-def _num(value: Any, digits: int = 4) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        return ""
-    return f"{value:.{digits}g}"
-
-
-def _images(row: dict) -> str:
-    images = row.get("images")
-    text = f"{images:,}" if isinstance(images, int) else ""
-    limit = row.get("limit")
-    if text and limit:
-        text += f" (seeded subset, seed {row.get('seed', 0)})"
-    return text
 
 
 def _sim_prune_note(schedule: dict) -> str | None:
@@ -124,117 +64,6 @@ def _sim_prune_note(schedule: dict) -> str | None:
                 "not how many.")  # fmt: skip
     return (f"Similarity pruning (r {r}, random partition, seed {seed}) drops {r} tokens from the patch embeddings "
             "before block 0; the keep rates apply to the rest.")  # fmt: skip
-
-
-def _model_label(method: str | None, schedule_text: str | None) -> str:
-    method = method or "tnt"
-    if method == "dense" or schedule_text in (None, "", "dense"):
-        return "dense (all tokens)"
-    return f"{method}: {schedule_text}"
-
-
-# ----------------------------------------------------------------------------- rows
-def result_rows(config: dict, metrics: dict) -> list[dict]:
-    """Every accuracy the report holds, as rows of one shape (fractions; `source` says who measured)."""
-    tnt = config.get("tnt") or {}
-    gmacs = tnt.get("gmacs") or {}
-    training = tnt.get("training") or {}
-    rows: list[dict] = []
-    for row in metrics.get("evaluations") or []:
-        if isinstance(row, dict) and row.get("top1") is not None:
-            rows.append({**row, "source": "`tnt evaluate`", "full": not row.get("limit")})
-    finetune = metrics.get("finetune")
-    if isinstance(finetune, dict):
-        for variant in ("pruned", "dense"):
-            result = finetune.get(variant)
-            if not isinstance(result, dict) or result.get("top1") is None:
-                continue
-            schedule = finetune.get("schedule") if variant == "pruned" else "dense"
-            same = schedule == tnt.get("schedule_text")
-            rows.append(
-                {
-                    "data": training.get("dataset") or metrics.get("data"),
-                    "split": finetune.get("split"),
-                    "images": finetune.get("images"),
-                    "limit": finetune.get("limit"),
-                    "method": "dense" if variant == "dense" else tnt.get("method", "tnt"),
-                    "schedule_text": schedule,
-                    "gmacs": gmacs.get("dense") if variant == "dense" else (gmacs.get("pruned") if same else None),
-                    "top1": result.get("top1"),
-                    "top5": result.get("top5"),
-                    "source": "end of `tnt finetune`",
-                    "full": True,
-                }
-            )
-    calibration = metrics.get("calibration")
-    if isinstance(calibration, dict) and calibration.get("top1") is not None:
-        where = calibration.get("measured_on") or {}
-        common = {
-            "data": where.get("data") or metrics.get("data"),
-            "split": where.get("split"),
-            "images": where.get("images"),
-            "limit": where.get("limit"),
-            "seed": where.get("seed"),
-            "source": "calibration subset (`tnt calibrate`, which selected the schedule on these images)",
-            "full": False,
-        }
-        rows.append(
-            {
-                **common,
-                "method": tnt.get("method", "tnt"),
-                "schedule_text": tnt.get("schedule_text"),
-                "gmacs": calibration.get("gmacs"),
-                "top1": calibration.get("top1"),
-                "top5": calibration.get("top5"),
-            }
-        )
-        if calibration.get("dense_top1") is not None:
-            dense = {"method": "dense", "schedule_text": "dense", "gmacs": calibration.get("gmacs_dense")}
-            rows.append({**common, **dense, "top1": calibration.get("dense_top1"), "top5": None})
-    return rows
-
-
-def eval_results(config: dict, metrics: dict) -> list[EvalResult]:
-    """The card's `model-index`: top-1 and top-5 of each evaluation (never calibrate's selection subset)."""
-    from huggingface_hub import EvalResult
-
-    out = []
-    for row in result_rows(config, metrics):
-        if not row.get("full") and not row.get("source", "").startswith("`tnt evaluate`"):
-            continue
-        dataset_type, dataset_name, dataset_config = dataset_ref(row.get("data"))
-        label = _model_label(row.get("method"), row.get("schedule_text"))
-        detail = [label]
-        if row.get("gmacs"):
-            detail.append(f"{_num(row['gmacs'])} GMACs")
-        if row.get("images"):
-            detail.append(f"{row['images']} images" + (" (subset)" if row.get("limit") else ""))
-        args = {
-            "method": row.get("method") or "tnt",
-            "schedule": row.get("schedule_text") or "dense",
-            "gmacs": row.get("gmacs"),
-            "images": row.get("images"),
-        }
-        args = {k: v for k, v in args.items() if v is not None}
-        for metric, key, pretty in (("accuracy", "top1", "top-1"), ("top_5_accuracy", "top5", "top-5")):
-            value = _pct_value(row.get(key))
-            if value is None:
-                continue
-            out.append(
-                EvalResult(
-                    task_type=TASK,
-                    task_name="Image Classification",
-                    dataset_type=dataset_type,
-                    dataset_name=dataset_name,
-                    dataset_config=dataset_config,
-                    dataset_split=row.get("split"),
-                    metric_type=metric,
-                    metric_name=f"{pretty} accuracy, % ({'; '.join(detail)})",
-                    metric_value=value,
-                    metric_args=args,
-                )
-            )
-    return out
 
 
 # ----------------------------------------------------------------------------- the card
@@ -310,9 +139,9 @@ def context(config: dict, metrics: dict, *, name: str) -> dict[str, Any]:
             {
                 "data": dataset_ref(row.get("data"))[1],
                 "split": row.get("split") or "",
-                "images": _images(row),
-                "model": _model_label(row.get("method"), row.get("schedule_text")),
-                "gmacs": _num(row.get("gmacs")),
+                "images": images_text(row),
+                "model": model_label(row.get("method"), row.get("schedule_text")),
+                "gmacs": fmt_number(row.get("gmacs")),
                 "top1": pct(row.get("top1")),
                 "top5": pct(row.get("top5")),
                 "source": row.get("source", ""),
@@ -342,11 +171,11 @@ def _summary(arch: str, base: str | None, method: str, reducer: str, text: str, 
     if text != "dense" and gmacs.get("pruned"):
         out += (
             f" As shipped it runs the schedule `{text}` ({METHODS.get(method, method)}; pruned tokens are "
-            f"{REDUCERS.get(reducer, reducer)}): {_num(gmacs['pruned'])} GMACs per image instead of "
-            f"{_num(gmacs.get('dense'))}."
+            f"{REDUCERS.get(reducer, reducer)}): {fmt_number(gmacs['pruned'])} GMACs per image instead of "
+            f"{fmt_number(gmacs.get('dense'))}."
         )
     else:
-        out += f" As shipped it runs every token ({_num(gmacs.get('dense'))} GMACs per image)."
+        out += f" As shipped it runs every token ({fmt_number(gmacs.get('dense'))} GMACs per image)."
     if isinstance(names, list) and names:
         shown = ", ".join(str(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         out += f" Classes: {shown}."
@@ -378,7 +207,7 @@ def _made(tnt: dict, base: str | None, method: str, reducer: str, text: str, gma
         if training.get("global_batch"):
             numbers.append(f"global batch {training['global_batch']}")
         if training.get("lr"):
-            numbers.append(f"lr {_num(training['lr'], 3)}")
+            numbers.append(f"lr {fmt_number(training['lr'], 3)}")
         if (training.get("world_size") or 1) > 1:
             numbers.append(f"{training['world_size']} processes")
         items.append("**Fine-tuning**: " + " ".join(parts) + (f" ({', '.join(numbers)})" if numbers else ""))
@@ -393,8 +222,8 @@ def _made(tnt: dict, base: str | None, method: str, reducer: str, text: str, gma
         ratio = gmacs.get("ratio")
         fewer = f" ({1 / ratio:.2f}x fewer MACs)" if ratio and text != "dense" else ""
         items.append(
-            f"**Compute**: {_num(gmacs.get('pruned'))} GMACs per image at input size "
-            f"{'x'.join(str(v) for v in (tnt.get('input_size') or [])[-2:]) or '?'}, dense {_num(gmacs['dense'])}"
+            f"**Compute**: {fmt_number(gmacs.get('pruned'))} GMACs per image at input size "
+            f"{'x'.join(str(v) for v in (tnt.get('input_size') or [])[-2:]) or '?'}, dense {fmt_number(gmacs['dense'])}"
             f"{fewer}"
         )
     items.append(f"**Written by** tnt {tnt.get('tnt_version', __version__)}; the full settings are in `config.json`")
@@ -427,8 +256,8 @@ def _speed(benchmark: Any) -> dict | None:
     rows = [
         {
             "batch_size": row.get("batch_size", ""),
-            "dense": _num(row.get("dense_images_per_s"), 5),
-            "pruned": _num(row.get("pruned_images_per_s"), 5),
+            "dense": fmt_number(row.get("dense_images_per_s"), 5),
+            "pruned": fmt_number(row.get("pruned_images_per_s"), 5),
             "speedup": f"{row['speedup']:.2f}x" if isinstance(row.get("speedup"), (int, float)) else "",
         }
         for row in benchmark["batches"]
