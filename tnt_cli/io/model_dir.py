@@ -262,6 +262,12 @@ def read_config(model_dir: str | Path) -> dict:
     path = model_dir / CONFIG
     if not path.is_file():
         raise TntError(f"{model_dir} is not a model directory: it has no config.json")
+    return read_config_file(path)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A timm config.json (any file name), with one-line errors for broken JSON or a missing architecture."""
+    path = Path(path)
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

@@ -228,29 +228,19 @@ def from_state(
 # ----------------------------------------------------------------------------- architectures
 def backbone_from_arch(arch: str, backbone: dict[str, torch.Tensor], *, where: str) -> Any:
     """`arch`: a directory or config.json (timm format), or a timm name (classes taken from the checkpoint)."""
-    from tnt_cli.io.model_dir import read_config
+    from tnt_cli.io.model_dir import read_config, read_config_file
 
     path = Path(arch).expanduser()
     if path.is_dir() or path.suffix == ".json":
         if not path.exists():
             raise TntError(f"no such file or directory: {arch}")
-        config = read_config(path if path.is_dir() else path.parent) if path.is_dir() else _read_json(path)
+        config = read_config(path) if path.is_dir() else read_config_file(path)
         return backbone_from_config(config, where=where)
     kwargs = {}
     head = backbone.get("head.weight")
     if head is not None:
         kwargs["num_classes"] = int(head.shape[0])
     return build_backbone(arch, arch, where=where, pretrained=False, **kwargs)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TntError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict) or "architecture" not in config:
-        raise TntError(f'{path} is not a timm model config (no "architecture")')
-    return config
 
 
 def install_schedule(loaded: LoadedModel, schedule: Schedule, *, require_trained_heads: bool = True) -> None:
