@@ -100,9 +100,13 @@ def test_dense_export_keeps_every_token(tmp_path):
 
 def test_failed_verification_writes_nothing(tmp_path):
     path = tmp_path / "never.onnx"
-    with pytest.raises(TntError, match="disagrees"):
+    with pytest.raises(TntError, match="disagrees") as caught:
         export_onnx(tiny_vit(Schedule((1,), (0.5,))), path, atol=-1.0)  # no difference can pass
     assert list(tmp_path.iterdir()) == []
+    from tnt_cli.cli._errors import describe
+
+    assert "verify=False" in str(caught.value)  # the library's words; the CLI line names the flags
+    assert "try another --opset, or --no-verify to keep it anyway" in describe(caught.value)[0]
 
 
 def test_without_onnxruntime_the_export_is_kept_unverified(tmp_path, monkeypatch):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 
+import pytest
 import torch
 from _io_helpers import assert_one_error_line, offline_hub, run_cli, tiny_tnt, tiny_vit
 
@@ -88,3 +90,37 @@ def test_directory_without_weights_or_config(tmp_path):
     assert_one_error_line(run_cli(["info", str(out)]), "no weights")
     (tmp_path / "empty").mkdir()
     assert_one_error_line(run_cli(["info", str(tmp_path / "empty")]), "no config.json")
+
+
+def test_library_errors_name_settings_the_cli_names_flags(tmp_path):
+    """One error, two audiences: Python API users see the parameter name, the CLI line the flag."""
+    import tnt_cli
+    from tnt_cli.cli._errors import describe
+    from tnt_cli.errors import SettingError
+
+    out = saved(tmp_path)
+    with pytest.raises(SettingError) as caught:
+        tnt_cli.load(out, random_weights=True)
+    message = str(caught.value)
+    assert message.startswith("random_weights applies to timm model names only") and "--" not in message
+    assert describe(caught.value)[0].startswith("--random-weights applies to timm model names only")
+    export = ["export", str(out), "--random-weights", "--onnx", str(tmp_path / "m.onnx")]
+    assert_one_error_line(run_cli(export), "--random-weights applies to timm model names only")
+
+
+def test_atomic_file_replaces_only_on_success(tmp_path):
+    from tnt_cli.io.atomic import atomic_file
+
+    target = tmp_path / "model.onnx"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("export failed")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    with atomic_file(target) as tmp:
+        assert tmp.name.startswith(f".model.onnx.partial-{os.getpid()}-")  # clean_stale can tell a dead run's
+        tmp.write_text("new")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.read_text() == "new" and (target.stat().st_mode & 0o777) == 0o666 & ~mask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
