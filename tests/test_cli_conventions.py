@@ -96,12 +96,12 @@ def test_model_card_says_what_r_does(tmp_path):
     assert "changes which tokens stay, not how many" in one and "drops" not in one
     several = _sim_prune_note({"prune_layers": [2, 4], "keep_rates": [0.8, 0.8], "sim_prune": 8})
     assert "drops 8 tokens from the patch embeddings before block 0" in several
-    from _train_helpers import tiny_vit
+    from _helpers import FMNIST, tiny_vit
 
     import tnt_cli
     from tnt_cli.engine import Schedule, attach_tnt
 
-    model = attach_tnt(tiny_vit(), (0, 1, 2), schedule=Schedule((2,), (0.6,), sim_prune=3))
+    model = attach_tnt(tiny_vit(shape=FMNIST), (0, 1, 2), schedule=Schedule((2,), (0.6,), sim_prune=3))
     card = (tnt_cli.save(model, tmp_path / "m") / "README.md").read_text()
     assert "changes which tokens stay, not how many" in card  # the rendered card carries the sentence
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import backbone_state, read_metrics, run_cli
+from _helpers import backbone_state, read_metrics, run_cli
 
 from tnt_cli.train.checkpoint import load_checkpoint
 from tnt_cli.train.trainer import INTERRUPT_ENV, NAN_ENV

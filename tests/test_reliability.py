@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import run_cli
+from _helpers import error_line, run_cli
 
 from tnt_cli.errors import ScheduleError, TntError
 from tnt_cli.train.trainer import INTERRUPT_ENV, NAN_ENV
@@ -56,14 +56,6 @@ def copy_of(previous: Path, where: Path) -> Path:
     target = where / "out"
     shutil.copytree(previous, target)
     return target
-
-
-def error_line(result, code: int = 1) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("error: "), result.stderr
-    assert sum(line.startswith("error: ") for line in lines) == 1 and "Traceback" not in result.stderr
-    return lines[-1]
 
 
 def loads(path: Path):
@@ -268,11 +260,11 @@ def folder(root: Path, classes: list[str], per_class: int = 3) -> Path:
 @pytest.fixture
 def always_cat(tmp_path) -> Path:
     """A 4-class model that names its classes (timm's label_names) and always predicts 'cat' (index 2)."""
-    from _io_helpers import tiny_tnt
+    from _helpers import IO, tiny_tnt
 
     from tnt_cli.io.model_dir import save_model_dir
 
-    model = tiny_tnt(num_classes=4)
+    model = tiny_tnt(shape=IO, num_classes=4)
     with torch.no_grad():
         model.vit.head.weight.zero_()
         model.vit.head.bias.copy_(torch.tensor([0.0, 0.0, 10.0, 0.0]))
@@ -430,9 +422,9 @@ def test_prune_schedule_file_with_fractional_layer_is_one_line(base, tmp_path):
 
 def test_usage_errors_are_one_error_line_with_exit_2(base):
     result = run_cli("finetune", base, "--bogus")
-    assert error_line(result, 2).startswith("error: No such option: --bogus")
+    assert error_line(result, code=2).startswith("error: No such option: --bogus")
     result = run_cli("finetune", base, "--data", "fashion-mnist", "--out", "x", "--epochs", "many")
-    assert "'--epochs'" in error_line(result, 2)
+    assert "'--epochs'" in error_line(result, code=2)
 
 
 def test_resume_compares_resolved_paths(base, tmp_path, monkeypatch):
@@ -495,7 +487,7 @@ def test_internal_errors_say_so_and_exit_3(monkeypatch, base, tmp_path):
 
     monkeypatch.setattr(sources, "load_model", bug)
     result = run_cli("prune", base, "--out", tmp_path / "o", "--prune-layers", "1", "--keep-rates", "1")
-    line = error_line(result, 3)
+    line = error_line(result, code=3)
     assert line.startswith("error: internal error: ZeroDivisionError: division by zero") and "TNT_DEBUG=1" in line
 
 
