@@ -45,7 +45,9 @@ def tiny_vit(kind: str = "vit", seed: int = 0, *, shape: dict = TINY, **override
     return vit.eval()
 
 
-def tiny_tnt(kind: str = "vit", seed: int = 0, *, schedule=None, head_norm: bool = True, shape: dict = TINY, **overrides):
+def tiny_tnt(
+    kind: str = "vit", seed: int = 0, *, schedule=None, head_norm: bool = True, shape: dict = TINY, **overrides
+):
     """A tiny TNT model with heads on every block, spread-out head weights (so top-k makes real, head-driven
     choices) and `schedule` installed, in eval mode."""
     from tnt_cli.engine import attach_tnt
@@ -131,13 +133,13 @@ def run_cli(*args):
 def error_line(result, *fragments: str, code: int = 1, notes: bool = False) -> str:
     """The one `error: ...` line a failing command ends with: exit `code`, no traceback, every fragment in it.
 
-    stderr holds that line alone, unless `notes` allows other lines before it (never a second `error:` line).
+    The command printed that line alone, unless `notes` allows other lines before it (never a second `error:`).
     """
     assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("error: "), result.stderr
     assert sum(line.startswith("error: ") for line in lines) == 1, result.stderr
-    assert notes or len(lines) == 1, result.stderr
+    assert notes or (len(lines) == 1 and not result.stdout.strip()), (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[-1], lines[-1]

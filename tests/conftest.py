@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import os
 
+import _helpers
 import pytest
-from _helpers import EVAL, FMNIST, tiny_vit as make_tiny_vit, train_briefly, write_timm_dir
+from _helpers import EVAL, FMNIST, train_briefly, write_timm_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
@@ -25,13 +26,13 @@ def one_thread():
 @pytest.fixture
 def tiny_vit():
     """Factory fixture: `tiny_vit(kind="vit", seed=0, **timm_kwargs)` (the engine tests' spelling of the helper)."""
-    return make_tiny_vit
+    return _helpers.tiny_vit
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A plain timm model directory holding a random tiny 28x28 Fashion-MNIST ViT: what a user would start from."""
-    return write_timm_dir(tmp_path_factory.mktemp("base") / "tiny", make_tiny_vit(shape=FMNIST))
+    return write_timm_dir(tmp_path_factory.mktemp("base") / "tiny", _helpers.tiny_vit(shape=FMNIST))
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +43,7 @@ def trained_tiny(one_thread):
 
     from tnt_cli.engine import attach_tnt
 
-    vit = make_tiny_vit(shape=EVAL)
+    vit = _helpers.tiny_vit(shape=EVAL)
     train_briefly(vit)
     plain = copy.deepcopy(vit).eval()
     torch.manual_seed(1)

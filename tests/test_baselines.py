@@ -33,7 +33,8 @@ from tnt_cli.eval.methods.evit import EViT, EvitStage
 ATOL = 1e-9
 
 # 32x32 input with 8x8 patches: 16 patch tokens, 3 blocks of width 24 with LayerScale
-SHAPE = {"img_size": 32, "patch_size": 8, "embed_dim": 24, "depth": 3, "num_heads": 3, "num_classes": 5, "init_values": 0.5}
+SHAPE = {"img_size": 32, "patch_size": 8, "embed_dim": 24, "depth": 3, "num_heads": 3, "num_classes": 5}
+SHAPE["init_values"] = 0.5
 # name -> (the helpers' kind, its overrides): fewer register tokens than the engine tests use
 KINDS = {
     "vit": ("vit", {}),

@@ -31,7 +31,7 @@ def plain_accuracy(vit, limit: int) -> tuple[float, float, int]:
 
 
 def evaluate_json(model, *extra: str) -> dict:
-    result = run_cli("evaluate", model, "--data", "fashion-mnist", "--limit", LIMIT, "--device", "cpu", "--json", *extra)
+    result = run_cli("evaluate", model, "--data", "fashion-mnist", "--limit", LIMIT, "--device", "cpu", "-j", *extra)
     assert result.exit_code == 0, (result.stdout, result.stderr)
     return json.loads(result.stdout)
 

@@ -11,7 +11,6 @@ from tnt_cli.engine import Schedule
 from tnt_cli.io.model_dir import save_model_dir
 
 
-
 class NeedsCode:
     """Pickled by reference: unpickling it would import and run this module."""
 

@@ -7,9 +7,8 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 from _helpers import FMNIST, error_line, run_cli, tiny_tnt
+from PIL import Image
 
 from tnt_cli.data.fashion_mnist import CLASSES, load_arrays
 from tnt_cli.engine import Schedule
