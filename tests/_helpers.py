@@ -22,12 +22,13 @@ EVAL = {**TINY, "patch_size": 8}
 # Width 64 with one attention head: the DeiT/ViT convention (64 channels per head) tnt uses to infer .pth shapes.
 IO = {**TINY, "patch_size": 8, "embed_dim": 64, "depth": 3, "num_heads": 1}
 
-# name -> (timm architecture, extra kwargs, number of prefix tokens)
+# name -> (timm architecture, extra kwargs): a class token, registers with average pooling (with and without the
+# class token), a distilled DeiT (class + distillation token)
 KINDS = {
-    "vit": ("vit_tiny_patch16_224", {}, 1),
-    "vit_reg_avg": ("vit_tiny_patch16_224", {"reg_tokens": 4, "class_token": False, "global_pool": "avg"}, 4),
-    "vit_reg_cls_avg": ("vit_tiny_patch16_224", {"reg_tokens": 4, "class_token": True, "global_pool": "avg"}, 5),
-    "deit_distilled": ("deit_tiny_distilled_patch16_224", {}, 2),
+    "vit": ("vit_tiny_patch16_224", {}),
+    "vit_reg_avg": ("vit_tiny_patch16_224", {"reg_tokens": 4, "class_token": False, "global_pool": "avg"}),
+    "vit_reg_cls_avg": ("vit_tiny_patch16_224", {"reg_tokens": 4, "class_token": True, "global_pool": "avg"}),
+    "deit_distilled": ("deit_tiny_distilled_patch16_224", {}),
 }
 BATCH = 64  # the evaluation tests' batch size
 
@@ -37,7 +38,7 @@ def tiny_vit(kind: str = "vit", seed: int = 0, *, shape: dict = TINY, **override
     """A randomly initialised tiny timm ViT of `kind` (see KINDS) in eval mode; the same `seed`, the same weights."""
     import timm
 
-    arch, extra, _ = KINDS[kind]
+    arch, extra = KINDS[kind]
     torch.manual_seed(seed)
     vit = timm.create_model(arch, pretrained=False, **{**shape, **extra, **overrides})
     if kind == "deit_distilled":
