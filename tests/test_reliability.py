@@ -1,6 +1,6 @@
 """Never lose a user's work (issue 12): overwrite, locks, divergence, JSON, class mapping, early checks, messages.
 
-Every test here failed on the code before the fix. Models are tiny (28x28 grey, 4 blocks of width 32; or the IO
+Every test here failed on the code before the fix. Models are tiny (28x28 grey, 4 blocks of width 32; or the
 helpers' IO-shaped 32x32 RGB ViT) and runs are a few optimizer steps.
 """
 
