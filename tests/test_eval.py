@@ -31,7 +31,8 @@ def plain_accuracy(vit, limit: int) -> tuple[float, float, int]:
 
 
 def evaluate_json(model, *extra: str) -> dict:
-    result = run_cli("evaluate", model, "--data", "fashion-mnist", "--limit", LIMIT, "--device", "cpu", "-j", *extra)
+    args = ("--data", "fashion-mnist", "--limit", LIMIT, "--device", "cpu", "--json")
+    result = run_cli("evaluate", model, *args, *extra)
     assert result.exit_code == 0, (result.stdout, result.stderr)
     return json.loads(result.stdout)
 
