@@ -1,37 +1,15 @@
-"""Small shared fixtures: tiny timm ViTs that build in milliseconds, so engine tests stay fast on CPU."""
+"""The tests' shared fixtures, built from the plain helpers in `_helpers.py`."""
 
 from __future__ import annotations
 
+import copy
 import os
 
+import _helpers
 import pytest
+from _helpers import EVAL, FMNIST, train_briefly, write_timm_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
-
-# Tiny shapes: 32x32 input, patch 4 -> 64 patch tokens, width 32, 4 blocks. Enough tokens for top-k and
-# similarity pruning to make real choices, small enough that a forward takes well under a millisecond.
-TINY = {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 4, "num_heads": 2, "num_classes": 10}
-
-# name -> (timm architecture, extra kwargs, number of prefix tokens)
-TINY_KINDS = {
-    "vit": ("vit_tiny_patch16_224", {}, 1),
-    "vit_reg_avg": ("vit_tiny_patch16_224", {"reg_tokens": 4, "class_token": False, "global_pool": "avg"}, 4),
-    "vit_reg_cls_avg": ("vit_tiny_patch16_224", {"reg_tokens": 4, "class_token": True, "global_pool": "avg"}, 5),
-    "deit_distilled": ("deit_tiny_distilled_patch16_224", {}, 2),
-}
-
-
-def make_tiny_vit(kind: str = "vit", seed: int = 0, **overrides):
-    """A randomly initialised tiny timm ViT in eval mode; same `seed` gives the same weights."""
-    import timm
-    import torch
-
-    arch, extra, _ = TINY_KINDS[kind]
-    torch.manual_seed(seed)
-    vit = timm.create_model(arch, pretrained=False, **{**TINY, **extra, **overrides})
-    if kind == "deit_distilled":
-        vit.set_distilled_training(False)  # eval-style output: mean of the two heads
-    return vit.eval()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -47,13 +25,51 @@ def one_thread():
 
 @pytest.fixture
 def tiny_vit():
-    """Factory fixture: `tiny_vit(kind="vit", seed=0, **timm_kwargs)`."""
-    return make_tiny_vit
+    """Factory fixture: `tiny_vit(kind="vit", seed=0, **timm_kwargs)` (the engine tests' spelling of the helper)."""
+    return _helpers.tiny_vit
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A plain timm model directory holding a random tiny 28x28 Fashion-MNIST ViT: what a user would start from."""
-    from _train_helpers import tiny_vit, write_timm_dir
+    return write_timm_dir(tmp_path_factory.mktemp("base") / "tiny", _helpers.tiny_vit(shape=FMNIST))
 
-    return write_timm_dir(tmp_path_factory.mktemp("base") / "tiny", tiny_vit(seed=0))
+
+@pytest.fixture(scope="session")
+def trained_tiny(one_thread):
+    """(TNTModel with random heads on blocks 0-3, its plain timm twin) in eval mode; the backbone was trained for a
+    few steps on Fashion-MNIST, so accuracies are well above chance and equalities between them mean something."""
+    import torch
+
+    from tnt_cli.engine import attach_tnt
+
+    vit = _helpers.tiny_vit(shape=EVAL)
+    train_briefly(vit)
+    plain = copy.deepcopy(vit).eval()
+    torch.manual_seed(1)
+    return attach_tnt(vit, [0, 1, 2, 3]).eval(), plain
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(trained_tiny, tmp_path_factory):
+    """`trained_tiny` saved by the product's own save path as a tnt model directory: a real MODEL for the CLI.
+
+    Commands read it and write elsewhere; a test that needs a directory of its own saves a copy.
+    """
+    import tnt_cli
+
+    return tnt_cli.save(trained_tiny[0], tmp_path_factory.mktemp("tiny") / "tiny-fm")
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """huggingface_hub in offline mode with its cache in a tmp HF_HOME (the module is already imported)."""
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf_home"
+    home.mkdir()
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    return home

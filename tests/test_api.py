@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 import torch
-from _io_helpers import images, tiny_tnt
+from _helpers import IO, images, tiny_tnt
 
 import tnt_cli
 
 
 def test_load_runs_with_the_saved_schedule_and_can_change_it(tmp_path):
-    model = tiny_tnt(schedule=tnt_cli.Schedule(prune_layers=(1,), keep_rates=(0.5,)))
+    model = tiny_tnt(shape=IO, schedule=tnt_cli.Schedule(prune_layers=(1,), keep_rates=(0.5,)))
     out = tnt_cli.save(model, tmp_path / "m", base_model="timm/x", metrics={"accuracy": {"top1": 0.5}})
     assert (out / "report.json").exists()
     loaded = tnt_cli.load(str(out))

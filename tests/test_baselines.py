@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from _eval_helpers import make_vit
+from _helpers import EVAL, tiny_vit
 
 from tnt_cli.engine import Schedule, attach_tnt
 from tnt_cli.errors import TntError
@@ -32,27 +32,22 @@ from tnt_cli.eval.methods.evit import EViT, EvitStage
 
 ATOL = 1e-9
 
-# name -> (timm architecture, kwargs); 32x32 input with 8x8 patches: 16 patch tokens, 3 blocks
+# 32x32 input with 8x8 patches: 16 patch tokens, 3 blocks of width 24 with LayerScale
+SHAPE = {"img_size": 32, "patch_size": 8, "embed_dim": 24, "depth": 3, "num_heads": 3, "num_classes": 5}
+SHAPE["init_values"] = 0.5
+# name -> (the helpers' kind, its overrides): fewer register tokens than the engine tests use
 KINDS = {
-    "vit": ("vit_tiny_patch16_224", {}),
-    "deit_distilled": ("deit_tiny_distilled_patch16_224", {}),
-    "reg_cls_avg": ("vit_tiny_patch16_224", {"reg_tokens": 3, "class_token": True, "global_pool": "avg"}),
-    "reg_avg": ("vit_tiny_patch16_224", {"reg_tokens": 2, "class_token": False, "global_pool": "avg"}),
+    "vit": ("vit", {}),
+    "deit_distilled": ("deit_distilled", {}),
+    "reg_cls_avg": ("vit_reg_cls_avg", {"reg_tokens": 3}),
+    "reg_avg": ("vit_reg_avg", {"reg_tokens": 2}),
 }
 
 
 def tiny64(kind: str, seed: int = 0):
     """A tiny timm ViT in float64 with random weights everywhere (LayerScale and norms too)."""
-    import timm
-
-    arch, extra = KINDS[kind]
-    torch.manual_seed(seed)
-    vit = timm.create_model(
-        arch, pretrained=False, img_size=32, patch_size=8, embed_dim=24, depth=3, num_heads=3, num_classes=5,
-        init_values=0.5, **extra,
-    )  # fmt: skip
-    if kind == "deit_distilled":
-        vit.set_distilled_training(False)
+    base_kind, extra = KINDS[kind]
+    vit = tiny_vit(base_kind, seed, shape=SHAPE, **extra)
     with torch.no_grad():
         for name, param in vit.named_parameters():
             if name.endswith(("gamma", "norm1.weight", "norm2.weight", "norm.weight")):
@@ -348,7 +343,7 @@ def test_cached_states_give_the_full_forward(method):
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "dense"])
 def test_gradients_reach_the_backbone_in_training_mode(method):
     torch.manual_seed(0)
-    model = attach_tnt(make_vit(), [0, 1, 2, 3]).train()
+    model = attach_tnt(tiny_vit(shape=EVAL), [0, 1, 2, 3]).train()
     with apply_method(model, method, Schedule((1,), (0.5,))) as setup:
         setup.begin_batch(0)
         out = setup.module(torch.randn(2, 3, 32, 32))

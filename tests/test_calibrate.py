@@ -5,21 +5,14 @@ from __future__ import annotations
 import csv
 import json
 
-import _eval_helpers as h
 import pytest
-from _eval_helpers import TINY, one_error_line, run_cli
+from _helpers import error_line, run_cli
 
 from tnt_cli.engine import Schedule
 from tnt_cli.errors import TntError
 from tnt_cli.eval.baselines import method_gmacs
 from tnt_cli.eval.pareto import Target, choose, dominates, make_target, mark_pareto
 from tnt_cli.eval.sweep import SweepPoint
-
-# shared fixtures (see tests/_eval_helpers.py)
-
-serve_tiny = h.serve_tiny
-serve_tiny_module = h.serve_tiny_module
-tiny_tnt = h.tiny_tnt
 
 LIMIT = 256
 GRID = ("--grid-layers", "1,2", "--grid-keep", "0.75,0.5,0.25", "--grid-sim", "0,2")
@@ -34,11 +27,11 @@ def read_rows(out) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def calibrated(serve_tiny_module, tiny_tnt, tmp_path_factory):
-    target = 0.75 * method_gmacs(tiny_tnt[0], "dense")
+def calibrated(tiny_dir, trained_tiny, tmp_path_factory):
+    target = 0.75 * method_gmacs(trained_tiny[0], "dense")
     out = tmp_path_factory.mktemp("calib") / "calib"
     result = run_cli(
-        "calibrate", TINY, "--data", "fashion-mnist", "--out", out, "--limit", LIMIT, "--device", "cpu",
+        "calibrate", tiny_dir, "--data", "fashion-mnist", "--out", out, "--limit", LIMIT, "--device", "cpu",
         *GRID, "--target-gmacs", f"{target:.9f}", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, (result.stdout, result.stderr)
@@ -92,20 +85,20 @@ def test_pareto_front_has_no_dominated_point_and_misses_no_point(calibrated):
             assert (row["pareto"] == "1") == (not dominated), row
 
 
-def test_impossible_targets_name_the_best_reachable_point(serve_tiny, tmp_path):
-    base = ("calibrate", TINY, "--data", "fashion-mnist", "--limit", 64, "--device", "cpu", "--methods", "tnt",
+def test_impossible_targets_name_the_best_reachable_point(tiny_dir, tmp_path):
+    base = ("calibrate", tiny_dir, "--data", "fashion-mnist", "--limit", 64, "--device", "cpu", "--methods", "tnt",
             "--grid-layers", "1", "--grid-keep", "0.5,0.25", "--grid-sim", "0")  # fmt: skip
-    line = one_error_line(run_cli(*base, "--out", tmp_path / "a", "--target-gmacs", "0.0000001"))
+    line = error_line(run_cli(*base, "--out", tmp_path / "a", "--target-gmacs", "0.0000001"))
     assert "below the cheapest schedule swept: block 1 keep 0.25" in line and "GMACs" in line
-    line = one_error_line(run_cli(*base, "--out", tmp_path / "b", "--target-speedup", "50"))
+    line = error_line(run_cli(*base, "--out", tmp_path / "b", "--target-speedup", "50"))
     assert "best reachable is" in line and "block 1 keep 0.25" in line
     assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())  # nothing half-written
 
 
-def test_measure_speed_and_max_drop(serve_tiny, tmp_path):
+def test_measure_speed_and_max_drop(tiny_dir, tmp_path):
     out = tmp_path / "speed"
     result = run_cli(
-        "calibrate", TINY, "--data", "fashion-mnist", "--limit", 64, "--device", "cpu", "--methods", "tnt,tome",
+        "calibrate", tiny_dir, "--data", "fashion-mnist", "--limit", 64, "--device", "cpu", "--methods", "tnt,tome",
         "--grid-layers", "1", "--grid-keep", "0.25", "--grid-sim", "0", "--measure-speed", "--speed-batch", 8,
         "--speed-rounds", 2, "--max-drop", "100", "--out", out,
     )  # fmt: skip
@@ -131,9 +124,9 @@ def test_measure_speed_and_max_drop(serve_tiny, tmp_path):
         (("--grid-layers", "7"), "out of range"),
     ],
 )
-def test_bad_inputs_give_one_line(serve_tiny, tmp_path, args, needle):
-    result = run_cli("calibrate", TINY, "--data", "fashion-mnist", "--limit", 64, "--out", tmp_path / "o", *args)
-    assert needle in one_error_line(result)
+def test_bad_inputs_give_one_line(tiny_dir, tmp_path, args, needle):
+    result = run_cli("calibrate", tiny_dir, "--data", "fashion-mnist", "--limit", 64, "--out", tmp_path / "o", *args)
+    assert needle in error_line(result)
     assert not (tmp_path / "o").exists()
 
 

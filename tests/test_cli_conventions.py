@@ -6,8 +6,8 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from _helpers import FMNIST, IO, run_cli, tiny_tnt, tiny_vit
 from typer.main import get_command
-from typer.testing import CliRunner
 
 import tnt_cli
 from tnt_cli.cli.app import COMMANDS, app
@@ -28,7 +28,7 @@ def options(name: str) -> list:
 @pytest.mark.parametrize("name", ["", *COMMANDS])
 def test_help_shows_flags_without_a_bool_type(name, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    result = CliRunner().invoke(app, [name, "--help"] if name else ["--help"])
+    result = run_cli(name, "--help") if name else run_cli("--help")
     assert result.exit_code == 0, result.output
     assert "<bool>" not in result.output
     assert "--help" in result.output
@@ -52,10 +52,11 @@ def test_offline_is_accepted_by_every_command_that_loads_a_model(name):
 
 def test_offline_after_the_command_sets_hf_hub_offline(monkeypatch, tmp_path):
     import tnt_cli.io.offline as offline_mod
+    import tnt_cli.io.sources  # noqa: F401  imported before the patch, so its own `set_offline` stays the real one
 
     calls = []
     monkeypatch.setattr(offline_mod, "set_offline", lambda value: calls.append(value))
-    result = CliRunner().invoke(app, ["info", "deit_tiny_patch16_224", "--offline", "--json"])
+    result = run_cli("info", "deit_tiny_patch16_224", "--offline", "--json")
     assert result.exit_code == 0, result.output
     assert True in calls
 
@@ -67,20 +68,32 @@ def test_python_api_has_real_keyword_parameters(fn):
     assert [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def test_api_keywords_reach_the_loader(monkeypatch):
-    import tnt_cli.io.sources as sources
+def test_api_keywords_reach_the_loader(tmp_path, monkeypatch):
+    """Each keyword of `tnt_cli.load` changes what the real loader does."""
+    import os
 
-    seen = {}
-    monkeypatch.setattr(sources, "load_model", lambda spec, **kw: seen.update(kw, spec=spec) or _Loaded())
-    tnt_cli.load("somewhere", random_weights=True, offline=True, arch="vit_tiny_patch16_224")
-    assert seen["random_weights"] and seen["offline"] and seen["arch"] == "vit_tiny_patch16_224"
+    import torch
+    from huggingface_hub import constants
+    from timm.models._hub import save_config_for_hf
+
+    from tnt_cli.errors import TntError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    model = tnt_cli.load("vit_tiny_patch16_224", random_weights=True, offline=True)  # a timm name, no download
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True  # offline=True
+    assert model.vit.patch_embed.num_patches == 196 and len(model.head_blocks) > 0  # random_weights=True
+    saved = tnt_cli.save(tiny_tnt(shape=IO), tmp_path / "saved")
+    with pytest.raises(TntError, match="timm model names only"):
+        tnt_cli.load(saved, random_weights=True)
+    vit = tiny_vit(shape=IO, embed_dim=48, num_heads=2)  # a width tnt cannot infer from a bare .pth
+    torch.save({"state_dict": vit.state_dict()}, tmp_path / "w.pth")
+    with pytest.raises(TntError, match="give the architecture"):
+        tnt_cli.load(tmp_path / "w.pth")
+    save_config_for_hf(vit, str(tmp_path / "arch.json"))
+    assert tnt_cli.load(tmp_path / "w.pth", arch=str(tmp_path / "arch.json")).vit.embed_dim == 48  # arch=
     with pytest.raises(TypeError):
         tnt_cli.load("somewhere", randomweights=True)  # a typo is an error, not silently ignored
-
-
-class _Loaded:
-    model = "model"
-    provenance = None
 
 
 def test_sim_prune_help_says_what_r_does_with_one_prune_layer():
@@ -96,12 +109,11 @@ def test_model_card_says_what_r_does(tmp_path):
     assert "changes which tokens stay, not how many" in one and "drops" not in one
     several = _sim_prune_note({"prune_layers": [2, 4], "keep_rates": [0.8, 0.8], "sim_prune": 8})
     assert "drops 8 tokens from the patch embeddings before block 0" in several
-    from _train_helpers import tiny_vit
 
     import tnt_cli
     from tnt_cli.engine import Schedule, attach_tnt
 
-    model = attach_tnt(tiny_vit(), (0, 1, 2), schedule=Schedule((2,), (0.6,), sim_prune=3))
+    model = attach_tnt(tiny_vit(shape=FMNIST), (0, 1, 2), schedule=Schedule((2,), (0.6,), sim_prune=3))
     card = (tnt_cli.save(model, tmp_path / "m") / "README.md").read_text()
     assert "changes which tokens stay, not how many" in card  # the rendered card carries the sentence
 

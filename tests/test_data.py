@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _train_helpers import tiny_vit
+from _helpers import EVAL, FMNIST, tiny_vit
 from PIL import Image
 
 from tnt_cli.data import (
@@ -25,12 +25,12 @@ from tnt_cli.errors import TntError
 
 @pytest.fixture(scope="module")
 def gray28():
-    return tiny_vit()
+    return tiny_vit(shape=FMNIST)
 
 
 @pytest.fixture(scope="module")
 def rgb32():
-    return tiny_vit(img_size=32, patch_size=8, in_chans=3)
+    return tiny_vit(shape=EVAL)
 
 
 def make_folder(root, classes=("cat", "dog"), per_class=3, size=(20, 30), splits=("train", "val")):
@@ -159,7 +159,7 @@ def test_malformed_datasets_are_one_line_errors(tmp_path, rgb32):
 
 def test_cluttered_fashion_mnist_is_mapped(gray28):
     pytest.importorskip("tnt_cli.data.cluttered")
-    canvas = tiny_vit(img_size=64, patch_size=8)
+    canvas = tiny_vit(shape=FMNIST, img_size=64, patch_size=8)
     loader = build_loader("cluttered-fashion-mnist", "val", canvas, batch_size=4, limit=4)
     images, labels = next(iter(loader))
     assert images.shape == (4, 1, 64, 64) and labels.dtype == torch.int64

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 
-import _eval_helpers as h
 import pytest
 import torch
-from _eval_helpers import BATCH, TINY, one_error_line, run_cli
+from _helpers import BATCH, error_line, run_cli
 
+import tnt_cli
 from tnt_cli.engine import Schedule
 from tnt_cli.eval.evaluate import evaluate_model
-
-# shared fixtures (see tests/_eval_helpers.py)
-
-serve_tiny = h.serve_tiny
-tiny_tnt = h.tiny_tnt
 
 LIMIT = 320
 
@@ -35,15 +30,16 @@ def plain_accuracy(vit, limit: int) -> tuple[float, float, int]:
     return correct / n, loss / n, n
 
 
-def evaluate_json(*extra: str) -> dict:
-    result = run_cli("evaluate", TINY, "--data", "fashion-mnist", "--limit", LIMIT, "--device", "cpu", "--json", *extra)
+def evaluate_json(model, *extra: str) -> dict:
+    args = ("--data", "fashion-mnist", "--limit", LIMIT, "--device", "cpu", "--json")
+    result = run_cli("evaluate", model, *args, *extra)
     assert result.exit_code == 0, (result.stdout, result.stderr)
     return json.loads(result.stdout)
 
 
-def test_evaluate_dense_equals_plain_timm_model(serve_tiny, tiny_tnt):
-    top1, loss, n = plain_accuracy(tiny_tnt[1], LIMIT)
-    report = evaluate_json("--method", "dense")
+def test_evaluate_dense_equals_plain_timm_model(tiny_dir, trained_tiny):
+    top1, loss, n = plain_accuracy(trained_tiny[1], LIMIT)
+    report = evaluate_json(tiny_dir, "--method", "dense")
     assert report["images"] == n == LIMIT
     assert report["top1"] == top1
     assert report["loss"] == pytest.approx(loss, rel=1e-5)
@@ -52,19 +48,19 @@ def test_evaluate_dense_equals_plain_timm_model(serve_tiny, tiny_tnt):
     assert report["images_per_s"] > 0 and 0 < report["top5"] <= 1
 
 
-def test_tnt_at_keep_one_equals_dense(serve_tiny, tiny_tnt):
-    dense = evaluate_json("--method", "dense")
-    keep_one = evaluate_json("--method", "tnt", "--prune-layers", "1,2", "--keep-rates", "1.0,1.0")
+def test_tnt_at_keep_one_equals_dense(tiny_dir):
+    dense = evaluate_json(tiny_dir, "--method", "dense")
+    keep_one = evaluate_json(tiny_dir, "--method", "tnt", "--prune-layers", "1,2", "--keep-rates", "1.0,1.0")
     for key in ("top1", "top5", "loss", "images", "gmacs"):
         assert keep_one[key] == dense[key], key
-    pruned = evaluate_json("--method", "tnt", "--prune-layers", "1", "--keep-rates", "0.25")
+    pruned = evaluate_json(tiny_dir, "--method", "tnt", "--prune-layers", "1", "--keep-rates", "0.25")
     assert pruned["gmacs"] < dense["gmacs"]
     assert pruned["loss"] != dense["loss"]  # pruning really changed the computation
 
 
-def test_every_method_runs_and_reports_its_own_compute(serve_tiny):
+def test_every_method_runs_and_reports_its_own_compute(tiny_dir):
     reports = {
-        m: evaluate_json("--method", m, "--prune-layers", "1", "--keep-rates", "0.5", "--per-class")
+        m: evaluate_json(tiny_dir, "--method", m, "--prune-layers", "1", "--keep-rates", "0.5", "--per-class")
         for m in ("tnt", "random", "cls-attn", "tome")
     }
     assert reports["tome"]["tome_r"] > 0  # r matched to the schedule's GMACs
@@ -76,8 +72,8 @@ def test_every_method_runs_and_reports_its_own_compute(serve_tiny):
         assert "Ankle boot" in per_class
 
 
-def test_evaluate_model_loop_matches_direct_forward(tiny_tnt):
-    model, plain = tiny_tnt
+def test_evaluate_model_loop_matches_direct_forward(trained_tiny):
+    model, plain = trained_tiny
     x = torch.randn(10, 3, 32, 32)
     y = torch.arange(10)
     result = evaluate_model(model, [(x[:6], y[:6]), (x[6:], y[6:])], progress=False, limit=8, per_class=True)
@@ -89,21 +85,13 @@ def test_evaluate_model_loop_matches_direct_forward(tiny_tnt):
     assert set(result["per_class"]) == {str(i) for i in range(8)}
 
 
-def test_evaluate_uses_the_model_schedule_by_default(serve_tiny, tiny_tnt, monkeypatch):
-    """A model directory's own schedule is the default: here the loader hands back a scheduled model."""
-    import tnt_cli.io.sources as sources
-
-    served = sources.load_model
-
-    def scheduled(spec, **kwargs):
-        loaded = served(spec, **kwargs)
-        if kwargs.get("schedule") is None:
-            loaded.model.set_schedule(Schedule((2,), (0.5,)))
-        return loaded
-
-    monkeypatch.setattr(sources, "load_model", scheduled)
+def test_evaluate_uses_the_model_schedule_by_default(tiny_dir, tmp_path):
+    """A model directory's own schedule is the default: here a directory saved with a pruning schedule."""
+    model = tnt_cli.load(tiny_dir)
+    model.set_schedule(Schedule((2,), (0.5,)))
+    scheduled = tnt_cli.save(model, tmp_path / "scheduled")
     for method in ("tnt", "random"):
-        report = evaluate_json("--method", method)
+        report = evaluate_json(scheduled, "--method", method)
         assert report["schedule"]["prune_layers"] == [2] and report["schedule"]["keep_rates"] == [0.5]
 
 
@@ -119,13 +107,13 @@ def test_evaluate_uses_the_model_schedule_by_default(serve_tiny, tiny_tnt, monke
         (("--method", "tnt", "--tome-r", "2"), "--tome-r applies to --method tome only"),
     ],
 )
-def test_bad_inputs_give_one_line(serve_tiny, args, needle):
-    result = run_cli("evaluate", TINY, "--data", "fashion-mnist", "--limit", 64, "--device", "cpu", *args)
-    assert needle in one_error_line(result)
+def test_bad_inputs_give_one_line(tiny_dir, args, needle):
+    result = run_cli("evaluate", tiny_dir, "--data", "fashion-mnist", "--limit", 64, "--device", "cpu", *args)
+    assert needle in error_line(result)
 
 
-def test_cuda_request_without_cuda_is_one_line(serve_tiny):
+def test_cuda_request_without_cuda_is_one_line(tiny_dir):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    result = run_cli("evaluate", TINY, "--data", "fashion-mnist", "--device", "cuda")
-    assert "no CUDA device" in one_error_line(result)
+    result = run_cli("evaluate", tiny_dir, "--data", "fashion-mnist", "--device", "cuda")
+    assert "no CUDA device" in error_line(result)

@@ -8,35 +8,17 @@ import sys
 
 import numpy as np
 import pytest
-import timm
 import torch
-from typer.testing import CliRunner
+from _helpers import error_line, run_cli, tiny_tnt
 
-from tnt_cli.cli.app import app
-from tnt_cli.engine import Schedule, attach_tnt
+from tnt_cli.engine import Schedule
 from tnt_cli.errors import TntError
 from tnt_cli.export import export_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-DEPTH = 4
-
-
-def tiny_vit(schedule: Schedule, **kwargs):
-    torch.manual_seed(0)
-    vit = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=32,
-        patch_size=4,
-        embed_dim=32,
-        depth=DEPTH,
-        num_heads=2,
-        num_classes=10,
-        **kwargs,
-    )
-    return attach_tnt(vit.eval(), range(DEPTH), schedule=schedule).eval()
+DEPTH = 4  # the helpers' tiny ViT: 32x32 input, patch 4 -> 64 patches, 4 blocks
 
 
 def ort_logits(path, x: torch.Tensor) -> np.ndarray:
@@ -64,7 +46,7 @@ def tokens_in_block_scopes(path) -> dict[int, set[int]]:
     ids=lambda s: s.describe(),
 )
 def test_dynamic_batch_matches_pytorch_at_two_batch_sizes(tmp_path, schedule):
-    model = tiny_vit(schedule)
+    model = tiny_tnt(schedule=schedule)
     path = tmp_path / "tiny.onnx"
     report = export_onnx(model, path, dynamic_batch=True)
     assert report.verified and len(report.verify_batch_sizes) == 2 and report.max_abs_diff <= 1e-4
@@ -79,7 +61,7 @@ def test_dynamic_batch_matches_pytorch_at_two_batch_sizes(tmp_path, schedule):
 
 
 def test_graph_has_fewer_tokens_after_the_pruning_block(tmp_path):
-    model = tiny_vit(Schedule((1,), (0.5,)))  # 64 patches + CLS; keep 32 after block 1
+    model = tiny_tnt(schedule=Schedule((1,), (0.5,)))  # 64 patches + CLS; keep 32 after block 1
     path = tmp_path / "static.onnx"
     export_onnx(model, path, batch_size=2)
     tokens = tokens_in_block_scopes(path)
@@ -93,7 +75,7 @@ def test_graph_has_fewer_tokens_after_the_pruning_block(tmp_path):
 
 def test_dense_export_keeps_every_token(tmp_path):
     path = tmp_path / "dense.onnx"
-    report = export_onnx(tiny_vit(Schedule()), path, verify=False)
+    report = export_onnx(tiny_tnt(schedule=Schedule()), path, verify=False)
     assert report.graph_tokens_per_block == [65] * DEPTH
     assert all(t == {65} for t in tokens_in_block_scopes(path).values())
 
@@ -101,7 +83,7 @@ def test_dense_export_keeps_every_token(tmp_path):
 def test_failed_verification_writes_nothing(tmp_path):
     path = tmp_path / "never.onnx"
     with pytest.raises(TntError, match="disagrees") as caught:
-        export_onnx(tiny_vit(Schedule((1,), (0.5,))), path, atol=-1.0)  # no difference can pass
+        export_onnx(tiny_tnt(schedule=Schedule((1,), (0.5,))), path, atol=-1.0)  # no difference can pass
     assert list(tmp_path.iterdir()) == []
     from tnt_cli.cli._errors import describe
 
@@ -111,7 +93,7 @@ def test_failed_verification_writes_nothing(tmp_path):
 
 def test_without_onnxruntime_the_export_is_kept_unverified(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
-    report = export_onnx(tiny_vit(Schedule((1,), (0.5,))), tmp_path / "x.onnx")
+    report = export_onnx(tiny_tnt(schedule=Schedule((1,), (0.5,))), tmp_path / "x.onnx")
     assert not report.verified and report.max_abs_diff is None
     assert any("onnxruntime is not installed" in note for note in report.notes)
     assert (tmp_path / "x.onnx").stat().st_size > 0
@@ -120,25 +102,22 @@ def test_without_onnxruntime_the_export_is_kept_unverified(tmp_path, monkeypatch
 def test_without_onnx_export_is_refused(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(TntError, match="needs the onnx package"):
-        export_onnx(tiny_vit(Schedule()), tmp_path / "x.onnx")
+        export_onnx(tiny_tnt(schedule=Schedule()), tmp_path / "x.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unsupported_opset_is_refused(tmp_path):
     with pytest.raises(TntError, match="opset 12 is not supported"):
-        export_onnx(tiny_vit(Schedule()), tmp_path / "x.onnx", opset=12)
+        export_onnx(tiny_tnt(schedule=Schedule()), tmp_path / "x.onnx", opset=12)
     assert not (tmp_path / "x.onnx").exists()
 
 
 # ----------------------------------------------------------------------------- CLI
-runner = CliRunner()
-
-
 def test_cli_export_reports_the_difference(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = tmp_path / "test_vit.onnx"
     args = ["export", "test_vit", "--random-weights", "--prune-layers", "2", "--keep-rates", "0.5"]
-    result = runner.invoke(app, [*args, "--onnx", str(path), "--dynamic-batch", "--json"])
+    result = run_cli(*args, "--onnx", path, "--dynamic-batch", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["verified"] and data["max_abs_diff"] <= 1e-4 and data["input_shape"][0] == "batch"
@@ -157,8 +136,6 @@ def test_cli_export_reports_the_difference(tmp_path, monkeypatch):
 )
 def test_cli_unsupported_options_are_one_error_line(tmp_path, extra, message):
     path = tmp_path / "x.onnx"
-    result = runner.invoke(app, ["export", "test_vit", "--random-weights", "--onnx", str(path), *extra])
-    assert result.exit_code == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    result = run_cli("export", "test_vit", "--random-weights", "--onnx", path, *extra)
+    assert error_line(result).startswith(message)
     assert not path.exists()

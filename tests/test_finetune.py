@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import backbone_state, read_metrics, run_cli
+from _helpers import backbone_state, error_line, read_metrics, run_cli
 
 from tnt_cli.train.checkpoint import load_checkpoint
 from tnt_cli.train.trainer import INTERRUPT_ENV, NAN_ENV
@@ -122,10 +122,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(base, tmp_pa
     monkeypatch.setenv(NAN_ENV, "25")  # epoch 1 ends at step 20 with a checkpoint
     result = run_cli("finetune", base, "--out", out, *FAST, "--recipe", "official", "--max-steps", "30",
                      "--batch-size", "16", "--limit", "320", "--eval-limit", "0")  # fmt: skip
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert lines[-1].startswith("error: loss is nan at step 25: stopped; last good checkpoint")
-    assert sum(line.startswith("error:") for line in lines) == 1
+    assert error_line(result, notes=True).startswith("error: loss is nan at step 25: stopped; last good checkpoint")
     checkpoint = load_checkpoint(out)
     assert checkpoint["step"] == 20 and checkpoint["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
@@ -134,20 +131,18 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(base, tmp_pa
 
 def test_bad_data_paths_and_empty_class_folders_give_one_line(base, tmp_path):
     missing = run_cli("finetune", base, "--data", tmp_path / "nowhere", "--out", tmp_path / "o1")
-    assert missing.exit_code == 1
-    assert missing.output.strip().splitlines() == [
+    assert error_line(missing) == (
         f"error: data '{tmp_path / 'nowhere'}' not found: give a folder (an ImageFolder root with train/ and val/, "
         "or class folders), a .tar of class folders, hfds/ORG/NAME, or one of fashion-mnist, cluttered-fashion-mnist"
-    ]
+    )
     for split in ("train", "val"):
         (tmp_path / "data" / split / "shirt").mkdir(parents=True)
     (tmp_path / "data" / "train" / "shirt" / "x.txt").write_text("not an image")
     empty = run_cli("finetune", base, "--data", tmp_path / "data", "--out", tmp_path / "o2", "--train", "full")
-    assert empty.exit_code == 1
-    assert empty.output.strip().splitlines() == [
+    assert error_line(empty) == (
         f"error: class folder {tmp_path / 'data' / 'train' / 'shirt'} has no images (supported: .jpg, .jpeg, "
         ".png, .ppm, .pgm, .pbm, .bmp, .tif, .tiff, .webp, .gif)"
-    ]
+    )
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
     keep = tmp_path / "o3"
     keep.mkdir()

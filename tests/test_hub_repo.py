@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _io_helpers import assert_one_error_line, fake_hf_cache, offline_hub, run_cli, tiny_vit
+from _helpers import IO, error_line, fake_hf_cache, run_cli, tiny_vit
 from PIL import Image
 
 from tnt_cli.errors import TntError
 
-__all__ = ["offline_hub"]  # fixture re-exported for pytest
 CLASSES = ("cat", "dog", "eel")
 
 
@@ -55,7 +54,7 @@ def hub_model(tmp_path, offline_hub):
     from timm.models import save_for_hf
 
     local = tmp_path / "timm_dir"
-    save_for_hf(tiny_vit(seed=1), str(local), safe_serialization=True)
+    save_for_hf(tiny_vit(shape=IO, seed=1), str(local), safe_serialization=True)
     fake_hf_cache(offline_hub, "org/tiny-timm", local)
     return "hf-hub:org/tiny-timm"
 
@@ -69,16 +68,15 @@ def test_finetune_prune_evaluate_push_keeps_the_hub_id_and_the_class_names(tmp_p
     pets = make_class_folders(tmp_path / "pets")
     run = tmp_path / "run"
     result = run_cli(
-        ["finetune", hub_model, "--data", str(pets), "--out", str(run), "--train", "full", "--new-classes",
-         "--max-steps", "2",
-         "--batch-size", "6", "--no-progress", "--no-distill", "--drop-weight", "0", "--eval-limit", "9", "--json"]
+        "finetune", hub_model, "--data", pets, "--out", run, "--train", "full", "--new-classes", "--max-steps", "2",
+        "--batch-size", "6", "--no-progress", "--no-distill", "--drop-weight", "0", "--eval-limit", "9", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     tnt = json.loads((run / "config.json").read_text())["tnt"]
     assert tnt["base_model"] == "org/tiny-timm"
 
     pruned = tmp_path / "pruned"
-    result = run_cli(["prune", str(run), "--prune-layers", "1", "--keep-rates", "0.5", "--out", str(pruned)])
+    result = run_cli("prune", str(run), "--prune-layers", "1", "--keep-rates", "0.5", "--out", str(pruned))
     assert result.exit_code == 0, result.output
     config = json.loads((pruned / "config.json").read_text())
     assert config["tnt"]["base_model"] == "org/tiny-timm"  # the original Hub id, not the local run directory
@@ -92,7 +90,7 @@ def test_finetune_prune_evaluate_push_keeps_the_hub_id_and_the_class_names(tmp_p
     assert class_names(load_model(pruned).model.vit) == list(CLASSES)
 
     tar = make_tar(make_class_folders(tmp_path / "held_out", per_class=3, seed=5), tmp_path / "held_out.tar")
-    result = run_cli(["evaluate", str(pruned), "--data", str(tar), "--update-card", "--json"])
+    result = run_cli("evaluate", str(pruned), "--data", str(tar), "--update-card", "--json")
     assert result.exit_code == 0, result.output
     measured = json.loads(result.stdout)
     assert measured["images"] == 9
@@ -104,7 +102,7 @@ def test_finetune_prune_evaluate_push_keeps_the_hub_id_and_the_class_names(tmp_p
     assert top1.metric_args["images"] == 9 and top1.metric_args["gmacs"] == pytest.approx(measured["gmacs"])
     row = next(line for line in card.text.splitlines() if line.startswith("| held_out.tar |"))
     assert f"{100 * measured['top1']:.2f}%" in row and "| 9 |" in row and "`tnt evaluate`" in row
-    again = run_cli(["evaluate", str(pruned), "--data", str(tar), "--update-card", "--json"])
+    again = run_cli("evaluate", str(pruned), "--data", str(tar), "--update-card", "--json")
     assert again.exit_code == 0
     report = json.loads((pruned / "report.json").read_text())
     assert len(report["evaluations"]) == 1  # the same measurement replaces its row
@@ -119,7 +117,7 @@ def test_finetune_prune_evaluate_push_keeps_the_hub_id_and_the_class_names(tmp_p
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    result = run_cli(["push", str(pruned), "me/tiny-pruned"])
+    result = run_cli("push", str(pruned), "me/tiny-pruned")
     assert result.exit_code == 0, result.output
     pushed = huggingface_hub.ModelCard(Recorder.uploaded["README.md"].decode())
     assert pushed.data.base_model == "org/tiny-timm"
@@ -128,14 +126,14 @@ def test_finetune_prune_evaluate_push_keeps_the_hub_id_and_the_class_names(tmp_p
 
 def test_update_card_needs_a_local_tnt_directory(tmp_path, hub_model):
     pets = make_class_folders(tmp_path / "pets", per_class=1)
-    result = run_cli(["evaluate", hub_model, "--data", str(pets), "--update-card"])
-    assert_one_error_line(result, "--update-card needs MODEL to be a local tnt model directory")
+    result = run_cli("evaluate", hub_model, "--data", str(pets), "--update-card")
+    error_line(result, "--update-card needs MODEL to be a local tnt model directory")
 
 
 def test_class_folders_given_directly_and_tars_load_like_imagefolders(tmp_path):
     from tnt_cli.data import build_loader, dataset_classes
 
-    vit = tiny_vit(num_classes=3)
+    vit = tiny_vit(shape=IO, num_classes=3)
     pets = make_class_folders(tmp_path / "pets", per_class=2)
     tar = make_tar(pets, tmp_path / "pets.tar")
     for spec in (pets, tar):
@@ -165,13 +163,13 @@ def test_hfds_is_wired_through_and_fails_with_one_line_offline(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "datasets", fake)
     monkeypatch.delitem(sys.modules, "timm.data.readers.reader_hfds", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from _io_helpers import tiny_tnt
+    from _helpers import IO, tiny_tnt
 
     from tnt_cli.io.model_dir import save_model_dir
 
-    out = save_model_dir(tmp_path / "m", tiny_tnt(), base_model=None)
-    result = run_cli(["evaluate", str(out), "--data", "hfds/org/some-images", "--method", "dense"])
-    line = assert_one_error_line(result, "hfds/org/some-images", "offline")
+    out = save_model_dir(tmp_path / "m", tiny_tnt(shape=IO), base_model=None)
+    result = run_cli("evaluate", str(out), "--data", "hfds/org/some-images", "--method", "dense")
+    line = error_line(result, "hfds/org/some-images", "offline")
     assert "HF_HUB_OFFLINE" in line
     assert calls == [("org/some-images", "validation")]
 
@@ -182,9 +180,9 @@ def test_missing_dataset_packages_are_named(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "webdataset" else real(name, *a))
     with pytest.raises(TntError, match="needs the 'webdataset' package: pip install webdataset"):
-        build_loader("wds/imagenet@/shards", "val", tiny_vit(), batch_size=2)
+        build_loader("wds/imagenet@/shards", "val", tiny_vit(shape=IO), batch_size=2)
     with pytest.raises(TntError, match="streamed"):
-        build_loader("wds/imagenet@/shards", "train", tiny_vit(), batch_size=2, train=True)
+        build_loader("wds/imagenet@/shards", "train", tiny_vit(shape=IO), batch_size=2, train=True)
 
 
 def test_api_save_keeps_what_load_found(tmp_path, hub_model):
@@ -208,7 +206,7 @@ def test_api_save_keeps_what_load_found(tmp_path, hub_model):
 
 def test_visualize_labels_with_the_models_label_names(tmp_path):
     """The names come from timm's label_names in the saved directory, not from a dataset that must be present."""
-    from _io_helpers import tiny_tnt
+    from _helpers import IO, tiny_tnt
 
     from tnt_cli.io.labels import model_class_names as class_names
     from tnt_cli.io.model_dir import save_model_dir
@@ -217,11 +215,11 @@ def test_visualize_labels_with_the_models_label_names(tmp_path):
 
     names = [f"kind {i}" for i in range(10)]
     out = save_model_dir(
-        tmp_path / "m", tiny_tnt(), base_model=None, training={"dataset": "/elsewhere", "classes": names}
+        tmp_path / "m", tiny_tnt(shape=IO), base_model=None, training={"dataset": "/elsewhere", "classes": names}
     )
     loaded = load_model(out)
     assert class_names(loaded.model.vit) == names
     assert viz_names(loaded.model.vit, config=loaded.tnt_config) == (names, "model config")
     with pytest.raises(TntError, match="3 class names given for a model with 10 classes"):
-        save_model_dir(tmp_path / "n", tiny_tnt(), base_model=None, class_names=["a", "b", "c"])
-    assert class_names(tiny_vit()) is None  # a random timm model has none
+        save_model_dir(tmp_path / "n", tiny_tnt(shape=IO), base_model=None, class_names=["a", "b", "c"])
+    assert class_names(tiny_vit(shape=IO)) is None  # a random timm model has none

@@ -7,12 +7,10 @@ import os
 
 import pytest
 import torch
-from _io_helpers import assert_one_error_line, offline_hub, run_cli, tiny_tnt, tiny_vit
+from _helpers import IO, error_line, run_cli, tiny_tnt, tiny_vit
 
 from tnt_cli.engine import Schedule
 from tnt_cli.io.model_dir import save_model_dir
-
-__all__ = ["offline_hub"]
 
 
 class NeedsCode:
@@ -23,41 +21,41 @@ class NeedsCode:
 
 
 def saved(tmp_path):
-    return save_model_dir(tmp_path / "m", tiny_tnt(schedule=Schedule((1,), (0.5,))), base_model=None)
+    return save_model_dir(tmp_path / "m", tiny_tnt(shape=IO, schedule=Schedule((1,), (0.5,))), base_model=None)
 
 
 def test_missing_path(tmp_path):
-    assert_one_error_line(run_cli(["info", str(tmp_path / "nope")]), "no such file or directory")
-    assert_one_error_line(run_cli(["info", "./missing/model.pth"]), "no such file or directory")
-    assert_one_error_line(run_cli(["info", "someorg/some-model"]), "hf-hub:someorg/some-model")
+    error_line(run_cli("info", str(tmp_path / "nope")), "no such file or directory")
+    error_line(run_cli("info", "./missing/model.pth"), "no such file or directory")
+    error_line(run_cli("info", "someorg/some-model"), "hf-hub:someorg/some-model")
 
 
 def test_unknown_timm_name():
-    assert_one_error_line(run_cli(["info", "not_a_timm_model_xyz"]), "unknown timm model")
+    error_line(run_cli("info", "not_a_timm_model_xyz"), "unknown timm model")
 
 
 def test_hub_id_not_cached_while_offline(offline_hub):
-    assert_one_error_line(run_cli(["info", "hf-hub:org/not-cached"]), "hf-hub:org/not-cached", "offline")
-    assert_one_error_line(run_cli(["info", "hf-hub:bad id"]), "not a Hub model id")
+    error_line(run_cli("info", "hf-hub:org/not-cached"), "hf-hub:org/not-cached", "offline")
+    error_line(run_cli("info", "hf-hub:bad id"), "not a Hub model id")
 
 
 def test_truncated_and_corrupt_safetensors(tmp_path):
     out = saved(tmp_path)
     data = (out / "model.safetensors").read_bytes()
     (tmp_path / "trunc.safetensors").write_bytes(data[: len(data) // 2])
-    assert_one_error_line(run_cli(["info", str(tmp_path / "trunc.safetensors")]), "truncated or corrupt")
+    error_line(run_cli("info", str(tmp_path / "trunc.safetensors")), "truncated or corrupt")
     (tmp_path / "junk.safetensors").write_bytes(b"\x07" * 64)
-    assert_one_error_line(run_cli(["info", str(tmp_path / "junk.safetensors")]), "truncated or corrupt")
+    error_line(run_cli("info", str(tmp_path / "junk.safetensors")), "truncated or corrupt")
     (out / "model.safetensors").write_bytes(data[:-100])  # a truncated file inside a model directory
-    assert_one_error_line(run_cli(["info", str(out)]), "model.safetensors", "truncated or corrupt")
+    error_line(run_cli("info", str(out)), "model.safetensors", "truncated or corrupt")
 
 
 def test_pth_that_needs_code_to_unpickle(tmp_path):
-    torch.save({"model": tiny_vit().state_dict(), "extra": NeedsCode()}, tmp_path / "evil.pth")
-    line = assert_one_error_line(run_cli(["info", str(tmp_path / "evil.pth")]), "needs code to unpickle")
+    torch.save({"model": tiny_vit(shape=IO).state_dict(), "extra": NeedsCode()}, tmp_path / "evil.pth")
+    line = error_line(run_cli("info", str(tmp_path / "evil.pth")), "needs code to unpickle")
     assert "NeedsCode" in line and "weights_only" in line
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
-    assert_one_error_line(run_cli(["info", str(tmp_path / "broken.pth")]), "not a readable PyTorch checkpoint")
+    error_line(run_cli("info", str(tmp_path / "broken.pth")), "not a readable PyTorch checkpoint")
 
 
 def test_config_from_an_unsupported_architecture(tmp_path):
@@ -66,12 +64,12 @@ def test_config_from_an_unsupported_architecture(tmp_path):
 
     resnet = timm.create_model("resnet10t", pretrained=False, num_classes=3)
     save_for_hf(resnet, str(tmp_path / "resnet"), safe_serialization=True)
-    assert_one_error_line(run_cli(["info", str(tmp_path / "resnet")]), "not supported")
+    error_line(run_cli("info", str(tmp_path / "resnet")), "not supported")
     out = saved(tmp_path)
     config = json.loads((out / "config.json").read_text())
     config["architecture"] = "my_custom_net"
     (out / "config.json").write_text(json.dumps(config))
-    assert_one_error_line(run_cli(["info", str(out)]), "my_custom_net", "does not know")
+    error_line(run_cli("info", str(out)), "my_custom_net", "does not know")
 
 
 def test_heads_whose_width_does_not_match_the_backbone(tmp_path):
@@ -81,15 +79,15 @@ def test_heads_whose_width_does_not_match_the_backbone(tmp_path):
     wrong = {f"heads.{b}.weight": torch.zeros(1, 32) for b in (0, 1, 2)}
     wrong.update({f"heads.{b}.bias": torch.zeros(1) for b in (0, 1, 2)})
     save_file(wrong, str(out / "tnt_heads.safetensors"))
-    assert_one_error_line(run_cli(["info", str(out)]), "width is 64")
+    error_line(run_cli("info", str(out)), "width is 64")
 
 
 def test_directory_without_weights_or_config(tmp_path):
     out = saved(tmp_path)
     (out / "model.safetensors").unlink()
-    assert_one_error_line(run_cli(["info", str(out)]), "no weights")
+    error_line(run_cli("info", str(out)), "no weights")
     (tmp_path / "empty").mkdir()
-    assert_one_error_line(run_cli(["info", str(tmp_path / "empty")]), "no config.json")
+    error_line(run_cli("info", str(tmp_path / "empty")), "no config.json")
 
 
 def test_library_errors_name_settings_the_cli_names_flags(tmp_path):
@@ -105,7 +103,7 @@ def test_library_errors_name_settings_the_cli_names_flags(tmp_path):
     assert message.startswith("random_weights applies to timm model names only") and "--" not in message
     assert describe(caught.value)[0].startswith("--random-weights applies to timm model names only")
     export = ["export", str(out), "--random-weights", "--onnx", str(tmp_path / "m.onnx")]
-    assert_one_error_line(run_cli(export), "--random-weights applies to timm model names only")
+    error_line(run_cli(*export), "--random-weights applies to timm model names only")
 
 
 def test_atomic_file_replaces_only_on_success(tmp_path):

@@ -12,7 +12,7 @@ from dataclasses import fields
 
 import pytest
 import torch
-from _io_helpers import images, read_config, tiny_tnt
+from _helpers import IO, images, read_config, tiny_tnt
 
 from tnt_cli.engine import Schedule
 from tnt_cli.errors import TntError
@@ -21,17 +21,17 @@ from tnt_cli.io.model_dir import has_config_and_weights, save_model_dir, update_
 from tnt_cli.io.outdir import OutputExists
 from tnt_cli.io.sources import load_model
 
-ARCHS = [
-    ("vit_tiny_patch16_224", {}),
-    ("deit_tiny_distilled_patch16_224", {}),
-    ("vit_tiny_patch16_224", {"reg_tokens": 2, "global_pool": "avg"}),
+KINDS = [
+    ("vit", {}),
+    ("deit_distilled", {}),
+    ("vit", {"reg_tokens": 2, "global_pool": "avg"}),
 ]
 
 
-@pytest.mark.parametrize(("arch", "extra"), ARCHS)
-def test_round_trip_identical_logits_dense_and_pruned(tmp_path, arch, extra):
+@pytest.mark.parametrize(("kind", "extra"), KINDS)
+def test_round_trip_identical_logits_dense_and_pruned(tmp_path, kind, extra):
     schedule = Schedule(prune_layers=(0, 1), keep_rates=(0.5, 0.5), sim_prune=1)
-    model = tiny_tnt(arch, schedule=schedule, head_norm=False, **extra)
+    model = tiny_tnt(kind, schedule=schedule, head_norm=False, shape=IO, **extra)
     out = save_model_dir(tmp_path / "m", model, base_model="timm/base-model", training={"dataset": "fashion-mnist"})
     loaded = load_model(out)
     x = images(4)
@@ -52,7 +52,7 @@ def test_round_trip_identical_logits_dense_and_pruned(tmp_path, arch, extra):
 def test_plain_timm_loads_the_directory_as_the_dense_model(tmp_path):
     import timm
 
-    model = tiny_tnt(schedule=Schedule(prune_layers=(1,), keep_rates=(0.5,)))
+    model = tiny_tnt(shape=IO, schedule=Schedule(prune_layers=(1,), keep_rates=(0.5,)))
     out = save_model_dir(tmp_path / "m", model, base_model=None)
     dense = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     tnt_model = load_model(out, schedule=Schedule(prune_layers=(1,), keep_rates=(1.0,))).model
@@ -66,7 +66,7 @@ def test_config_is_timm_format_plus_tnt(tmp_path):
     from safetensors import safe_open
     from timm.models._pretrained import PretrainedCfg
 
-    model = tiny_tnt(schedule=Schedule(prune_layers=(1,), keep_rates=(0.5,)))
+    model = tiny_tnt(shape=IO, schedule=Schedule(prune_layers=(1,), keep_rates=(0.5,)))
     out = save_model_dir(tmp_path / "m", model, base_model="timm/x")
     config = read_config(out)
     assert {"architecture", "num_classes", "num_features", "global_pool", "model_args", "pretrained_cfg"} <= set(config)
@@ -84,7 +84,7 @@ def test_config_is_timm_format_plus_tnt(tmp_path):
 
 
 def test_card_and_report(tmp_path):
-    model = tiny_tnt(schedule=Schedule(prune_layers=(1,), keep_rates=(0.5,)))
+    model = tiny_tnt(shape=IO, schedule=Schedule(prune_layers=(1,), keep_rates=(0.5,)))
     metrics = {"finetune": {"split": "val", "images": 200, "schedule": "block 1 keep 0.5",
                             "dense": {"top1": 0.91, "top5": 0.99}, "pruned": {"top1": 0.88, "top5": 0.97}}}  # fmt: skip
     out = save_model_dir(tmp_path / "m", model, base_model="hf-hub:timm/x@main", metrics=metrics,
@@ -115,7 +115,7 @@ def test_card_is_for_people_and_parses_back(tmp_path):
     import re
 
     training = {"dataset": "fashion-mnist", "recipe": "tnt finetune --recipe fm", "steps": 5, "config": {"lr": 9}}
-    out = save_model_dir(tmp_path / "bare", tiny_tnt(), base_model=None, training=training)
+    out = save_model_dir(tmp_path / "bare", tiny_tnt(shape=IO), base_model=None, training=training)
     text = (out / "README.md").read_text()
     card = read_card(out / "README.md")
     assert card.data.eval_results is None and card.data.base_model is None  # nothing measured, no Hub base
@@ -131,7 +131,7 @@ def test_card_is_for_people_and_parses_back(tmp_path):
 
 
 def test_method_and_reducer_are_read_from_the_config(tmp_path):
-    out = save_model_dir(tmp_path / "m", tiny_tnt(schedule=Schedule((1,), (0.5,))), base_model=None)
+    out = save_model_dir(tmp_path / "m", tiny_tnt(shape=IO, schedule=Schedule((1,), (0.5,))), base_model=None)
     config = read_config(out)
     config["tnt"]["method"] = "evit"
     config["tnt"]["schedule"]["reducer"] = "fuse"
@@ -143,7 +143,7 @@ def test_method_and_reducer_are_read_from_the_config(tmp_path):
 
 
 def test_no_report_without_metrics_and_extra_files(tmp_path):
-    model = tiny_tnt()
+    model = tiny_tnt(shape=IO)
     out = save_model_dir(tmp_path / "m", model, base_model=None, extra_files={"calib/schedule.json": b"{}"})
     assert not (out / "report.json").exists()
     assert (out / "calib" / "schedule.json").read_bytes() == b"{}"
@@ -152,7 +152,7 @@ def test_no_report_without_metrics_and_extra_files(tmp_path):
 
 
 def test_existing_target_needs_overwrite(tmp_path):
-    model = tiny_tnt()
+    model = tiny_tnt(shape=IO)
     out = save_model_dir(tmp_path / "m", model, base_model="a/b")
     with pytest.raises(OutputExists, match="already exists") as raised:
         save_model_dir(out, model, base_model="c/d")
@@ -171,21 +171,21 @@ def test_error_while_writing_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(md, "render", boom)  # fails after the weights were written
     with pytest.raises(RuntimeError, match="disk full"):
-        save_model_dir(tmp_path / "m", tiny_tnt(), base_model=None)
+        save_model_dir(tmp_path / "m", tiny_tnt(shape=IO), base_model=None)
     assert list(tmp_path.iterdir()) == []
 
 
 KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from _io_helpers import tiny_tnt
+from _helpers import IO, tiny_tnt
 import tnt_cli.io.model_dir as md
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write: weights are on disk, the card and config are not
 
 md.render = die
-md.save_model_dir({target!r}, tiny_tnt(), base_model=None)
+md.save_model_dir({target!r}, tiny_tnt(shape=IO), base_model=None)
 """
 
 
@@ -202,7 +202,7 @@ def test_killed_while_writing_leaves_no_directory_that_looks_complete(tmp_path):
         assert (path / "model.safetensors").exists() and not (path / "config.json").exists()
     with pytest.raises(TntError, match="no such file or directory"):
         load_model(target)
-    save_model_dir(target, tiny_tnt(), base_model=None)  # the next write removes the dead run's partial
+    save_model_dir(target, tiny_tnt(shape=IO), base_model=None)  # the next write removes the dead run's partial
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 

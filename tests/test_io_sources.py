@@ -11,19 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from _io_helpers import fake_hf_cache, images, offline_hub, tiny_tnt, tiny_vit
+from _helpers import IO, fake_hf_cache, images, tiny_tnt, tiny_vit
 
 from tnt_cli.engine import Schedule
 from tnt_cli.errors import TntError
 from tnt_cli.io.model_dir import save_model_dir
 from tnt_cli.io.sources import load_model
 
-__all__ = ["offline_hub"]  # fixture re-exported for pytest
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def saved_dir(tmp_path: Path, schedule=None) -> tuple[Path, object]:
-    model = tiny_tnt(schedule=schedule or Schedule(prune_layers=(1,), keep_rates=(0.5,)))
+    model = tiny_tnt(shape=IO, schedule=schedule or Schedule(prune_layers=(1,), keep_rates=(0.5,)))
     return save_model_dir(tmp_path / "saved", model, base_model="timm/tiny-base"), model
 
 
@@ -37,7 +36,7 @@ def timm_dir(tmp_path: Path, vit) -> Path:
 
 # ----------------------------------------------------------------------------- directories
 def test_timm_layout_directory_gets_fresh_untrained_heads(tmp_path):
-    vit = tiny_vit()
+    vit = tiny_vit(shape=IO)
     loaded = load_model(timm_dir(tmp_path, vit))
     assert not loaded.heads_trained and loaded.model.schedule == Schedule()
     x = images()
@@ -69,7 +68,7 @@ def test_hub_offline_from_cache_tnt_and_timm_layouts(tmp_path, offline_hub):
         assert loaded.model.schedule == model.schedule and loaded.heads_trained
         with torch.no_grad():
             assert torch.equal(loaded.model(x), model(x))
-    vit = tiny_vit(seed=3)
+    vit = tiny_vit(shape=IO, seed=3)
     fake_hf_cache(offline_hub, "org/tiny-timm", timm_dir(tmp_path, vit))
     loaded = load_model("hf-hub:org/tiny-timm")
     assert loaded.base_model == "org/tiny-timm" and not loaded.heads_trained
@@ -112,7 +111,7 @@ def test_offline_flag_sets_the_environment(monkeypatch):
 # ----------------------------------------------------------------------------- files
 def official_checkpoint(path: Path, depth: int = 6, seed: int = 0) -> tuple[Path, object, dict]:
     """A DeiT-distilled state dict plus alpha_heads / alpha_norm, saved as the official training script does."""
-    vit = tiny_vit("deit_tiny_distilled_patch16_224", seed=seed, depth=depth)
+    vit = tiny_vit("deit_distilled", seed, shape=IO, depth=depth)
     gen = torch.Generator().manual_seed(seed + 7)
     heads = {i: (torch.randn(1, 64, generator=gen), torch.randn(1, generator=gen)) for i in range(depth)}
     state = dict(vit.state_dict())
@@ -196,7 +195,7 @@ def test_official_state_dict_as_bare_dict_and_as_safetensors(tmp_path):
 def test_pth_of_an_uninferable_width_needs_arch(tmp_path):
     from timm.models._hub import save_config_for_hf
 
-    vit = tiny_vit(embed_dim=48, num_heads=2)
+    vit = tiny_vit(shape=IO, embed_dim=48, num_heads=2)
     torch.save({"state_dict": vit.state_dict()}, tmp_path / "w.pth")
     with pytest.raises(TntError, match="give the architecture") as raised:
         load_model(tmp_path / "w.pth")
@@ -235,7 +234,7 @@ def test_random_weights_only_for_timm_names(tmp_path):
 
 def test_pth_of_a_tnt_state_dict_keeps_its_heads(tmp_path):
     schedule = Schedule(prune_layers=(1,), keep_rates=(0.5,))
-    model = tiny_tnt(schedule=schedule)
+    model = tiny_tnt(shape=IO, schedule=schedule)
     torch.save(model.state_dict(), tmp_path / "tnt.pth")
     loaded = load_model(tmp_path / "tnt.pth", schedule=schedule)
     assert loaded.heads_trained and loaded.model.head_blocks == (0, 1, 2)

@@ -12,17 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import _eval_helpers as h
 import pytest
-from _eval_helpers import TINY, run_cli
-from _train_helpers import tiny_vit, write_timm_dir
+from _helpers import run_cli
 
 from tnt_cli.progress import DEFAULT_INTERVAL, INTERVAL_ENV, Progress, line_interval
 
 ROOT = Path(__file__).resolve().parents[1]
-
-serve_tiny = h.serve_tiny
-tiny_tnt = h.tiny_tnt
 
 
 def progress_lines(text: str, prefix: str) -> list[str]:
@@ -93,13 +88,12 @@ def test_interval_from_the_environment(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- commands
-def test_calibrate_leaves_progress_lines_in_a_piped_stderr(tmp_path):
+def test_calibrate_leaves_progress_lines_in_a_piped_stderr(base, tmp_path):
     """`tnt calibrate ... 2>log` in a real process: stderr is a file, stdout carries the JSON alone."""
-    model = write_timm_dir(tmp_path / "base", tiny_vit(seed=0))
     log = tmp_path / "log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop(INTERVAL_ENV, None)
-    args = [sys.executable, "-m", "tnt_cli", "calibrate", str(model), "--data", "fashion-mnist", "--limit", "128",
+    args = [sys.executable, "-m", "tnt_cli", "calibrate", str(base), "--data", "fashion-mnist", "--limit", "128",
             "--grid-layers", "1", "--grid-keep", "0.5", "--grid-sim", "0", "--methods", "random",
             "--device", "cpu", "-o", str(tmp_path / "calib"), "-j"]  # fmt: skip
     with log.open("w") as err:
@@ -112,8 +106,8 @@ def test_calibrate_leaves_progress_lines_in_a_piped_stderr(tmp_path):
     assert lines[-1].startswith("sweeping 2 points: 128/128 img (100%)"), text
 
 
-def test_evaluate_shows_progress_on_stderr_also_with_json(serve_tiny):
-    result = run_cli("evaluate", TINY, "--data", "fashion-mnist", "--limit", "96", "--device", "cpu", "--json")
+def test_evaluate_shows_progress_on_stderr_also_with_json(tiny_dir):
+    result = run_cli("evaluate", tiny_dir, "--data", "fashion-mnist", "--limit", "96", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["images"] == 96
     assert progress_lines(result.stderr, "evaluating: ")[-1].startswith("evaluating: 96/96 img (100%)")
@@ -124,8 +118,7 @@ def no_interval(monkeypatch):
     monkeypatch.setenv(INTERVAL_ENV, "0")
 
 
-def test_finetune_shows_steps_loss_and_final_evaluation(tmp_path, no_interval):
-    base = write_timm_dir(tmp_path / "base", tiny_vit(seed=0))
+def test_finetune_shows_steps_loss_and_final_evaluation(base, tmp_path, no_interval):
     out = tmp_path / "out"
     result = run_cli("finetune", base, "--data", "fashion-mnist", "-o", out, "--max-steps", "3", "-b", "8",
                      "--eval-limit", "16", "--device", "cpu", "-j")  # fmt: skip

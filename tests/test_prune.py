@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import json
 
-import _eval_helpers as h
 import pytest
-from _eval_helpers import TINY, one_error_line, run_cli
-
-# shared fixtures (see tests/_eval_helpers.py)
-
-serve_tiny = h.serve_tiny
-tiny_tnt = h.tiny_tnt
+from _helpers import error_line, run_cli
 
 LIMIT = 192
 
 
 @pytest.fixture
-def calibrated(serve_tiny, tmp_path):
+def calibrated(tiny_dir, tmp_path):
     out = tmp_path / "calib"
     result = run_cli(
-        "calibrate", TINY, "--data", "fashion-mnist", "--out", out, "--limit", LIMIT, "--device", "cpu",
+        "calibrate", tiny_dir, "--data", "fashion-mnist", "--out", out, "--limit", LIMIT, "--device", "cpu",
         "--methods", "tnt", "--grid-layers", "1,2", "--grid-keep", "0.5,0.25", "--grid-sim", "0,2",
         "--max-drop", "100",
     )  # fmt: skip
@@ -28,11 +22,11 @@ def calibrated(serve_tiny, tmp_path):
     return out / "schedule.json"
 
 
-def test_prune_output_reproduces_calibrated_accuracy(calibrated, tmp_path):
+def test_prune_output_reproduces_calibrated_accuracy(tiny_dir, calibrated, tmp_path):
     record = json.loads(calibrated.read_text())
     assert record["schedule"]["prune_layers"]  # a 100-point budget picks a pruned schedule, not dense
     out = tmp_path / "model"
-    result = run_cli("prune", TINY, "--schedule", calibrated, "--out", out)
+    result = run_cli("prune", tiny_dir, "--schedule", calibrated, "--out", out)
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.split())  # rich wraps at the test terminal's width
     assert "tokens per block" in text and record["schedule_text"] in text
@@ -54,8 +48,8 @@ def test_prune_output_reproduces_calibrated_accuracy(calibrated, tmp_path):
     assert evaluated["gmacs"] == pytest.approx(record["gmacs"])
 
 
-def test_prune_with_flags_prints_the_token_table(serve_tiny, tmp_path):
-    result = run_cli("prune", TINY, "--prune-layers", "1", "--keep-rates", "0.5", "--out", tmp_path / "m", "--json")
+def test_prune_with_flags_prints_the_token_table(tiny_dir, tmp_path):
+    result = run_cli("prune", tiny_dir, "--prune-layers", "1", "--keep-rates", "0.5", "--out", tmp_path / "m", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert [row["patch_tokens"] for row in report["blocks"]] == [16, 16, 8, 8]
@@ -72,31 +66,31 @@ def test_prune_with_flags_prints_the_token_table(serve_tiny, tmp_path):
         (("--prune-layers", "1", "--keep-rates", "0"), "outside (0, 1]"),
     ],
 )
-def test_bad_inputs_give_one_line(serve_tiny, tmp_path, args, needle):
-    result = run_cli("prune", TINY, "--out", tmp_path / "m", *args)
-    assert needle in one_error_line(result)
+def test_bad_inputs_give_one_line(tiny_dir, tmp_path, args, needle):
+    result = run_cli("prune", tiny_dir, "--out", tmp_path / "m", *args)
+    assert needle in error_line(result)
     assert not (tmp_path / "m").exists()
 
 
-def test_existing_output_needs_overwrite(serve_tiny, tmp_path):
-    args = ("prune", TINY, "--prune-layers", "1", "--keep-rates", "0.5", "--out", tmp_path / "m")
+def test_existing_output_needs_overwrite(tiny_dir, tmp_path):
+    args = ("prune", tiny_dir, "--prune-layers", "1", "--keep-rates", "0.5", "--out", tmp_path / "m")
     assert run_cli(*args).exit_code == 0
-    assert "--overwrite" in one_error_line(run_cli(*args))
+    assert "--overwrite" in error_line(run_cli(*args))
     assert run_cli(*args, "--overwrite").exit_code == 0
 
 
-def test_bad_schedule_file_is_one_line(serve_tiny, tmp_path):
+def test_bad_schedule_file_is_one_line(tiny_dir, tmp_path):
     bad = tmp_path / "s.json"
     bad.write_text("{not json")
-    assert "not valid JSON" in one_error_line(run_cli("prune", TINY, "--schedule", bad, "--out", tmp_path / "m"))
+    assert "not valid JSON" in error_line(run_cli("prune", tiny_dir, "--schedule", bad, "--out", tmp_path / "m"))
     bad.write_text(json.dumps({"something": 1}))
-    assert "has no schedule" in one_error_line(run_cli("prune", TINY, "--schedule", bad, "--out", tmp_path / "m"))
+    assert "has no schedule" in error_line(run_cli("prune", tiny_dir, "--schedule", bad, "--out", tmp_path / "m"))
 
 
-def test_reducer_is_saved_in_the_directory_and_runs_from_it(serve_tiny, tmp_path):
+def test_reducer_is_saved_in_the_directory_and_runs_from_it(tiny_dir, tmp_path):
     out = tmp_path / "m"
     args = ("--prune-layers", "1", "--keep-rates", "0.5", "--reducer", "fuse", "--out", out, "--json")
-    result = run_cli("prune", TINY, *args)
+    result = run_cli("prune", tiny_dir, *args)
     assert result.exit_code == 0, result.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["tnt"]["schedule"]["reducer"] == "fuse"
@@ -110,4 +104,4 @@ def test_reducer_is_saved_in_the_directory_and_runs_from_it(serve_tiny, tmp_path
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["schedule"]["reducer"] == "merge"
     # --reducer alone has no schedule to change: one line, not a silent dense run
-    assert "--reducer" in one_error_line(run_cli("evaluate", out, "--data", "fashion-mnist", "--reducer", "merge"))
+    assert "--reducer" in error_line(run_cli("evaluate", out, "--data", "fashion-mnist", "--reducer", "merge"))

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import huggingface_hub
 import pytest
-from _io_helpers import assert_one_error_line, run_cli, tiny_tnt
+from _helpers import IO, error_line, run_cli, tiny_tnt
 from huggingface_hub import constants, errors
 
 from tnt_cli.engine import Schedule
@@ -63,7 +63,7 @@ def hub(monkeypatch):
 
 @pytest.fixture
 def model_dir(tmp_path):
-    model = tiny_tnt(schedule=Schedule(prune_layers=(1,), keep_rates=(0.5,)))
+    model = tiny_tnt(shape=IO, schedule=Schedule(prune_layers=(1,), keep_rates=(0.5,)))
     metrics = {"finetune": {"pruned": {"top1": 0.8}}}
     return save_model_dir(tmp_path / "tiny_tnt", model, base_model="timm/vit_tiny_patch16_224.augreg_in21k",
                           metrics=metrics, training={"dataset": "fashion-mnist"})  # fmt: skip
@@ -112,18 +112,18 @@ def test_upload_plan_is_huggingface_hubs_filter(model_dir):
 
 
 def test_cli_push_prints_the_url_and_dry_run_lists_files(hub, model_dir):
-    result = run_cli(["push", str(model_dir), "my-org/tiny-tnt", "--revision", "v1", "-m", "first"])
+    result = run_cli("push", str(model_dir), "my-org/tiny-tnt", "--revision", "v1", "-m", "first")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "https://huggingface.co/my-org/tiny-tnt"
     upload = dict(hub.calls)["upload_folder"]
     assert upload["revision"] == "v1" and upload["commit_message"] == "first"
 
     hub.calls.clear()
-    result = run_cli(["push", str(model_dir), "my-org/tiny-tnt", "--dry-run"])
+    result = run_cli("push", str(model_dir), "my-org/tiny-tnt", "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert hub.calls == []
     assert "model.safetensors" in result.stdout and "config.json" in result.stdout and "KB" in result.stdout
-    result = run_cli(["push", str(model_dir), "my-org/tiny-tnt", "--dry-run", "--json"])
+    result = run_cli("push", str(model_dir), "my-org/tiny-tnt", "--dry-run", "--json")
     data = json.loads(result.stdout)
     sizes = {f["path"]: f["bytes"] for f in data["files"]}
     assert sizes["model.safetensors"] == (model_dir / "model.safetensors").stat().st_size
@@ -132,14 +132,14 @@ def test_cli_push_prints_the_url_and_dry_run_lists_files(hub, model_dir):
 
 def test_push_refuses_what_is_not_a_model_directory(hub, model_dir, tmp_path):
     (tmp_path / "notes").mkdir()
-    assert_one_error_line(run_cli(["push", str(tmp_path / "notes"), "my-org/x"]), "no config.json")
-    assert_one_error_line(run_cli(["push", str(tmp_path / "missing"), "my-org/x"]), "no such directory")
+    error_line(run_cli("push", str(tmp_path / "notes"), "my-org/x"), "no config.json")
+    error_line(run_cli("push", str(tmp_path / "missing"), "my-org/x"), "no such directory")
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(model_dir / "config.json", bare / "config.json")
-    assert_one_error_line(run_cli(["push", str(bare), "my-org/x"]), "not a complete tnt model directory")
+    error_line(run_cli("push", str(bare), "my-org/x"), "not a complete tnt model directory")
     shutil.copy(model_dir / "model.safetensors", bare / "model.safetensors")
-    line = assert_one_error_line(run_cli(["push", str(bare), "my-org/x"]), "not a complete tnt model directory")
+    line = error_line(run_cli("push", str(bare), "my-org/x"), "not a complete tnt model directory")
     assert "tnt_heads.safetensors missing" in line  # without its heads file a tnt model is not worth pushing
     timm_only = tmp_path / "timm_only"
     timm_only.mkdir()
@@ -147,19 +147,19 @@ def test_push_refuses_what_is_not_a_model_directory(hub, model_dir, tmp_path):
     del config["tnt"]
     (timm_only / "config.json").write_text(json.dumps(config))
     shutil.copy(model_dir / "model.safetensors", timm_only / "model.safetensors")
-    assert_one_error_line(run_cli(["push", str(timm_only), "my-org/x"]), 'no "tnt" object')
-    assert_one_error_line(run_cli(["push", str(model_dir), "not a repo"]), "not a Hub repo id")
+    error_line(run_cli("push", str(timm_only), "my-org/x"), 'no "tnt" object')
+    error_line(run_cli("push", str(model_dir), "not a repo"), "not a Hub repo id")
     assert hub.calls == []
 
 
 def test_missing_token_and_offline(hub, model_dir, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    assert_one_error_line(run_cli(["push", str(model_dir), "my-org/x"]), "no Hugging Face token", "hf auth login")
+    error_line(run_cli("push", str(model_dir), "my-org/x"), "no Hugging Face token", "hf auth login")
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test_token_not_real")
-    assert_one_error_line(run_cli(["push", str(model_dir), "my-org/x", "--offline"]), "offline")
+    error_line(run_cli("push", str(model_dir), "my-org/x", "--offline"), "offline")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the variable alone is honoured too
-    assert_one_error_line(run_cli(["push", str(model_dir), "my-org/x"]), "offline")
+    error_line(run_cli("push", str(model_dir), "my-org/x"), "offline")
     assert hub.calls == []
 
 
@@ -182,6 +182,6 @@ def http_error(cls, status: int):
 )
 def test_hub_failures_are_one_line(hub, model_dir, failure, fragment):
     hub.fail = failure()
-    assert_one_error_line(run_cli(["push", str(model_dir), "my-org/x"]), fragment)
+    error_line(run_cli("push", str(model_dir), "my-org/x"), fragment)
     with pytest.raises(TntError, match=fragment):
         push_folder(model_dir, "my-org/x")

@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from _train_helpers import run_cli, tiny_vit
+from _helpers import FMNIST, error_line, run_cli, tiny_vit
 
 from tnt_cli.engine import NoiseConfig, Schedule, attach_tnt
 from tnt_cli.errors import TntError
@@ -68,9 +68,7 @@ def test_heads_only_turns_the_recipes_pruning_pass_off_but_refuses_an_explicit_o
         cfg(train="heads", drop_weight=1.0)
     result = run_cli("finetune", "m", "--data", "fashion-mnist", "--out", tmp_path / "o", "--recipe", "official",
                      "--drop-weight", "1")  # fmt: skip
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --drop-weight needs --train full")
+    assert error_line(result).startswith("error: --drop-weight needs --train full")
     assert not (tmp_path / "o").exists()
 
 
@@ -78,8 +76,7 @@ def test_unknown_recipe_and_bad_drop_settings_give_one_line(tmp_path):
     with pytest.raises(TntError, match="unknown recipe 'fast': choose one of default, official"):
         get_recipe("fast")
     result = run_cli("finetune", "m", "--data", "fashion-mnist", "--out", tmp_path / "o", "--recipe", "fast")
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines() == ["error: unknown recipe 'fast': choose one of default, official"]
+    assert error_line(result) == "error: unknown recipe 'fast': choose one of default, official"
     bad_values = [
         ({"drop_keeps": (0.5, 1.5)}, "--drop-keeps"),
         ({"drop_weight": -1.0}, "--drop-weight"),
@@ -99,7 +96,7 @@ def test_resume_refuses_another_recipe_or_drop_setting():
 
 
 def test_head_lr_scale_gives_the_heads_their_own_groups():
-    model = attach_tnt(tiny_vit(), (0, 1))
+    model = attach_tnt(tiny_vit(shape=FMNIST), (0, 1))
     groups = param_groups(model, 0.05, lr=1e-3, head_lr_scale=15.0)
     heads = {id(p) for p in model.heads.parameters()}
     for g in groups:
@@ -136,7 +133,8 @@ def test_drop_keep_is_a_function_of_seed_step_micro_and_leaves_global_rngs_alone
 def test_the_pruning_pass_changes_the_backbone_gradient_and_restores_the_schedule():
     torch.manual_seed(0)
     noise = NoiseConfig(blocks=(0, 1, 2, 3), form="sigmoid", sigma0=1.0, target_rate=0.3)
-    model = attach_tnt(tiny_vit(seed=1), (0, 1, 2, 3), noise=noise, schedule=Schedule((2,), (0.5,))).train()
+    vit = tiny_vit(shape=FMNIST, seed=1)
+    model = attach_tnt(vit, (0, 1, 2, 3), noise=noise, schedule=Schedule((2,), (0.5,))).train()
     task = PruningTask(model, torch.nn.CrossEntropyLoss(), LossSettings(distill=False, rate_weight=0.0))
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
 

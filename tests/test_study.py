@@ -91,7 +91,7 @@ def test_a_study_row_is_what_the_cli_commands_print(tmp_path, monkeypatch):
     """The study trains and evaluates through the same code as `tnt finetune` + `tnt evaluate`: same numbers."""
     import json
 
-    from _train_helpers import run_cli, tiny_vit, write_timm_dir
+    from _helpers import FMNIST, run_cli, tiny_vit, write_timm_dir
 
     sys.path.insert(0, str(EXAMPLES))
     try:
@@ -99,7 +99,7 @@ def test_a_study_row_is_what_the_cli_commands_print(tmp_path, monkeypatch):
     finally:
         sys.path.remove(str(EXAMPLES))
     torch.set_num_threads(1)
-    base = write_timm_dir(tmp_path / "base", tiny_vit(seed=0))
+    base = write_timm_dir(tmp_path / "base", tiny_vit(shape=FMNIST))  # under ROOT: the study names paths from there
     monkeypatch.setitem(study.BASE_DIRS, "fashion-mnist", base)
     monkeypatch.setattr(study, "STUDY_OUT", tmp_path / "study")
     monkeypatch.setattr(study, "ROOT", tmp_path)

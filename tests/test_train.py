@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from _train_helpers import tiny_vit
+from _helpers import FMNIST, tiny_vit
 
 from tnt_cli.engine import NoiseConfig, attach_tnt
 from tnt_cli.errors import TntError
@@ -28,7 +28,7 @@ def test_warmup_then_cosine_to_min():
 
 
 def test_no_weight_decay_on_norms_biases_tokens_and_head_biases():
-    model = attach_tnt(tiny_vit(), (0, 1))
+    model = attach_tnt(tiny_vit(shape=FMNIST), (0, 1))
     skip = no_decay_names(model)
     assert {"vit.cls_token", "vit.pos_embed", "vit.norm.weight", "heads.0.bias", "vit.blocks.0.attn.qkv.bias"} <= skip
     assert "heads.0.weight" not in skip and "vit.blocks.0.attn.qkv.weight" not in skip

@@ -7,31 +7,12 @@ import math
 
 import numpy as np
 import pytest
-import timm
-import torch
+from _helpers import FMNIST, error_line, run_cli, tiny_tnt
 from PIL import Image
-from typer.testing import CliRunner
 
-from tnt_cli.cli.app import app
 from tnt_cli.data.fashion_mnist import CLASSES, load_arrays
-from tnt_cli.engine import Schedule, attach_tnt
+from tnt_cli.engine import Schedule
 from tnt_cli.viz import trace_images, visualize_files
-
-
-def tiny_fmnist_model(patch: int):
-    torch.manual_seed(0)
-    vit = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=28,
-        patch_size=patch,
-        in_chans=1,
-        embed_dim=32,
-        depth=4,
-        num_heads=2,
-        num_classes=10,
-    )
-    return attach_tnt(vit.eval(), [0, 1, 2, 3]).eval()
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +51,7 @@ SCHEDULES = [
 @pytest.mark.parametrize("patch", [4, 7])
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s.describe())
 def test_kept_patches_per_stage_match_the_schedule(tmp_path, fmnist_png, patch, schedule):
-    model = tiny_fmnist_model(patch)
+    model = tiny_tnt(shape=FMNIST, patch_size=patch)
     grid = 28 // patch
     results = visualize_files(
         model, fmnist_png, tmp_path / "viz", schedule=schedule, class_names=list(CLASSES), renderer="pillow"
@@ -94,7 +75,7 @@ def test_kept_patches_per_stage_match_the_schedule(tmp_path, fmnist_png, patch, 
 
 def test_mask_is_the_top_of_the_relevance_map(fmnist_png):
     """Without similarity pruning, the kept patches are exactly the highest-scoring ones the map shows."""
-    model = tiny_fmnist_model(4)
+    model = tiny_tnt(shape=FMNIST, patch_size=4)
     images = [Image.open(p) for p in fmnist_png]
     for result in trace_images(model, images, schedule=Schedule((1, 2), (0.5, 0.5))):
         for stage in result.stages:
@@ -106,7 +87,7 @@ def test_mask_is_the_top_of_the_relevance_map(fmnist_png):
 
 @pytest.mark.parametrize("method", ["random", "cls-attn"])
 def test_baselines_keep_the_same_counts(tmp_path, fmnist_png, method):
-    model = tiny_fmnist_model(4)
+    model = tiny_tnt(shape=FMNIST, patch_size=4)
     schedule = Schedule((1, 2), (0.5, 0.5))
     results = visualize_files(model, fmnist_png[:1], tmp_path, method=method, schedule=schedule, renderer="pillow")
     expected = expected_kept(49, schedule)
@@ -122,7 +103,7 @@ def test_baselines_keep_the_same_counts(tmp_path, fmnist_png, method):
 
 def test_matplotlib_renderer_writes_a_png(tmp_path, fmnist_png):
     pytest.importorskip("matplotlib")
-    model = tiny_fmnist_model(7)
+    model = tiny_tnt(shape=FMNIST, patch_size=7)
     (result,) = visualize_files(model, fmnist_png[:1], tmp_path, schedule=Schedule((1,), (0.5,)), renderer="matplotlib")
     with Image.open(result.output) as png:
         assert png.format == "PNG"
@@ -130,7 +111,7 @@ def test_matplotlib_renderer_writes_a_png(tmp_path, fmnist_png):
 
 
 def test_existing_outputs_are_refused_unless_overwrite(tmp_path, fmnist_png):
-    model = tiny_fmnist_model(7)
+    model = tiny_tnt(shape=FMNIST, patch_size=7)
     visualize_files(model, fmnist_png[:1], tmp_path, renderer="pillow")
     with pytest.raises(Exception, match="already exists"):
         visualize_files(model, fmnist_png[:1], tmp_path, renderer="pillow")
@@ -138,14 +119,11 @@ def test_existing_outputs_are_refused_unless_overwrite(tmp_path, fmnist_png):
 
 
 # ----------------------------------------------------------------------------- CLI
-runner = CliRunner()
-
-
 def test_cli_writes_one_png_per_image_and_reports_the_masks(tmp_path, fmnist_png, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "viz"
     args = ["visualize", "test_vit", *map(str, fmnist_png), "--out", str(out), "--random-weights"]
-    result = runner.invoke(app, [*args, "--prune-layers", "1,3", "--keep-rates", "0.5,0.5", "--json"])
+    result = run_cli(*args, "--prune-layers", "1,3", "--keep-rates", "0.5,0.5", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [img["image"] for img in data["images"]] == list(map(str, fmnist_png))
@@ -161,24 +139,21 @@ def test_cli_unreadable_image_is_one_error_line(tmp_path, content):
     if content is not None:
         bad.write_bytes(content)
     out = tmp_path / "viz"
-    result = runner.invoke(app, ["visualize", "test_vit", str(bad), "--out", str(out), "--random-weights"])
-    assert result.exit_code == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot read image") and "bad.png" in lines[0]
+    result = run_cli("visualize", "test_vit", bad, "--out", out, "--random-weights")
+    line = error_line(result, "bad.png")
+    assert line.startswith("error: cannot read image")
     assert not out.exists()
 
 
 def test_cli_unknown_method_is_one_error_line(tmp_path, fmnist_png):
     args = ["visualize", "test_vit", str(fmnist_png[0]), "--out", str(tmp_path), "--method", "tome"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() == ["error: unknown --method 'tome': choose one of tnt, random, evit"]
+    assert error_line(run_cli(*args)) == "error: unknown --method 'tome': choose one of tnt, random, evit"
 
 
 @pytest.mark.parametrize("reducer", ["merge", "fuse"])
 def test_merge_and_fuse_draw_the_kept_patches(tmp_path, fmnist_png, reducer):
     """The fused token stands on no patch: masks show the top-k patches, counts include the fused token."""
-    model = tiny_fmnist_model(4)
+    model = tiny_tnt(shape=FMNIST, patch_size=4)
     schedule = Schedule((1, 2), (0.5, 0.5), reducer=reducer)
     results = visualize_files(model, fmnist_png, tmp_path / "viz", schedule=schedule, renderer="pillow")
     extra = int(reducer == "fuse")
