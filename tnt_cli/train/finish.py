@@ -1,5 +1,6 @@
-"""The end of a fine-tune: refuse a diverged model, evaluate the dense and the pruned model on the val split, and
-write down what ran (the summary `run()` returns, the training record OUT/config.json keeps)."""
+"""The end of a fine-tune (rank 0): refuse a diverged model, evaluate the dense and the pruned model on the val
+split, write down what ran (the summary `run()` returns, the training record OUT/config.json keeps), and hand the
+model to `tnt_cli.train.output` to write and publish."""
 
 from __future__ import annotations
 
