@@ -18,8 +18,8 @@ from tnt_cli.errors import TntError
 from tnt_cli.recipes import RECIPES, get_recipe
 from tnt_cli.train.config import TrainConfig, resume_mismatch
 from tnt_cli.train.optim import param_groups
-from tnt_cli.train.task import LossSettings, PruningTask
-from tnt_cli.train.trainer import default_drop_block, drop_keep
+from tnt_cli.train.setup import default_drop_block
+from tnt_cli.train.task import LossSettings, PruningTask, drop_keep
 
 
 def cfg(**kw) -> TrainConfig:

@@ -16,7 +16,7 @@ from tnt_cli.recipes import RECIPES
 from tnt_cli.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tnt_cli.train.config import TrainConfig, resume_mismatch
 from tnt_cli.train.optim import lr_factor, no_decay_names, param_groups
-from tnt_cli.train.trainer import default_eval_schedule
+from tnt_cli.train.setup import default_eval_schedule
 
 
 def test_warmup_then_cosine_to_min():
@@ -83,3 +83,18 @@ def test_default_eval_schedule_uses_a_trained_head_before_the_last_block():
     assert default_eval_schedule((0, 1, 2), depth=3).prune_layers == (1,)
     assert default_eval_schedule((4, 5), depth=12).prune_layers == (4,)
     assert default_eval_schedule((0, 1, 2), depth=3).keep_rates == (0.5,)
+
+
+def test_training_errors_name_settings_for_python_and_flags_on_the_command_line(tmp_path):
+    from tnt_cli.cli._errors import describe
+    from tnt_cli.errors import SettingError
+    from tnt_cli.train.trainer import Interrupted
+
+    with pytest.raises(SettingError) as missing:
+        load_checkpoint(tmp_path)
+    assert str(missing.value).startswith("resume: no checkpoint at") and "--" not in str(missing.value)
+    assert describe(missing.value)[0].startswith("--resume: no checkpoint at")
+    stopped = Interrupted("interrupted after step 1/2: checkpoint saved to x", tmp_path / "x")
+    assert "--resume" not in str(stopped)
+    assert describe(stopped) == ("interrupted after step 1/2: checkpoint saved to x; continue with the same command "
+                                 "plus --resume", 130)  # fmt: skip

@@ -21,7 +21,8 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errn
 
 
 # Settings whose flag is not `--` + the Python name with dashes (or that are arguments, not flags).
-FLAG_SPELLING = {"model": "MODEL", "scale": "--crop-scale", "auto_augment": "--randaugment"}
+FLAG_SPELLING = {"model": "MODEL", "scale": "--crop-scale", "auto_augment": "--randaugment",
+                 "eval_prune_layers": "--prune-layers"}  # fmt: skip
 
 
 def flag(setting: str) -> str:
@@ -38,6 +39,12 @@ def _output_exists(exc) -> str:
     if getattr(exc, "resumable", False):
         hint += ", or --resume to continue its checkpoint"
     return f"{exc}: {hint}"
+
+
+def _interrupted(exc) -> str:
+    if getattr(exc, "checkpoint", None) is None:  # stopped with nothing to continue from
+        return str(exc)
+    return f"{exc}; continue with the same command plus --resume"
 
 
 def _class_mismatch(exc) -> str:
@@ -61,7 +68,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", EXIT_INTERRUPTED
     if isinstance(exc, Interrupted):
-        return one_line(str(exc)), EXIT_INTERRUPTED
+        return one_line(_interrupted(exc)), EXIT_INTERRUPTED
     if isinstance(exc, OutputExists):
         return one_line(_output_exists(exc)), EXIT_USER
     if isinstance(exc, ClassMismatch):

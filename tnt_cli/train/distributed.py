@@ -56,6 +56,15 @@ def pick_device(requested: str) -> torch.device:
     return device
 
 
+def wrap_ddp(module: torch.nn.Module, device: torch.device, *, find_unused: bool) -> torch.nn.Module:
+    """`module` in DistributedDataParallel. Only parameters that require grad are reduced: with heads-only
+    training that is just the heads."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device] if device.type == "cuda" else None
+    return DDP(module, device_ids=ids, find_unused_parameters=find_unused)
+
+
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         value = value.clone()

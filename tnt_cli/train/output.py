@@ -1,17 +1,118 @@
-"""The fine-tune's final products: the model directory in OUT (beside metrics.jsonl and the checkpoint) and
-the end-of-run accuracy of the dense and the pruned model."""
+"""Where a fine-tune writes: OUT checked and locked before any work, the working directory chosen (OUT itself, or
+a side directory when replacing an existing output), and at the end the model directory written there and
+published: swapped into OUT, then pushed to the Hub if asked."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from tnt_cli.errors import SettingError
+from tnt_cli.train.checkpoint import CHECKPOINT_DIR, checkpoint_path
 
-from tnt_cli.engine import Schedule, TNTModel
+if TYPE_CHECKING:
+    from tnt_cli.engine import TNTModel
 
 STAGING = ".final-model"
+
+
+def run_dir(out: Path) -> Path:
+    """The side directory a run that replaces an existing OUT trains in (checkpoint and log), then swaps in."""
+    return out.with_name(f".{out.name}.run")
+
+
+class RunOutput:
+    """OUT of one run and the directory the run works in (`work`: checkpoints, the log, then the model).
+
+    A new OUT (or an empty one) is trained in directly. Replacing an existing output (`overwrite`) trains in the
+    side directory `.OUT.run` and swaps the finished result in at the end, so a killed, failed or diverged run
+    leaves the previous output exactly as it was; `resume` continues whichever holds the checkpoint.
+    """
+
+    def __init__(
+        self, out: str | Path, *, resume: bool = False, overwrite: bool = False, push_to_hub: str | None = None
+    ) -> None:
+        self.out = Path(out)
+        self.work = self.out
+        self.resume = resume
+        self.overwrite = overwrite
+        self.push_to_hub = push_to_hub
+        self._lock = None
+
+    @property
+    def replacing(self) -> bool:
+        """True while the run works beside an existing output (which stays as it was until `publish`)."""
+        return self.work != self.out
+
+    def open(self, inputs: Iterable[str | Path], *, is_main: bool) -> Path:
+        """Validate OUT (and the push target) before any work, lock it (rank 0), and choose `work`.
+
+        The lock is held until `release`, also when this raises: call `release` in a `finally`.
+        """
+        from tnt_cli.io.outdir import OutputExists, OutputLock, check_safe, check_target, clean_stale
+
+        out, inputs = self.out, tuple(inputs)
+        check_safe(out, inputs)
+        side = run_dir(out)
+        if self.push_to_hub:
+            from tnt_cli.io.push import check_push_target
+
+            check_push_target(self.push_to_hub)
+        if is_main:  # first: a run in progress is reported as such
+            self._lock = OutputLock(out).acquire()
+            clean_stale(out)
+        if self.resume:
+            work = next((d for d in (out, side) if checkpoint_path(d).exists()), None)
+            if work is None:
+                raise SettingError("{resume}: {where} has no checkpoint ({path} is missing)",
+                                   where=out, path=checkpoint_path(out))  # fmt: skip
+        else:
+            try:
+                check_target(out, overwrite=self.overwrite, inputs=inputs)
+            except OutputExists as exc:
+                exc.resumable = checkpoint_path(out).exists() or checkpoint_path(side).exists()
+                raise
+            if side.exists() and not self.overwrite:
+                raise OutputExists(side, " (an unfinished run into OUT)", resumable=checkpoint_path(side).exists())
+            work = side if out.exists() and any(out.iterdir()) else out
+        self.work = work
+        if is_main and not self.resume and work == side and side.exists():
+            shutil.rmtree(side)  # an earlier run's leftovers: this run replaces them
+        return work
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def publish(
+        self,
+        model: TNTModel,
+        *,
+        base_model: str | None,
+        training: dict,
+        metrics: dict | None,
+        provenance=None,
+        keep_checkpoint: bool = False,
+    ) -> str | None:
+        """Write the model directory into `work`, drop the checkpoint (unless kept), swap `work` into OUT and
+        push OUT if asked; returns the pushed repo's URL (None: not pushed)."""
+        save_final(self.work, model, base_model=base_model, training=training, metrics=metrics, provenance=provenance)
+        if not keep_checkpoint:
+            shutil.rmtree(self.work / CHECKPOINT_DIR, ignore_errors=True)
+        if self.replacing:
+            from tnt_cli.io.outdir import swap_in
+
+            swap_in(self.work, self.out)  # the previous output is replaced only now, in two renames
+            self.work = self.out
+        if not self.push_to_hub:
+            return None
+        from tnt_cli.io.push import push_folder
+
+        return push_folder(self.out, self.push_to_hub)
 
 
 def save_final(
@@ -39,17 +140,3 @@ def save_final(
         os.replace(staging / name, target)
     shutil.rmtree(staging, ignore_errors=True)
     return out
-
-
-@torch.no_grad()
-def evaluate_accuracy(
-    model: TNTModel, loader, device: torch.device, schedule: Schedule, method: str = "tnt", *, progress: bool = False
-) -> dict:
-    """top-1 / top-5 / loss of `method` at `schedule`'s compute (eval mode), via the eval module's loop."""
-    from tnt_cli.eval.baselines import apply_method
-    from tnt_cli.eval.evaluate import evaluate_model
-
-    model.eval()
-    what = "dense" if schedule.is_dense else schedule.describe()
-    with apply_method(model, "dense" if schedule.is_dense else method, schedule) as setup:
-        return evaluate_model(setup.module, loader, device=device, progress=progress, description=f"evaluating {what}")

@@ -1,4 +1,5 @@
-"""Training progress: progress on stderr (tnt_cli.progress) and a JSONL metrics log (rank 0 only)."""
+"""Training progress: the run's opening lines, progress on stderr (tnt_cli.progress) and a JSONL metrics log
+(rank 0 only)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tnt_cli.io.jsonio import dumps_line
 from tnt_cli.progress import Progress
 
 if TYPE_CHECKING:
+    import torch
     from rich.console import Console
 
-from tnt_cli.io.jsonio import dumps_line
+    from tnt_cli.engine import TNTModel
+    from tnt_cli.train.config import TrainConfig
+    from tnt_cli.train.plan import Plan
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -43,6 +48,35 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
             fh.write(dumps_line(record) + "\n")
+
+
+def step_record(
+    step: int, epoch: float, plan: Plan, *, losses: list[float], lr: float, images_per_s: float, model: TNTModel
+) -> dict:
+    """One metrics.jsonl line: the mean loss since the last line, the lr, throughput and the noise statistics."""
+    record = {
+        "step": step,
+        "epoch": round(epoch, 4),
+        "loss": sum(losses) / len(losses),
+        "lr": lr,
+        "img_s": images_per_s,
+        "global_batch": plan.global_batch,
+        "world_size": plan.world_size,
+    }
+    return {**record, **noise_stats(model)}
+
+
+def noise_stats(model: TNTModel) -> dict:
+    """The last step's noise statistics for the metrics log: mean alpha per noise block, the rate penalty."""
+    import torch
+
+    stats = model.last_stats
+    out = {}
+    if stats.mean_alpha:
+        out["mean_alpha"] = {str(b): round(float(a), 5) for b, a in stats.mean_alpha.items()}
+    if stats.rate_penalties:
+        out["rate_loss"] = float(torch.stack([p.detach() for p in stats.rate_penalties]).sum())
+    return out
 
 
 class TrainProgress:
@@ -81,3 +115,28 @@ class Throughput:
     def rate(self) -> float:
         elapsed = time.perf_counter() - self.start
         return self.images / elapsed if elapsed > 0 else 0.0
+
+
+def describe_run(cfg: TrainConfig, plan: Plan, *, drop_block: int | None, device: torch.device) -> list[str]:
+    """The lines a run starts with: the recipe's remarks, its loss terms, and the plan's numbers."""
+    from tnt_cli.train.config import LR_REFERENCE_BATCH
+
+    p = plan
+    lines = [f"note: {text}" for text in cfg.notes]
+    extras = [f"{cfg.relevance} relevance, sigma0 {cfg.sigma0:g}"]
+    if cfg.distill:
+        extras.append(f"distill x{cfg.distill_weight:g}")
+    if drop_block is not None:
+        keeps = "/".join(f"{k:g}" for k in cfg.drop_keeps)
+        extras.append(f"pruning pass x{cfg.drop_weight:g} at block {drop_block} keep {keeps}")
+    if cfg.heads_lr_scale != 1.0:
+        extras.append(f"heads lr x{cfg.heads_lr_scale:g}")
+    lines.append(f"recipe {cfg.recipe}: " + ", ".join(extras))
+    what = "heads only (backbone frozen)" if cfg.train == "heads" else "full model"
+    lines.append(
+        f"finetune {cfg.model}: {what}, {cfg.data} {cfg.split} ({p.train_images} images), "
+        f"{p.steps_per_epoch} steps/epoch, {p.total_steps} steps, global batch {p.global_batch} "
+        f"({p.batch_size} x {p.world_size} proc x {p.accum} accum), lr {p.lr:.3g} (= {p.base_lr:g} x "
+        f"{p.global_batch}/{LR_REFERENCE_BATCH}), warmup {p.warmup_steps}, device {device}, amp {p.amp}"
+    )
+    return lines

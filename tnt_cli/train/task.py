@@ -37,6 +37,28 @@ class LossSettings:
     noise_trains_backbone: bool = True  # False: the noisy pass's loss reaches the heads only
 
 
+def drop_keep(keeps: tuple[float, ...], seed: int, step: int, micro: int) -> float:
+    """The keep rate of the hard-pruning pass at (step, micro-batch): a function of (seed, step, micro) alone, from
+    its own generator, so a resumed run draws the same rates and the global RNG streams are untouched."""
+    key = ((seed * 1_000_003 + step) * 1_009 + micro) & 0x7FFF_FFFF_FFFF_FFFF
+    generator = torch.Generator().manual_seed(key)
+    return keeps[int(torch.randint(len(keeps), (1,), generator=generator))]
+
+
+class PruningPass:
+    """The hard-pruning pass: one stage after `block` at a keep rate drawn per (step, micro-batch) from `keeps`,
+    reducing the tokens TNT does not keep with `reducer` (the baselines use their own reducer instead)."""
+
+    def __init__(self, block: int, keeps: tuple[float, ...], reducer: str = "drop") -> None:
+        self.block = block
+        self.keeps = keeps
+        self._schedules = {k: Schedule(prune_layers=(block,), keep_rates=(k,), reducer=reducer) for k in keeps}
+
+    def schedule(self, seed: int, step: int, micro: int) -> Schedule:
+        """The schedule of optimizer step `step` (1-based), micro-batch `micro`."""
+        return self._schedules[drop_keep(self.keeps, seed, step, micro)]
+
+
 class PruningTask(nn.Module):
     """A training step's forward and loss in ONE module call, so DDP sees one forward per backward.
 
