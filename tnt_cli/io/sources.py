@@ -384,7 +384,7 @@ def assemble(
         return attach_tnt(vit, default_head_blocks(depth, schedule)), split
     blocks = sorted(split.heads)
     if split.layout == "official":
-        noise = NoiseConfig(blocks=tuple(blocks), sigma0=OFFICIAL_SIGMA0, variant="std", form="softmax")
+        noise = NoiseConfig(blocks=tuple(blocks), sigma0=OFFICIAL_SIGMA0, noise_variant="std", relevance="softmax")
         head_norm = False  # the official heads score the raw block output at deployment
     model = attach_tnt(vit, blocks, noise=noise, head_norm=True if head_norm is None else head_norm)
     head_state = {f"{b}.{name}": t for b, tensors in split.heads.items() for name, t in tensors.items()}

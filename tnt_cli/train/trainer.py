@@ -30,7 +30,7 @@ from tnt_cli.engine import Schedule, attach_tnt
 from tnt_cli.errors import TntError
 from tnt_cli.train import distributed as D
 from tnt_cli.train.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from tnt_cli.train.config import LR_REFERENCE_BATCH, TrainConfig, resume_mismatch
+from tnt_cli.train.config import LR_REFERENCE_BATCH, TrainConfig, recipe_settings, resume_mismatch
 from tnt_cli.train.losses import build_criterion, build_mixup
 from tnt_cli.train.optim import build_optimizer, build_scheduler
 from tnt_cli.train.progress import METRICS_FILE, MetricsLog, Throughput, TrainProgress
@@ -169,8 +169,8 @@ class Trainer:
         saved = load_checkpoint(self.work) if self.resume else None
         if saved is not None:
             mismatch = resume_mismatch(saved["config"], cfg)
-            if mismatch:
-                raise TntError(f"--resume: {mismatch}; resume with the original settings")
+            if mismatch is not None:
+                raise mismatch
             if saved["world_size"] != self.dist.world_size:
                 raise TntError(
                     f"--resume: the checkpoint was made with {saved['world_size']} processes, "
@@ -413,7 +413,7 @@ class Trainer:
         vit, noise = self.model.vit, self.model.noise
         last_is_noisy = (self.model.depth - 1) in noise.blocks
         token_pool = getattr(vit, "global_pool", "token") == "token"
-        rate_trains_it = noise.form == "sigmoid" and self.cfg.rate_weight > 0
+        rate_trains_it = noise.relevance == "sigmoid" and self.cfg.rate_weight > 0
         return last_is_noisy and token_pool and not rate_trains_it
 
     def _announce(self, state: RunState) -> None:
@@ -552,12 +552,7 @@ class Trainer:
 
     def settings(self) -> dict:
         """The resolved recipe settings of this run (recorded in the summary and the model directory)."""
-        cfg = self.cfg
-        keys = ("recipe", "method", "reducer", "noise_trains", "train", "relevance", "sigma0", "noise_variant",
-                "target_rate",
-                "rate_weight", "noise_blocks", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps",
-                "lr", "head_lr_scale")  # fmt: skip
-        data = {k: v for k, v in cfg.to_dict().items() if k in keys}
+        data = recipe_settings(self.cfg)
         data["noise_blocks"] = list(self.model.noise.blocks)  # after clamping to the model
         data["drop_block"] = self.drop_block
         return data
