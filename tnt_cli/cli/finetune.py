@@ -76,7 +76,7 @@ def config_from_options(values: dict[str, Any]) -> TrainConfig:
     kwargs = {}
     for s in SETTINGS:
         if _negated(s):
-            kwargs[s.name] = not values[_parameter_name(s)]
+            kwargs[s.name] = not values[parameter_name(s)]
             continue
         value = values[s.name]
         kwargs[s.name] = s.parse(value, s.name) if s.parse is not None and isinstance(value, str) else value
@@ -99,7 +99,7 @@ def option_parameter(s: Setting) -> inspect.Parameter:
             default = False
         shows = not s.required and s.default is not None
         info = typer.Option(*names, help=s.help_text(), rich_help_panel=s.panel, show_default=shows)
-    return inspect.Parameter(_parameter_name(s), inspect.Parameter.KEYWORD_ONLY, default=default,
+    return inspect.Parameter(parameter_name(s), inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[cli_type, info])  # fmt: skip
 
 
@@ -108,7 +108,8 @@ def _negated(s: Setting) -> bool:
     return _HINTS[s.name] is bool and s.default is True
 
 
-def _parameter_name(s: Setting) -> str:
+def parameter_name(s: Setting) -> str:
+    """The command parameter a setting arrives in (`no_progress` for --no-progress)."""
     return f"no_{s.name}" if _negated(s) else s.name
 
 
