@@ -1,20 +1,21 @@
 """`tnt finetune`: train TNT relevance heads (or the whole ViT) with relevance noise, and write a model directory.
 
-The command's options are derived from the settings' declarations (`tnt_cli.train.config.TrainConfig`): flag,
-help, panel, default and list parsing are declared there once; this module only adds the flags that say how to
-run (resume, overwrite, push, offline, JSON) and calls the trainer.
+The command's options are derived from the settings' declarations (`tnt_cli.train.config.TrainConfig`, via
+`tnt_cli.cli.declared`); this module only adds the flags that say how to run (resume, overwrite, push, offline,
+JSON), calls the trainer and prints its summary.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any
 
 import typer
 
 from tnt_cli.cli import options as o
+from tnt_cli.cli.declared import parameter, settings_from
 from tnt_cli.train.config import SETTINGS, TrainConfig
-from tnt_cli.train.settings import RUN, Setting, shown
+from tnt_cli.train.settings import RUN
 
 # Flags of the command that are not training settings (they say how to run, not what is trained).
 RUN_FLAGS: dict[str, tuple[Any, Any]] = {
@@ -62,7 +63,7 @@ def finetune(**values: Any) -> None:
 
     json_out = values.pop("json_out")
     run = {name: values.pop(name) for name in ("resume", "overwrite", "push_to_hub")}
-    summary = run_finetune(config_from_options(values), **run, console=stderr)
+    summary = run_finetune(TrainConfig(**settings_from(SETTINGS, values)), **run, console=stderr)
     if summary is None:  # DDP ranks other than 0
         return
     if json_out:
@@ -71,58 +72,11 @@ def finetune(**values: Any) -> None:
         render(summary)
 
 
-def config_from_options(values: dict[str, Any]) -> TrainConfig:
-    """The `TrainConfig` the parsed options describe (list values given as text are parsed by their setting)."""
-    kwargs = {}
-    for s in SETTINGS:
-        if _negated(s):
-            kwargs[s.name] = not values[parameter_name(s)]
-            continue
-        value = values[s.name]
-        kwargs[s.name] = s.parse(value, s.name) if s.parse is not None and isinstance(value, str) else value
-    return TrainConfig(**kwargs)
-
-
-def option_parameter(s: Setting) -> inspect.Parameter:
-    """The typer parameter a declared setting yields: its flag(s), help, panel and default."""
-    hint = _HINTS[s.name]
-    cli_type = (str if s.default is not None else str | None) if s.parse is not None else hint
-    default = inspect.Parameter.empty if s.required else s.default
-    if s.parse is not None and s.default is not None:
-        default = shown(s.default)  # as the user would type it: 0.08,1
-    if s.argument:
-        info = typer.Argument(help=s.help_text(), show_default=False)
-    else:
-        names = [f"{s.flag}/--no-{s.flag.removeprefix('--')}"] if hint == bool | None else [s.flag]  # or the recipe's
-        names += [s.short] if s.short else []
-        if _negated(s):
-            default = False
-        shows = not s.required and s.default is not None
-        info = typer.Option(*names, help=s.help_text(), rich_help_panel=s.panel, show_default=shows)
-    return inspect.Parameter(parameter_name(s), inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[cli_type, info])  # fmt: skip
-
-
-def _negated(s: Setting) -> bool:
-    """A switch that is on by default is given as the flag that turns it off (`progress`: --no-progress)."""
-    return _HINTS[s.name] is bool and s.default is True
-
-
-def parameter_name(s: Setting) -> str:
-    """The command parameter a setting arrives in (`no_progress` for --no-progress)."""
-    return f"no_{s.name}" if _negated(s) else s.name
-
-
-def command_parameters() -> list[inspect.Parameter]:
-    """Every setting's option (in declaration order), then the run flags."""
-    params = [option_parameter(s) for s in SETTINGS]
-    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-               for name, (annotation, default) in RUN_FLAGS.items()]  # fmt: skip
-    return params
-
-
-_HINTS = get_type_hints(TrainConfig)
-finetune.__signature__ = inspect.Signature(command_parameters())
+finetune.__signature__ = inspect.Signature(
+    [*map(parameter, SETTINGS)]
+    + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+       for name, (annotation, default) in RUN_FLAGS.items()]
+)  # fmt: skip
 
 
 def _describe_recipe(summary: dict) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 from tnt_cli.errors import SettingError
 from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES
@@ -24,6 +24,7 @@ class Setting:
     """One setting as declared (`setting(...)`), with its name and the CLI spelling resolved."""
 
     name: str
+    type: Any  # the field's type, e.g. tuple[int, ...] | None
     default: Any  # dataclasses.MISSING: required
     help: str
     panel: str
@@ -74,11 +75,12 @@ def setting(
 
 def declarations(cls: type) -> tuple[Setting, ...]:
     """The settings `cls` declares, in field order."""
+    types = get_type_hints(cls)
     out = []
     for f in fields(cls):
         spec = dict(f.metadata["setting"])
         spec["flag"] = spec["flag"] or "--" + f.name.replace("_", "-")
-        out.append(Setting(name=f.name, default=f.default, **spec))
+        out.append(Setting(name=f.name, type=types[f.name], default=f.default, **spec))
     return tuple(out)
 
 
