@@ -31,7 +31,7 @@ def record_blocks(model, x):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_training_keeps_every_token_and_noises_only_patches_after_noise_blocks(tiny_vit, kind):
-    noise = NoiseConfig(blocks=(0, 2), sigma0=0.5, form="sigmoid")
+    noise = NoiseConfig(blocks=(0, 2), sigma0=0.5, relevance="sigmoid")
     # the deployment schedule must not act in training mode
     model = attach_tnt(tiny_vit(kind), noise=noise, schedule=Schedule((1,), (0.25,), sim_prune=4)).train()
     p = model.num_prefix_tokens
@@ -63,7 +63,8 @@ def test_noise_size_follows_sigma0_and_alpha(tiny_vit, variant, form):
     factor.
     """
     sigma0 = 0.7
-    model = attach_tnt(tiny_vit("vit"), noise=NoiseConfig(blocks=(1,), sigma0=sigma0, variant=variant, form=form))
+    noise = NoiseConfig(blocks=(1,), sigma0=sigma0, noise_variant=variant, relevance=form)
+    model = attach_tnt(tiny_vit("vit"), noise=noise)
     model.train()
     head = model.heads["1"]
     torch.manual_seed(0)
@@ -92,7 +93,7 @@ def test_noise_size_follows_sigma0_and_alpha(tiny_vit, variant, form):
 
 
 def test_gradients_reach_the_heads_and_not_a_frozen_backbone(tiny_vit):
-    model = attach_tnt(tiny_vit("deit_distilled"), noise=NoiseConfig(blocks=(0, 1, 2), form="softmax"))
+    model = attach_tnt(tiny_vit("deit_distilled"), noise=NoiseConfig(blocks=(0, 1, 2), relevance="softmax"))
     model.train()
     for param in model.vit.parameters():
         param.requires_grad_(False)
@@ -105,7 +106,7 @@ def test_gradients_reach_the_heads_and_not_a_frozen_backbone(tiny_vit):
 
 
 def test_sigmoid_rate_penalty_gives_the_heads_a_gradient(tiny_vit):
-    model = attach_tnt(tiny_vit("vit"), noise=NoiseConfig(blocks=(0, 1), form="sigmoid", target_rate=0.3)).train()
+    model = attach_tnt(tiny_vit("vit"), noise=NoiseConfig(blocks=(0, 1), relevance="sigmoid", target_rate=0.3)).train()
     model(torch.randn(2, 3, 32, 32))
     penalty = model.rate_loss()
     assert isinstance(penalty, torch.Tensor) and penalty > 0

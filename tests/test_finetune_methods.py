@@ -13,6 +13,7 @@ import pytest
 import torch
 from _helpers import FMNIST, backbone_state, error_line, run_cli, tiny_vit
 
+from tnt_cli.cli._errors import describe
 from tnt_cli.engine import Schedule, attach_tnt
 from tnt_cli.errors import TntError
 from tnt_cli.train.config import TrainConfig
@@ -57,15 +58,16 @@ def test_method_settings_are_checked_before_any_work(tmp_path):
         return TrainConfig(model="m", data="fashion-mnist", out=str(tmp_path / "o"), **kw)
 
     assert cfg(method="cls-attn").method == "evit"  # the old name still works
-    for bad, match in (
-        ({"method": "magic"}, "--method must be one of"),
-        ({"method": "tome", "train": "heads"}, "use --train full"),
-        ({"method": "random", "drop_weight": 0.0}, "--drop-weight must be > 0"),
-        ({"reducer": "melt"}, "--reducer must be one of"),
-        ({"method": "tome", "reducer": "merge"}, "has its own reducer"),
+    for bad, python, cli in (  # Python API users read the parameter names, the CLI prints the flags
+        ({"method": "magic"}, "method must be one of", "--method must be one of"),
+        ({"method": "tome", "train": "heads"}, "use train full", "use --train full"),
+        ({"method": "random", "drop_weight": 0.0}, "drop_weight must be > 0", "--drop-weight must be > 0"),
+        ({"reducer": "melt"}, "reducer must be one of", "--reducer must be one of"),
+        ({"method": "tome", "reducer": "merge"}, "has its own reducer", "--method tome has its own reducer"),
     ):
-        with pytest.raises(TntError, match=match):
+        with pytest.raises(TntError, match=python) as caught:
             cfg(**bad)
+        assert cli in describe(caught.value)[0]
 
 
 def test_the_random_baseline_draws_new_scores_per_batch_position_and_repeats_them():

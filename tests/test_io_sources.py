@@ -128,7 +128,7 @@ def test_official_checkpoint_imports_and_its_heads_drive_pruning(tmp_path):
     loaded = load_model(path, schedule=Schedule(prune_layers=(1,), keep_rates=(0.5,)))
     model = loaded.model
     assert loaded.heads_trained and model.head_blocks == (0, 1, 2, 3, 4)  # the official code trains 0-4 only
-    assert model.head_norm is False and model.noise.form == "softmax" and model.noise.sigma0 == 0.02
+    assert model.head_norm is False and model.noise.relevance == "softmax" and model.noise.sigma0 == 0.02
     assert any("alpha_heads.5" in note for note in loaded.notes)
     assert any("inferred" in note for note in loaded.notes)
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from _helpers import FMNIST, tiny_vit
 
-from tnt_cli.engine import NoiseConfig, attach_tnt
+from tnt_cli.cli._errors import describe
+from tnt_cli.engine import attach_tnt
 from tnt_cli.errors import TntError
 from tnt_cli.recipes import RECIPES
 from tnt_cli.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -39,27 +40,28 @@ def test_no_weight_decay_on_norms_biases_tokens_and_head_biases():
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
 
 
-def test_config_defaults_come_from_the_recipe_then_the_engine_and_bad_values_are_refused():
+def test_config_defaults_come_from_the_recipe_and_bad_values_are_refused():
     cfg = TrainConfig(model="m", data="fashion-mnist", out="o", recipe="official")
-    engine, recipe = NoiseConfig(), RECIPES["official"]
-    assert recipe.noise_blocks is None  # the official recipe leaves the noise blocks to the engine
+    recipe = RECIPES["official"]
     assert (cfg.noise_blocks, cfg.sigma0, cfg.noise_variant, cfg.relevance, cfg.target_rate) == (
-        engine.blocks, recipe.sigma0, recipe.variant, recipe.relevance, recipe.target_rate,
+        recipe.noise_blocks, recipe.sigma0, recipe.noise_variant, recipe.relevance, recipe.target_rate,
     )  # fmt: skip
+    assert cfg.noise_blocks == (0, 1, 2, 3, 4)  # the official code's blocks
     assert cfg.base_lr == recipe.lr["heads"]
-    with pytest.raises(TntError, match="--train"):
+    with pytest.raises(TntError, match="train"):
         TrainConfig(model="m", data="d", out="o", train="all")
     with pytest.raises(TntError, match="noise variant"):
         TrainConfig(model="m", data="d", out="o", noise_variant="cube")
-    with pytest.raises(TntError, match="--accum"):
+    with pytest.raises(TntError, match="accum"):
         TrainConfig(model="m", data="d", out="o", accum=0)
 
 
 def test_resume_refuses_changed_settings():
     saved = TrainConfig(model="m", data="d", out="o", lr=0.1).to_dict()
     assert resume_mismatch(saved, TrainConfig(model="m", data="d", out="o", lr=0.1, workers=3)) is None
-    message = resume_mismatch(saved, TrainConfig(model="m", data="d", out="o", lr=0.2))
-    assert message is not None and "--lr" in message
+    mismatch = resume_mismatch(saved, TrainConfig(model="m", data="d", out="o", lr=0.2))
+    assert mismatch is not None and str(mismatch).startswith("resume: lr is 0.2 but the checkpoint was made with 0.1")
+    assert describe(mismatch)[0].startswith("--resume: --lr is 0.2 but the checkpoint was made with 0.1")
 
 
 def test_checkpoint_round_trips_every_rng(tmp_path):

@@ -53,10 +53,11 @@ TNT_RUNS = tuple(r for r, (m, _, _) in RUNS.items() if m == "tnt")
 BASELINES = ("random", "evit", "evit-fuse", "tome")
 FIELDS = ("bench", "run", "method", "reducer", "seed", "steps", "batch", "schedule", "keep", "gmacs", "gmacs_tnt",
           "top1", "top5", "images", "train_s")  # fmt: skip
-# Augmentation of the study's fine-tuning (product flags): a milder crop than ImageNet's 0.08 for 28 px items.
-CROP_SCALE = (0.6, 1.0)
-# Warmup in epochs: the default (1 epoch, capped at half the run) would spend half of a 300-step run warming up.
-WARMUP_EPOCHS = 0.03
+# What the study sets in every `tnt finetune` run besides the run's own method, steps, batch and seed; everything
+# else is the default recipe's. A milder crop than ImageNet's 0.08 for 28 px items; a short warmup (the default,
+# one epoch capped at half the run, would spend half of a 300-step run warming up); the pruning pass after the block
+# the study evaluates; no end-of-run evaluation (the study evaluates on the full test set itself).
+FINETUNE = {"scale": (0.6, 1.0), "warmup_epochs": 0.03, "drop_block": PRUNE_BLOCK, "eval_limit": 0}
 
 
 def schedules() -> list[tuple[str, object]]:
@@ -72,28 +73,33 @@ def run_dir(bench: str, run: str, seed: int, steps: int, batch: int) -> Path:
     return STUDY_OUT / bench / f"{run}-s{seed}-{steps}x{batch}"
 
 
+def finetune_settings(bench: str, run: str, seed: int, steps: int, batch: int) -> dict:
+    """The settings one run gives `tnt finetune` (`TrainConfig` names): what the study varies, nothing else."""
+    method, reducer, extra = RUNS[run]
+    return {"model": str(BASE_DIRS[bench]), "data": bench, "out": str(run_dir(bench, run, seed, steps, batch)),
+            "method": method, "reducer": reducer, **extra, "max_steps": steps, "batch_size": batch, "seed": seed,
+            **FINETUNE}  # fmt: skip
+
+
 def finetune_config(bench: str, run: str, seed: int, steps: int, batch: int):
     """The `TrainConfig` that `tnt finetune` builds from the flags `commands()` prints."""
     from tnt_cli.train.config import TrainConfig
 
-    method, reducer, extra = RUNS[run]
-    return TrainConfig(
-        model=str(BASE_DIRS[bench]), data=bench, out=str(run_dir(bench, run, seed, steps, batch)), method=method,
-        reducer=reducer, max_steps=steps, batch_size=batch, seed=seed, scale=CROP_SCALE, eval_limit=0,
-        progress=False, drop_block=PRUNE_BLOCK, warmup_epochs=WARMUP_EPOCHS, **extra,
-    )  # fmt: skip
+    return TrainConfig(**finetune_settings(bench, run, seed, steps, batch), progress=False)
 
 
 def commands(bench: str, run: str, seed: int, steps: int, batch: int, schedule: str) -> str:
     """The CLI that reproduces one row (same code path, same numbers)."""
-    method, reducer, settings = RUNS[run]
+    from tnt_cli.train.config import SETTINGS
+    from tnt_cli.train.settings import shown
+
+    declared = {s.name: s for s in SETTINGS}
+    settings = finetune_settings(bench, run, seed, steps, batch)
     out = run_dir(bench, run, seed, steps, batch).relative_to(ROOT)
-    base = BASE_DIRS[bench].relative_to(ROOT)
-    extra = f" --reducer {reducer}" if reducer != "drop" else ""
-    extra += "".join(f" --{k.replace('_', '-')} {v}" for k, v in settings.items())
-    ft = (f"tnt finetune {base} --data {bench} --out {out} --method {method}{extra} --max-steps {steps} "
-          f"--batch-size {batch} --seed {seed} --crop-scale {CROP_SCALE[0]:g},{CROP_SCALE[1]:g} "
-          f"--drop-block {PRUNE_BLOCK} --warmup-epochs {WARMUP_EPOCHS:g} --eval-limit 0")  # fmt: skip
+    settings.update(model=str(BASE_DIRS[bench].relative_to(ROOT)), out=str(out))
+    flags = "".join(f" {declared[k].flag} {shown(v)}" for k, v in settings.items() if k != "model")
+    ft = f"tnt finetune {settings['model']}{flags}"
+    _, reducer, _ = RUNS[run]
     sched = next(s for name, s in schedules() if name == schedule)
     flags = ""
     if sched.prune_layers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 
 from tnt_cli.errors import ClassMismatch, Interrupted, SettingError, TntError
+from tnt_cli.train.config import SETTINGS
 
 EXIT_USER = 1
 EXIT_USAGE = 2
@@ -20,9 +21,9 @@ EXIT_INTERRUPTED = 130
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.EMFILE, errno.EIO}
 
 
-# Settings whose flag is not `--` + the Python name with dashes (or that are arguments, not flags).
-FLAG_SPELLING = {"model": "MODEL", "scale": "--crop-scale", "auto_augment": "--randaugment",
-                 "eval_prune_layers": "--prune-layers"}  # fmt: skip
+# How the CLI spells each declared setting (`scale` is --crop-scale, `model` the MODEL argument); others are
+# `--` + the Python name with dashes.
+FLAG_SPELLING = {s.name: s.flag for s in SETTINGS}
 
 
 def flag(setting: str) -> str:

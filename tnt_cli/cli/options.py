@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tnt_cli.errors import ScheduleError, TntError
+from tnt_cli.train.settings import split_list
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule
@@ -95,30 +96,23 @@ def apply_offline(offline: bool) -> None:
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in _parts(text))
+        return tuple(int(part) for part in split_list(text))
     except ValueError:
         raise TntError(f"{flag} takes whole numbers separated by commas, got {text!r}") from None
 
 
 def parse_float_list(text: str, flag: str) -> tuple[float, ...]:
     try:
-        return tuple(float(part) for part in _parts(text))
+        return tuple(float(part) for part in split_list(text))
     except ValueError:
         raise TntError(f"{flag} takes numbers separated by commas, got {text!r}") from None
 
 
 def parse_str_list(text: str, flag: str) -> tuple[str, ...]:
     try:
-        return tuple(_parts(text))
+        return tuple(split_list(text))
     except ValueError:
         raise TntError(f"{flag} takes names separated by commas, got {text!r}") from None
-
-
-def _parts(text: str) -> list[str]:
-    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
-    if not parts:
-        raise ValueError(text)
-    return parts
 
 
 def schedule_from_flags(

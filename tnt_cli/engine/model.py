@@ -87,7 +87,7 @@ class TNTModel(nn.Module):
         reference = next(vit.parameters(), None)
         if reference is not None:  # heads live where the backbone lives
             self.heads.to(device=reference.device, dtype=reference.dtype)
-        self.noise = noise or NoiseConfig(blocks=tuple(b for b in blocks if b in (0, 1, 2, 3, 4)))
+        self.noise = noise or NoiseConfig(blocks=tuple(b for b in blocks if b in NoiseConfig().blocks))
         missing = [b for b in self.noise.blocks if str(b) not in self.heads]
         if missing:
             raise ScheduleError(f"noise blocks {missing} have no relevance head (heads at blocks {blocks})")
@@ -276,11 +276,11 @@ class TNTModel(nn.Module):
             x = blk(x)
             if i in noisy:
                 prefix, patches = x[:, :p], x[:, p:]
-                alpha = relevance_alpha(self.relevance_scores(i, patches).float(), noise.form)
-                if noise.form == "sigmoid":
+                alpha = relevance_alpha(self.relevance_scores(i, patches).float(), noise.relevance)
+                if noise.relevance == "sigmoid":
                     stats.rate_penalties.append(rate_penalty(alpha, noise.target_rate))
                 stats.mean_alpha[i] = alpha.detach().mean()
-                patches = add_relevance_noise(patches, alpha, noise.sigma0, noise.variant)
+                patches = add_relevance_noise(patches, alpha, noise.sigma0, noise.noise_variant)
                 x = torch.cat([prefix, patches], dim=1)
         self.last_stats = stats
         return x
@@ -353,9 +353,9 @@ def attach_tnt(
     schedule: Schedule | None = None,
     head_norm: bool = True,
 ) -> TNTModel:
-    """Wrap a timm ViT with TNT heads: on the noise blocks and every scheduled block (default blocks 0-4)."""
+    """Wrap a timm ViT with TNT heads: on the noise blocks and every scheduled block (default: `NoiseConfig()`'s)."""
     depth = len(vit.blocks)
-    noise = noise or NoiseConfig(blocks=tuple(b for b in (0, 1, 2, 3, 4) if b < depth))
+    noise = noise or NoiseConfig(blocks=tuple(b for b in NoiseConfig().blocks if b < depth))
     blocks = set(head_blocks) if head_blocks is not None else set(noise.blocks)
     if schedule is not None and head_blocks is None:
         blocks |= {b for b in schedule.prune_layers if 0 <= b < depth}

@@ -2,53 +2,58 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
+
+from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES
 
 RELEVANCE_FORMS = ("softmax", "sigmoid")
 NOISE_VARIANTS = ("std", "var")
 
 
+# `NoiseConfig()` is the default recipe's noise: one declaration, so `attach_tnt(vit)` trains as `tnt finetune` does.
+_DEFAULT = RECIPES[DEFAULT_RECIPE]
+# Keys of saved directories written before the fields took the settings' names (read, never written).
+_OLD_KEYS = {"form": "relevance", "variant": "noise_variant"}
+
+
 @dataclass(frozen=True)
 class NoiseConfig:
-    """How training noise is applied.
+    """How training noise is applied (field names are the fine-tuning settings' names).
 
-    `form`: alpha = softmax over patch tokens (the paper) or an independent sigmoid per token whose mean is
+    `relevance`: alpha = softmax over patch tokens (the paper) or an independent sigmoid per token whose mean is
     pulled to `target_rate` by a penalty (so about that fraction of tokens can stay clean).
-    `variant`: noise std sigma0 * (1 - alpha) ("std") or sigma0 * sqrt(1 - alpha) ("var": variance 1 - alpha).
+    `noise_variant`: noise std sigma0 * (1 - alpha) ("std") or sigma0 * sqrt(1 - alpha) ("var": variance 1 - alpha).
     """
 
-    blocks: tuple[int, ...] = (0, 1, 2, 3, 4)
-    sigma0: float = 1.0
-    variant: str = "std"
-    form: str = "sigmoid"
-    target_rate: float = 0.5
+    blocks: tuple[int, ...] = _DEFAULT.noise_blocks
+    sigma0: float = _DEFAULT.sigma0
+    noise_variant: str = _DEFAULT.noise_variant
+    relevance: str = _DEFAULT.relevance
+    target_rate: float = _DEFAULT.target_rate
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(sorted({int(b) for b in self.blocks})))
-        if self.variant not in NOISE_VARIANTS:
-            raise ValueError(f"noise variant must be one of {NOISE_VARIANTS}, got {self.variant!r}")
-        if self.form not in RELEVANCE_FORMS:
-            raise ValueError(f"relevance form must be one of {RELEVANCE_FORMS}, got {self.form!r}")
+        if self.noise_variant not in NOISE_VARIANTS:
+            raise ValueError(f"noise variant must be one of {NOISE_VARIANTS}, got {self.noise_variant!r}")
+        if self.relevance not in RELEVANCE_FORMS:
+            raise ValueError(f"relevance form must be one of {RELEVANCE_FORMS}, got {self.relevance!r}")
         if self.sigma0 < 0:
             raise ValueError(f"sigma0 must be >= 0, got {self.sigma0}")
         if not 0.0 < self.target_rate <= 1.0:
             raise ValueError(f"target rate must be in (0, 1], got {self.target_rate}")
 
     def to_dict(self) -> dict:
-        return {
-            "blocks": list(self.blocks),
-            "sigma0": self.sigma0,
-            "variant": self.variant,
-            "form": self.form,
-            "target_rate": self.target_rate,
-        }
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["blocks"] = list(self.blocks)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> NoiseConfig:
-        known = {k: data[k] for k in ("blocks", "sigma0", "variant", "form", "target_rate") if k in data}
-        return cls(**known)
+        """Also reads directories saved by tnt 0.1 (keys `form`, `variant`)."""
+        data = {_OLD_KEYS.get(k, k): v for k, v in data.items()}
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def relevance_alpha(scores: torch.Tensor, form: str) -> torch.Tensor:

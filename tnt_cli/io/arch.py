@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 HEAD_DIM = 64
 OFFICIAL_TRAINED_HEADS = 5  # the official code adds noise (and so trains heads) after blocks 0-4 only
-OFFICIAL_SIGMA0 = 0.02
 DEIT_SIZES = {192: "tiny", 384: "small", 768: "base"}
 
 

@@ -137,7 +137,8 @@ def assemble(
 ) -> tuple[TNTModel, SplitState]:
     """Load a checkpoint's backbone strictly into `vit` and its heads (if any) into a new TNT wrapper."""
     from tnt_cli.engine import NoiseConfig, attach_tnt
-    from tnt_cli.io.arch import OFFICIAL_SIGMA0, check_head_widths, split_checkpoint
+    from tnt_cli.io.arch import check_head_widths, split_checkpoint
+    from tnt_cli.recipes import RECIPES
 
     split = split_checkpoint(state)
     load_backbone(vit, split.backbone, where=where)
@@ -153,7 +154,9 @@ def assemble(
         return attach_tnt(vit, default_head_blocks(depth, schedule)), split
     blocks = sorted(split.heads)
     if split.layout == "official":
-        noise = NoiseConfig(blocks=tuple(blocks), sigma0=OFFICIAL_SIGMA0, variant="std", form="softmax")
+        official = RECIPES["official"]  # the paper's code: its heads were trained with this noise
+        noise = NoiseConfig(blocks=tuple(blocks), sigma0=official.sigma0, noise_variant=official.noise_variant,
+                            relevance=official.relevance)  # fmt: skip
         head_norm = False  # the official heads score the raw block output at deployment
     model = attach_tnt(vit, blocks, noise=noise, head_norm=True if head_norm is None else head_norm)
     head_state = {f"{b}.{name}": t for b, tensors in split.heads.items() for name, t in tensors.items()}

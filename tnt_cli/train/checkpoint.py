@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from tnt_cli.errors import SettingError
+from tnt_cli.errors import SettingError, first_line
 from tnt_cli.io.atomic import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def load_checkpoint(out: str | Path, map_location: str | torch.device = "cpu") -
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
         raise SettingError("{resume}: cannot read {path}: {reason}", path=path, reason=reason) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SettingError("{resume}: {path} is not a tnt checkpoint of format {format}", path=path, format=FORMAT)
@@ -91,8 +91,8 @@ def check_resumable(saved: dict, cfg: TrainConfig, world_size: int) -> None:
     from tnt_cli.train.config import resume_mismatch
 
     mismatch = resume_mismatch(saved["config"], cfg)
-    if mismatch:
-        raise SettingError("{resume}: {mismatch}; resume with the original settings", mismatch=mismatch)
+    if mismatch is not None:
+        raise mismatch
     if saved["world_size"] != world_size:
         raise SettingError("{resume}: the checkpoint was made with {then} processes, this run has {now}; resume "
                            "with the same number", then=saved["world_size"], now=world_size)  # fmt: skip

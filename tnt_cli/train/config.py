@@ -1,24 +1,37 @@
-"""Fine-tuning settings and their defaults, in one place (the CLI reads its defaults from here).
+"""Fine-tuning settings, each declared once (`tnt_cli.train.settings`): `tnt finetune`'s options come from here.
 
-Fields left None are filled from the named recipe (`tnt_cli.recipes`, `--recipe`), then from the engine's
-`NoiseConfig()`; anything given explicitly wins. After `__post_init__` every such field holds its resolved value,
-so the saved config says exactly what ran. This module does not import torch, so `tnt --help` stays instant.
+Fields left None are filled from the named recipe (`tnt_cli.recipes`, `--recipe`); anything given explicitly
+wins. After `__post_init__` every such field holds its resolved value, so the saved config says exactly what ran.
+Errors are `SettingError`s: Python users read `drop_weight`, the CLI prints `--drop-weight`. This module does not
+import torch, so `tnt --help` stays instant.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 from tnt_cli.method_names import REDUCING_METHODS, canonical
-from tnt_cli.recipes import DEFAULT_RECIPE, get_recipe
+from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from tnt_cli.train.settings import (
+    AUG,
+    EVAL,
+    NOISE,
+    OPTIM,
+    RUN,
+    SCHEDULE,
+    Setting,
+    declarations,
+    float_list,
+    float_pair,
+    int_list,
+    setting,
+)
 
 if TYPE_CHECKING:
     from tnt_cli.engine.noise import NoiseConfig
-
-NOISE_FIELDS = {"noise_blocks": "blocks", "sigma0": "sigma0", "noise_variant": "variant", "relevance": "form",
-                "target_rate": "target_rate"}  # fmt: skip
 
 TRAIN_MODES = ("heads", "full")
 # Methods `tnt finetune --method` trains (the order the CLI lists them); `cls-attn` is accepted for `evit`.
@@ -28,79 +41,169 @@ NOISE_TRAINS = ("all", "heads")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Reference batch for lr scaling: lr = base lr * global batch / 512.
 LR_REFERENCE_BATCH = 512
-# Distillation weight when --distill is given but the recipe has none. The distillation term is ADDED to the
-# task loss (loss = task + w * KL), as in the study, not mixed (1 - w) * task + w * KL.
-DEFAULT_DISTILL_WEIGHT = 1.0
+_DEFAULT, _OFFICIAL = RECIPES[DEFAULT_RECIPE], RECIPES["official"]
 
 
 @dataclass
 class TrainConfig:
-    """Everything that shapes a fine-tuning run. Fields in TRAJECTORY must match on --resume."""
+    """Everything that shapes a fine-tuning run; each field is one setting's only declaration."""
 
-    model: str
-    data: str
-    out: str
-    recipe: str = DEFAULT_RECIPE
+    # ------------------------------------------------------------------ run
+    model: str = setting(
+        help="The model to fine-tune: a timm name, hf-hub:org/name, a model directory, a .safetensors file or a "
+        ".pth checkpoint.",
+        panel=RUN, flag="MODEL",
+    )  # fmt: skip
+    data: str = setting(
+        help="ImageFolder root (train/ and val/ class folders), fashion-mnist or cluttered-fashion-mnist.", panel=RUN
+    )
+    out: str = setting(
+        help="Output directory (the model directory, its log and checkpoint).", panel=RUN, short="-o", resume=False
+    )
+    recipe: str = setting(
+        DEFAULT_RECIPE,
+        help=f"Defaults for noise, training mode, distillation and the pruning pass: {DEFAULT_RECIPE} (the study's "
+        f"sigmoid-drop: {_DEFAULT.summary}) or official ({_OFFICIAL.summary}). Explicit flags override it.",
+        panel=RUN, summary=True,
+    )  # fmt: skip
     # what is fine-tuned: TNT, or a baseline fine-tuned the same way with its own reducer in the pruning pass
-    method: str = "tnt"
-    reducer: str = "drop"  # tnt: what happens to the tokens TNT does not keep (drop | merge | fuse)
-    # tnt: what the noisy pass trains: "all" (heads and backbone) or "heads" (the backbone learns only from the
-    # clean passes, so it is never fitted to noise it will not see when deployed)
-    noise_trains: str = "all"
-    train: str | None = None  # None: the recipe's
-    # noise (None: the recipe's, else the engine's NoiseConfig default)
-    noise_blocks: tuple[int, ...] | None = None
-    sigma0: float | None = None
-    noise_variant: str | None = None
-    relevance: str | None = None
-    target_rate: float | None = None
-    rate_weight: float | None = None
-    # distillation to the frozen dense model: loss = task + distill_weight * KL (None: the recipe's)
-    distill: bool | None = None
-    distill_weight: float | None = None
-    distill_temp: float = 1.0
-    # hard-pruning pass (None: the recipe's): loss += drop_weight * loss of the pruned logits at a keep rate drawn
-    # from drop_keeps after block drop_block (None: chosen by the trainer from the model, see default_drop_block)
-    drop_weight: float | None = None
-    drop_keeps: tuple[float, ...] | None = None
-    drop_block: int | None = None
-    head_lr_scale: float | None = None  # full training: heads lr = lr * this (None: the recipe's)
-    # optimisation
-    epochs: int = 10
-    max_steps: int | None = None
-    batch_size: int = 64
-    accum: int = 1
-    lr: float | None = None  # base lr at global batch 512; None: the recipe's for the train mode
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    clip_grad: float | None = None
-    amp: str = "auto"
-    compile: bool = False
-    seed: int = 0
-    # data and augmentation
-    split: str = "train"
-    val_split: str = "val"
-    limit: int | None = None
-    scale: tuple[float, float] = (0.08, 1.0)
-    hflip: float = 0.5
-    auto_augment: str | None = None
-    re_prob: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    smoothing: float = 0.1
-    new_classes: bool = False  # replace the classifier by one for the data's classes (else: map them by name)
-    # not part of the trajectory
-    workers: int = 0
-    device: str = "auto"
-    eval_limit: int | None = None
-    eval_batch_size: int | None = None
-    eval_prune_layers: tuple[int, ...] | None = None
-    eval_keep_rates: tuple[float, ...] | None = None
-    log_every: int = 10
-    progress: bool = True
-    keep_checkpoint: bool = False
-    extra: dict = field(default_factory=dict)
+    method: str = setting(
+        "tnt",
+        help="What to fine-tune: tnt, or a baseline trained the same way (same recipe, steps, distillation) with its "
+        "own reducer in the pruning pass: random (random drop), evit (CLS-attention top-k inside the block; "
+        "cls-attn is accepted), evit-fuse (EViT with the dropped tokens fused into one), tome (token merging in "
+        "every block). OUT records it; evaluate, prune, calibrate and benchmark run it by default.",
+        panel=RUN, summary=True,
+    )  # fmt: skip
+    reducer: str = setting(
+        "drop",
+        help="tnt: what happens to the tokens the heads do not keep, in the pruning pass and in OUT's schedule: "
+        "drop (the paper), merge (into their most similar kept token) or fuse (into one token).",
+        panel=RUN, summary=True,
+    )  # fmt: skip
+    train: str | None = setting(
+        help="heads: relevance heads only, backbone frozen; full: everything.", panel=RUN, from_recipe=True,
+        summary=True,
+    )  # fmt: skip
+    split: str = setting("train", help="Training split.", panel=RUN)
+    new_classes: bool = setting(
+        False,
+        help="Train a new classifier for DATA's classes (needs --train full). Without it DATA's classes are matched "
+        "to the model's by name, and classes the model lacks are refused.",
+        panel=RUN,
+    )
+    limit: int | None = setting(None, help="Train on a seeded subset of N images.", panel=RUN)
+    workers: int = setting(0, help="DataLoader worker processes.", panel=RUN, short="-w", resume=False)
+    device: str = setting("auto", help="auto, cpu or cuda.", panel=RUN, resume=False)
+    log_every: int = setting(10, help="Write metrics.jsonl every N steps.", panel=RUN, resume=False)
+    progress: bool = setting(True, help="No progress bar.", panel=RUN, flag="--no-progress", resume=False)
+    keep_checkpoint: bool = setting(
+        False, help="Keep OUT/checkpoint after a finished run.", panel=RUN, resume=False
+    )
+    # ------------------------------------------------------------------ noise, distillation, the pruning pass
+    noise_trains: str = setting(
+        "all",
+        help="tnt: what the noisy pass trains: all (heads and backbone) or heads (the backbone then learns only from "
+        "the pruning pass, never from noise it will not see when deployed).",
+        panel=NOISE, summary=True,
+    )  # fmt: skip
+    noise_blocks: tuple[int, ...] | None = setting(
+        help="Blocks after which noise is added (and heads trained), e.g. 0,1,2,3,4.",
+        panel=NOISE, parse=int_list, from_recipe=True, summary=True,
+    )  # fmt: skip
+    sigma0: float | None = setting(
+        help="Noise scale relative to each token's RMS.", panel=NOISE, from_recipe=True, summary=True
+    )
+    noise_variant: str | None = setting(
+        help="std: sigma0*(1-alpha); var: sigma0*sqrt(1-alpha).", panel=NOISE, from_recipe=True, summary=True
+    )
+    relevance: str | None = setting(
+        help="softmax (the paper) or sigmoid with a rate penalty.", panel=NOISE, from_recipe=True, summary=True
+    )
+    target_rate: float | None = setting(
+        help="sigmoid form: mean alpha the penalty pulls toward.", panel=NOISE, from_recipe=True, summary=True
+    )
+    rate_weight: float | None = setting(
+        help="Weight of the sigmoid rate penalty.", panel=NOISE, from_recipe=True, summary=True
+    )
+    # distillation to the frozen dense model: loss = task + distill_weight * KL (added, not mixed)
+    distill: bool | None = setting(
+        help="Distil to the frozen dense model's logits.", panel=NOISE, from_recipe=True, summary=True
+    )
+    distill_weight: float | None = setting(
+        help="Weight of the KL term, ADDED to the task loss.", panel=NOISE, from_recipe=True, summary=True
+    )
+    distill_temp: float = setting(1.0, help="Distillation temperature.", panel=NOISE, summary=True)
+    # hard-pruning pass: loss += drop_weight * loss of the pruned logits at a keep rate drawn from drop_keeps after
+    # block drop_block (None: chosen by the trainer from the model, see default_drop_block)
+    drop_weight: float | None = setting(
+        help="Weight of the hard-pruning pass (0: off): each step also runs the model pruned by the current heads at "
+        "a keep rate from --drop-keeps and adds this x its loss, so the backbone learns to work from the tokens "
+        "TNT keeps. Needs --train full.",
+        panel=NOISE, from_recipe=True, summary=True,
+    )  # fmt: skip
+    drop_keeps: tuple[float, ...] | None = setting(
+        help="Keep rates the pruning pass draws from, one per step (seeded).",
+        panel=NOISE, parse=float_list, from_recipe=True, summary=True,
+    )  # fmt: skip
+    drop_block: int | None = setting(
+        None,
+        help="Block after which the pruning pass prunes (needs a head). Default: the first noise block after block 0 "
+        "that is not the last block (1 for the default noise blocks).",
+        panel=NOISE, summary=True,
+    )  # fmt: skip
+    # ------------------------------------------------------------------ optimisation
+    epochs: int = setting(10, help="Epochs.", panel=OPTIM)
+    max_steps: int | None = setting(
+        None, help="Stop after N optimizer steps (the lr schedule is fitted to N): for short runs.", panel=OPTIM
+    )
+    batch_size: int = setting(64, help="Images per process per micro-batch.", panel=OPTIM, short="-b")
+    accum: int = setting(1, help="Gradient accumulation steps.", panel=OPTIM)
+    lr: float | None = setting(
+        help="Base lr at global batch 512; the lr used is scaled by global batch / 512. With --train full it is the "
+        "backbone's (heads: x --head-lr-scale).",
+        panel=OPTIM, from_recipe=True, summary=True,
+    )  # fmt: skip
+    head_lr_scale: float | None = setting(
+        help="--train full: the relevance heads (fresh layers) train at lr x this.",
+        panel=OPTIM, from_recipe=True, summary=True,
+    )  # fmt: skip
+    min_lr: float = setting(1e-6, help="Final lr of the cosine schedule.", panel=OPTIM)
+    weight_decay: float = setting(0.05, help="AdamW weight decay (not on norms, biases, tokens).", panel=OPTIM)
+    warmup_epochs: float = setting(1.0, help="Linear warmup length in epochs (at most half the run).", panel=OPTIM)
+    clip_grad: float | None = setting(None, help="Clip the gradient norm to this value.", panel=OPTIM)
+    amp: str = setting("auto", help="auto (bf16, else fp16, on CUDA; off on CPU), bf16, fp16 or off.", panel=OPTIM)
+    compile: bool = setting(False, help="torch.compile the model.", panel=OPTIM, resume=False)
+    seed: int = setting(0, help="Seed for heads, data order, augmentation and noise.", panel=OPTIM)
+    # ------------------------------------------------------------------ augmentation
+    scale: tuple[float, float] = setting(
+        (0.08, 1.0), help="Random resized crop area range, min,max.", panel=AUG, flag="--crop-scale", parse=float_pair
+    )
+    hflip: float = setting(0.5, help="Horizontal flip probability.", panel=AUG)
+    auto_augment: str | None = setting(
+        None, help="timm RandAugment policy, e.g. rand-m9-mstd0.5-inc1 (off by default).", panel=AUG,
+        flag="--randaugment",
+    )  # fmt: skip
+    re_prob: float = setting(0.0, help="Random erasing probability.", panel=AUG)
+    mixup: float = setting(0.0, help="Mixup alpha (0: off).", panel=AUG)
+    cutmix: float = setting(0.0, help="CutMix alpha (0: off).", panel=AUG)
+    smoothing: float = setting(0.1, help="Label smoothing.", panel=AUG)
+    # ------------------------------------------------------------------ the end-of-run evaluation
+    val_split: str = setting("val", help="Split for the end-of-run evaluation.", panel=EVAL, resume=False)
+    eval_limit: int | None = setting(
+        None, help="Evaluate on a seeded subset of N images (0: skip evaluation).", panel=EVAL, resume=False
+    )
+    eval_batch_size: int | None = setting(
+        None, help="Evaluation batch size (default 2 x --batch-size).", panel=EVAL, resume=False
+    )
+    eval_prune_layers: tuple[int, ...] | None = setting(
+        None, help="Blocks after which the end-of-run evaluation prunes, e.g. 2 or 2,3,4 (default: block 2).",
+        panel=SCHEDULE, flag="--prune-layers", parse=int_list, resume=False,
+    )  # fmt: skip
+    eval_keep_rates: tuple[float, ...] | None = setting(
+        None, help="Fraction of patch tokens kept at each prune layer, e.g. 0.6 or 0.8,0.8,0.8 (default: 0.5).",
+        panel=SCHEDULE, flag="--keep-rates", parse=float_list, resume=False,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.notes: list[str] = []  # resolution remarks for the run's log (not a field: not saved)
@@ -109,95 +212,87 @@ class TrainConfig:
         self.noise_blocks = tuple(sorted({int(b) for b in self.noise_blocks}))
         self.drop_keeps = tuple(float(k) for k in self.drop_keeps)
         self.scale = tuple(float(s) for s in self.scale)  # type: ignore[assignment]
-        if self.drop_weight > 0 and self.train == "heads":
-            raise TntError(
-                "--drop-weight needs --train full: the hard-pruning pass trains only the backbone (top-k gives the "
-                "heads no gradient), which heads-only training freezes; use --drop-weight 0"
-            )
-        if self.method not in METHODS:
-            raise TntError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.method != "tnt" and self.train != "full":
-            raise TntError(
-                f"--method {self.method} fine-tunes the backbone (its reducer has no heads): use --train full"
-            )
-        if self.method != "tnt" and self.drop_weight <= 0:
-            raise TntError(f"--method {self.method} trains through its pruning pass: --drop-weight must be > 0")
-        if self.noise_trains not in NOISE_TRAINS:
-            raise TntError(f"--noise-trains must be one of {', '.join(NOISE_TRAINS)}, got {self.noise_trains!r}")
-        if self.reducer not in REDUCERS:
-            raise TntError(f"--reducer must be one of {', '.join(REDUCERS)}, got {self.reducer!r}")
-        if self.reducer != "drop" and self.method != "tnt":
-            raise TntError(f"--reducer {self.reducer} is TNT's; --method {self.method} has its own reducer")
-        if self.amp not in AMP_MODES:
-            raise TntError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        _check_finite_numbers(self)
-        checks = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.accum >= 1, "--accum must be at least 1"),
-            (self.lr is None or self.lr > 0, "--lr must be positive"),
-            (self.min_lr >= 0, "--min-lr must be >= 0"),
-            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
-            (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
-            (self.clip_grad is None or self.clip_grad > 0, "--clip-grad must be positive"),
-            (0.0 <= self.smoothing < 1.0, "--smoothing must be in [0, 1)"),
-            (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must be >= 0"),
-            (0.0 <= self.hflip <= 1.0, f"--hflip is a probability in [0, 1], got {self.hflip:g}"),
-            (0.0 <= self.re_prob <= 1.0, f"--re-prob is a probability in [0, 1], got {self.re_prob:g}"),
-            (self.distill_weight >= 0, "--distill-weight must be >= 0"),
-            (self.drop_weight >= 0, "--drop-weight must be >= 0"),
-            (all(0 < k <= 1 for k in self.drop_keeps), "--drop-keeps must be keep rates in (0, 1]"),
-            (self.drop_weight == 0 or bool(self.drop_keeps), "--drop-keeps needs at least one keep rate"),
-            (self.drop_block is None or self.drop_block >= 0, "--drop-block must be >= 0"),
-            (self.head_lr_scale > 0, "--head-lr-scale must be positive"),
-            (self.distill_temp > 0, "--distill-temp must be positive"),
-            (self.rate_weight >= 0, "--rate-weight must be >= 0"),
-            (0 < self.scale[0] <= self.scale[1] <= 1, "--crop-scale must be two numbers 0 < min <= max <= 1"),
-            (bool(self.noise_blocks), "--noise-blocks needs at least one block"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TntError(message)
-        try:
-            self.noise()
-        except ValueError as exc:
-            raise TntError(str(exc)) from None
+        self._check()
 
     def _resolve(self) -> None:
-        """Fill every None field from the recipe (then the engine); explicit values are kept."""
-        from tnt_cli.engine.noise import NoiseConfig
-
+        """Fill every None recipe setting from the recipe; explicit values are kept."""
         recipe = get_recipe(self.recipe)
         if self.train is None:
             self.train = recipe.train
         if self.train not in TRAIN_MODES:
-            raise TntError(f"--train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}")
-        engine = NoiseConfig()
-        from_recipe = {"noise_blocks": recipe.noise_blocks, "sigma0": recipe.sigma0, "noise_variant": recipe.variant,
-                       "relevance": recipe.relevance, "target_rate": recipe.target_rate}  # fmt: skip
-        for name, attr in NOISE_FIELDS.items():
-            if getattr(self, name) is None:
-                value = from_recipe[name]
-                setattr(self, name, value if value is not None else getattr(engine, attr))
-        if self.rate_weight is None:
-            self.rate_weight = recipe.rate_weight
-        if self.distill is None:
-            self.distill = recipe.distill > 0
-        if self.distill_weight is None:
-            self.distill_weight = recipe.distill if recipe.distill > 0 else DEFAULT_DISTILL_WEIGHT
-        if self.drop_keeps is None:
-            self.drop_keeps = recipe.drop_keeps
-        if self.drop_weight is None:
+            raise _choice("train", TRAIN_MODES, self.train)
+        if self.drop_weight is None and self.train != "full":
             # heads-only training asked for explicitly: the recipe's pruning pass would train nothing, so it is off
-            self.drop_weight = recipe.drop_weight if self.train == "full" else 0.0
-            if recipe.drop_weight > 0 and self.train != "full":
-                self.notes.append(f"--train heads: the {self.recipe} recipe's hard-pruning pass is off (it trains "
-                                  "only the backbone)")  # fmt: skip
-        if self.head_lr_scale is None:
-            self.head_lr_scale = recipe.head_lr_scale
+            self.drop_weight = 0.0
+            if recipe.drop_weight > 0:
+                self.notes.append(f"heads-only training: the {self.recipe} recipe's hard-pruning pass is off (it "
+                                  "trains only the backbone)")  # fmt: skip
         if self.lr is None:
             self.lr = recipe.lr[self.train]
+        for s in RECIPE_SETTINGS:
+            if getattr(self, s.name) is None:
+                setattr(self, s.name, getattr(recipe, s.name))
+
+    def _check(self) -> None:
+        if self.drop_weight > 0 and self.train == "heads":
+            raise SettingError(
+                "{drop_weight} needs {train} full: the hard-pruning pass trains only the backbone (top-k gives the "
+                "heads no gradient), which heads-only training freezes; use {drop_weight} 0"
+            )
+        if self.method not in METHODS:
+            raise _choice("method", METHODS, self.method)
+        if self.method != "tnt" and self.train != "full":
+            raise SettingError(
+                "{method} {value} fine-tunes the backbone (its reducer has no heads): use {train} full",
+                value=self.method,
+            )
+        if self.method != "tnt" and self.drop_weight <= 0:
+            raise SettingError("{method} {value} trains through its pruning pass: {drop_weight} must be > 0",
+                               value=self.method)  # fmt: skip
+        if self.noise_trains not in NOISE_TRAINS:
+            raise _choice("noise_trains", NOISE_TRAINS, self.noise_trains)
+        if self.reducer not in REDUCERS:
+            raise _choice("reducer", REDUCERS, self.reducer)
+        if self.reducer != "drop" and self.method != "tnt":
+            raise SettingError("{reducer} {value} is TNT's; {method} {method_value} has its own reducer",
+                               value=self.reducer, method_value=self.method)  # fmt: skip
+        if self.amp not in AMP_MODES:
+            raise _choice("amp", AMP_MODES, self.amp)
+        _check_finite_numbers(self)
+        checks = [
+            (self.epochs >= 1, "{epochs} must be at least 1"),
+            (self.max_steps is None or self.max_steps >= 1, "{max_steps} must be at least 1"),
+            (self.batch_size >= 1, "{batch_size} must be at least 1"),
+            (self.accum >= 1, "{accum} must be at least 1"),
+            (self.lr is None or self.lr > 0, "{lr} must be positive"),
+            (self.min_lr >= 0, "{min_lr} must be >= 0"),
+            (self.weight_decay >= 0, "{weight_decay} must be >= 0"),
+            (self.warmup_epochs >= 0, "{warmup_epochs} must be >= 0"),
+            (self.clip_grad is None or self.clip_grad > 0, "{clip_grad} must be positive"),
+            (0.0 <= self.smoothing < 1.0, "{smoothing} must be in [0, 1)"),
+            (self.mixup >= 0 and self.cutmix >= 0, "{mixup} and {cutmix} must be >= 0"),
+            (0.0 <= self.hflip <= 1.0, "{hflip} is a probability in [0, 1], got {hflip_value:g}"),
+            (0.0 <= self.re_prob <= 1.0, "{re_prob} is a probability in [0, 1], got {re_prob_value:g}"),
+            (self.distill_weight >= 0, "{distill_weight} must be >= 0"),
+            (self.drop_weight >= 0, "{drop_weight} must be >= 0"),
+            (all(0 < k <= 1 for k in self.drop_keeps), "{drop_keeps} must be keep rates in (0, 1]"),
+            (self.drop_weight == 0 or bool(self.drop_keeps), "{drop_keeps} needs at least one keep rate"),
+            (self.drop_block is None or self.drop_block >= 0, "{drop_block} must be >= 0"),
+            (self.head_lr_scale > 0, "{head_lr_scale} must be positive"),
+            (self.distill_temp > 0, "{distill_temp} must be positive"),
+            (self.rate_weight >= 0, "{rate_weight} must be >= 0"),
+            (0 < self.scale[0] <= self.scale[1] <= 1, "{scale} must be two numbers 0 < min <= max <= 1"),
+            (bool(self.noise_blocks), "{noise_blocks} needs at least one block"),
+            ((self.eval_prune_layers is None) == (self.eval_keep_rates is None),
+             "{eval_prune_layers} and {eval_keep_rates} go together: give both, with one keep rate per layer"),
+        ]  # fmt: skip
+        for ok, template in checks:
+            if not ok:
+                raise SettingError(template, hflip_value=self.hflip, re_prob_value=self.re_prob)
+        try:
+            self.noise()
+        except ValueError as exc:
+            raise TntError(str(exc)) from None
 
     @property
     def base_lr(self) -> float:
@@ -211,13 +306,8 @@ class TrainConfig:
     def noise(self) -> NoiseConfig:
         from tnt_cli.engine.noise import NoiseConfig
 
-        return NoiseConfig(
-            blocks=self.noise_blocks,
-            sigma0=self.sigma0,
-            variant=self.noise_variant,
-            form=self.relevance,
-            target_rate=self.target_rate,
-        )
+        return NoiseConfig(blocks=self.noise_blocks, sigma0=self.sigma0, noise_variant=self.noise_variant,
+                           relevance=self.relevance, target_rate=self.target_rate)  # fmt: skip
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -229,40 +319,45 @@ class TrainConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
+SETTINGS: tuple[Setting, ...] = declarations(TrainConfig)
+# Settings whose None means the recipe's value (lr is per train mode and resolved on its own).
+RECIPE_SETTINGS = tuple(s for s in SETTINGS if s.from_recipe and s.name != "lr")
+# What must be equal for --resume to reproduce the uninterrupted run.
+TRAJECTORY = tuple(s.name for s in SETTINGS if s.resume)
+
+
+def _choice(name: str, choices: tuple[str, ...], value: str) -> SettingError:
+    return SettingError(f"{{{name}}} must be one of {{choices}}, got {{value!r}}", choices=", ".join(choices),
+                        value=value)  # fmt: skip
+
+
 def _check_finite_numbers(cfg: TrainConfig) -> None:
     """NaN and inf pass every `>=` check the wrong way (or raise OverflowError later): refuse them up front."""
-    import math
-
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        values = value if isinstance(value, tuple) else (value,)
-        for v in values:
+        for v in value if isinstance(value, tuple) else (value,):
             if isinstance(v, float) and not math.isfinite(v):
-                flag = {"scale": "crop-scale", "auto_augment": "randaugment"}.get(f.name, f.name.replace("_", "-"))
-                raise TntError(f"--{flag} must be a finite number, got {v}")
+                raise SettingError(f"{{{f.name}}} must be a finite number, got {{value}}", value=v)
 
 
-# What must be equal for --resume to reproduce the uninterrupted run.
-TRAJECTORY = (
-    "model", "data", "recipe", "method", "reducer", "noise_trains", "train", "noise_blocks", "sigma0", "noise_variant",
-    "relevance",
-    "target_rate",
-    "rate_weight", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps", "drop_block",
-    "head_lr_scale", "epochs", "max_steps", "batch_size", "accum",
-    "lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad", "amp", "seed", "split", "limit", "scale",
-    "hflip", "auto_augment", "re_prob", "mixup", "cutmix", "smoothing", "new_classes",
-)  # fmt: skip
+def recipe_settings(cfg: TrainConfig) -> dict:
+    """The run's resolved recipe settings (the summary `Trainer.settings` records), as saved."""
+    data = cfg.to_dict()
+    return {s.name: data[s.name] for s in SETTINGS if s.summary}
 
 
-def resume_mismatch(saved: dict, current: TrainConfig) -> str | None:
-    """The first trajectory setting that differs from the checkpoint's, as a message; None when all match."""
+def resume_mismatch(saved: dict, current: TrainConfig) -> SettingError | None:
+    """The first trajectory setting that differs from the checkpoint's, as the error to raise; None when all match."""
     now = current.to_dict()
     for key in TRAJECTORY:
         if key in ("model", "data") and key in saved and _same_place(saved[key], now.get(key)):
             continue
         if key in saved and saved[key] != now.get(key):
-            flag = "MODEL" if key == "model" else f"--{key.replace('_', '-')}"
-            return f"{flag} is {now.get(key)!r} but the checkpoint was made with {saved[key]!r}"
+            return SettingError(
+                f"{{resume}}: {{{key}}} is {{now!r}} but the checkpoint was made with {{saved!r}}; resume with the "
+                "original settings",
+                now=now.get(key), saved=saved[key],
+            )  # fmt: skip
     return None
 
 

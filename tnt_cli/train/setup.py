@@ -178,7 +178,7 @@ def may_leave_unused(model: TNTModel, cfg: TrainConfig) -> bool:
     vit, noise = model.vit, model.noise
     last_is_noisy = (model.depth - 1) in noise.blocks
     token_pool = getattr(vit, "global_pool", "token") == "token"
-    rate_trains_it = noise.form == "sigmoid" and cfg.rate_weight > 0
+    rate_trains_it = noise.relevance == "sigmoid" and cfg.rate_weight > 0
     return last_is_noisy and token_pool and not rate_trains_it
 
 

@@ -37,7 +37,7 @@ from tnt_cli.train.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from tnt_cli.train.config import TrainConfig
+from tnt_cli.train.config import TrainConfig, recipe_settings
 from tnt_cli.train.finish import finish_run
 from tnt_cli.train.optim import build_optimizer, build_scheduler
 from tnt_cli.train.output import RunOutput
@@ -276,12 +276,7 @@ class Trainer:
 
     def settings(self) -> dict:
         """The resolved recipe settings of this run (recorded in the summary and the model directory)."""
-        cfg = self.cfg
-        keys = ("recipe", "method", "reducer", "noise_trains", "train", "relevance", "sigma0", "noise_variant",
-                "target_rate",
-                "rate_weight", "noise_blocks", "distill", "distill_weight", "distill_temp", "drop_weight", "drop_keeps",
-                "lr", "head_lr_scale")  # fmt: skip
-        data = {k: v for k, v in cfg.to_dict().items() if k in keys}
+        data = recipe_settings(self.cfg)
         data["noise_blocks"] = list(self.model.noise.blocks)  # after clamping to the model
         data["drop_block"] = self.drop_block
         return data

@@ -1,0 +1,138 @@
+"""How a fine-tuning setting is declared: once, as a `TrainConfig` field whose metadata says everything else.
+
+A declaration carries the default (or "the recipe's"), the help text and panel, how the CLI spells it, how the
+CLI parses a list value, whether it must match on `--resume`, and whether it belongs to the run's recipe summary.
+From it are derived `tnt finetune`'s options, the resume check, the summary `Trainer.settings` records and the
+flag names in error messages; nothing restates a setting. Torch-free, so `tnt --help` stays instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, get_type_hints
+
+from tnt_cli.errors import SettingError
+from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES
+
+# Help panels of `tnt finetune`, in the order the help screen shows them.
+RUN, NOISE, OPTIM, AUG, EVAL, SCHEDULE = "Run", "Noise", "Optimisation", "Augmentation", "Evaluation", "Schedule"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting as declared (`setting(...)`), with its name and the CLI spelling resolved."""
+
+    name: str
+    type: Any  # the field's type, e.g. tuple[int, ...] | None
+    default: Any  # dataclasses.MISSING: required
+    help: str
+    panel: str
+    flag: str  # how the CLI spells it: "--crop-scale", "MODEL" for the positional argument
+    short: str | None = None  # a short alias, e.g. "-b"
+    parse: Callable[[str, str], Any] | None = None  # (CLI text, setting name) -> value, for list values
+    resume: bool = True  # must be equal for --resume to reproduce the uninterrupted run
+    from_recipe: bool = False  # None (the default) means the recipe's value: a Recipe field of the same name
+    summary: bool = False  # part of the run's recipe summary (Trainer.settings, the model directory)
+
+    @property
+    def argument(self) -> bool:
+        return not self.flag.startswith("-")
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
+
+    def help_text(self) -> str:
+        """The help with the recipe's default spelled out for settings that take it."""
+        return f"{self.help} {recipe_default(self.name)}" if self.from_recipe else self.help
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    help: str,
+    panel: str,
+    flag: str | None = None,
+    short: str | None = None,
+    parse: Callable[[str, str], Any] | None = None,
+    resume: bool = True,
+    from_recipe: bool = False,
+    summary: bool = False,
+):
+    """A dataclass field declaring one setting; `flag` defaults to `--` + the name with dashes.
+
+    `from_recipe=True`: the default is None, read as "the recipe's" (a Recipe field of the same name).
+    """
+    if from_recipe:
+        if default is not MISSING:
+            raise ValueError("a setting that takes the recipe's value has no default of its own")
+        default = None
+    spec = {"help": help, "panel": panel, "flag": flag, "short": short, "parse": parse, "resume": resume,
+            "from_recipe": from_recipe, "summary": summary}  # fmt: skip
+    return field(default=default, metadata={"setting": spec})
+
+
+def declarations(cls: type) -> tuple[Setting, ...]:
+    """The settings `cls` declares, in field order."""
+    types = get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        spec = dict(f.metadata["setting"])
+        spec["flag"] = spec["flag"] or "--" + f.name.replace("_", "-")
+        out.append(Setting(name=f.name, type=types[f.name], default=f.default, **spec))
+    return tuple(out)
+
+
+def recipe_default(name: str) -> str:
+    """'Default: the recipe's (1; official: 0.02).': the default recipe's value, and where other recipes differ."""
+    default = getattr(RECIPES[DEFAULT_RECIPE], name)
+    others = [f"{key}: {shown(getattr(r, name))}" for key, r in RECIPES.items()
+              if key != DEFAULT_RECIPE and getattr(r, name) != default]  # fmt: skip
+    return f"Default: the recipe's ({'; '.join([shown(default), *others])})."
+
+
+def shown(value: Any) -> str:
+    """A setting's value as the help screen and the CLI write it: 0.3, 0,1,2,3, on, heads 0.012."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple | list):
+        return ",".join(shown(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {shown(v)}" for key, v in value.items())
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- list values given as text
+def split_list(text: str) -> list[str]:
+    """'0,1,2' or '0 1 2' -> its parts; ValueError when there are none."""
+    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    if not parts:
+        raise ValueError(text)
+    return parts
+
+
+def int_list(text: str, name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in split_list(text))
+    except ValueError:
+        raise SettingError(f"{{{name}}} takes whole numbers separated by commas, got {{text!r}}", text=text) from None
+
+
+def float_list(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in split_list(text))
+    except ValueError:
+        raise SettingError(f"{{{name}}} takes numbers separated by commas, got {{text!r}}", text=text) from None
+
+
+def float_pair(text: str, name: str) -> tuple[float, float]:
+    try:
+        values = tuple(float(part) for part in split_list(text))
+    except ValueError:
+        values = ()
+    if len(values) != 2:
+        raise SettingError(f"{{{name}}} takes two numbers min,max, got {{text!r}}", text=text)
+    return values
