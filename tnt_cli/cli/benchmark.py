@@ -9,17 +9,15 @@ import typer
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
+from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 
 PANEL = "Measurement"
 
 
+@takes_schedule_flags
 def benchmark(
     model: o.ModelArg,
-    prune_layers: o.PruneLayers = None,
-    keep_rates: o.KeepRates = None,
-    sim_prune: o.SimPrune = None,
-    sim_seed: o.SimSeed = 0,
-    reducer: o.Reducer = None,
+    schedule_flags: ScheduleFlags = ScheduleFlags(),
     batch_sizes: Annotated[
         str, typer.Option("--batch-sizes", help="Batch sizes to time, e.g. 1,32,128.", rich_help_panel=PANEL)
     ] = "1,32,128",
@@ -115,7 +113,7 @@ def benchmark(
         tnt_dense=tnt_dense,
         methods=parse_methods(methods),
     )
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
+    schedule = schedule_flags.schedule()
     card = card_dir(model, out, update_card)
     if out is not None:  # before timing: a bad --out must not cost a benchmark
         from tnt_cli.cli.targets import claim_output

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
+from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 
 MethodOpt = Annotated[
     str,
@@ -20,16 +21,13 @@ MethodOpt = Annotated[
 ]
 
 
+@takes_schedule_flags
 def evaluate(
     model: o.ModelArg,
     data: o.DataOpt,
     split: o.SplitOpt = "val",
     method: MethodOpt = "auto",
-    prune_layers: o.PruneLayers = None,
-    keep_rates: o.KeepRates = None,
-    sim_prune: o.SimPrune = None,
-    sim_seed: o.SimSeed = 0,
-    reducer: o.Reducer = None,
+    schedule_flags: ScheduleFlags = ScheduleFlags(),
     tome_r: o.TomeR = None,
     per_class: Annotated[bool, typer.Option("--per-class", help="Also report top-1 per class.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate a seeded subset of N images.")] = None,
@@ -67,7 +65,7 @@ def evaluate(
     from tnt_cli.eval import evaluation
 
     card_dir = evaluation.card_dir(model) if update_card else None
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
+    schedule = schedule_flags.schedule()
     if method == "dense" and schedule is not None:
         stderr.print("note: --method dense runs every token; the schedule flags are ignored")
     report = evaluation.evaluate(

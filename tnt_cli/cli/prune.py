@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
+from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 from tnt_cli.errors import TntError
 
 ScheduleFile = Annotated[
@@ -23,15 +24,12 @@ ScheduleFile = Annotated[
 ]
 
 
+@takes_schedule_flags
 def prune(
     model: o.ModelArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write.", show_default=False)],
     schedule_file: ScheduleFile = None,
-    prune_layers: o.PruneLayers = None,
-    keep_rates: o.KeepRates = None,
-    sim_prune: o.SimPrune = None,
-    sim_seed: o.SimSeed = 0,
-    reducer: o.Reducer = None,
+    schedule_flags: ScheduleFlags = ScheduleFlags(),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out directory.")] = False,
     push_to_hub: o.PushToHub = None,
     private: Annotated[bool, typer.Option("--private", help="With --push-to-hub: create a private repo.")] = False,
@@ -55,7 +53,7 @@ def prune(
     from tnt_cli.cli.targets import claim_output
     from tnt_cli.eval.prune import prune as write_pruned
 
-    flags = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
+    flags = schedule_flags.schedule()
     if schedule_file is not None and flags is not None:
         raise TntError("give either --schedule FILE or the schedule flags, not both")
     if schedule_file is None and flags is None:

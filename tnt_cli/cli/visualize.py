@@ -9,17 +9,15 @@ import typer
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
+from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 
 
+@takes_schedule_flags
 def visualize(
     model: o.ModelArg,
     images: Annotated[list[Path], typer.Argument(help="Images to show (any format Pillow reads).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the PNGs (one per image).")],
-    prune_layers: o.PruneLayers = None,
-    keep_rates: o.KeepRates = None,
-    sim_prune: o.SimPrune = None,
-    sim_seed: o.SimSeed = 0,
-    reducer: o.Reducer = None,
+    schedule_flags: ScheduleFlags = ScheduleFlags(),
     method: Annotated[
         str,
         typer.Option(
@@ -61,7 +59,7 @@ def visualize(
     if method != AUTO_METHOD:
         check_method(method)
     claim_output(out, overwrite=overwrite, kind="into")  # validated and locked before any work
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
+    schedule = schedule_flags.schedule()
     drawn = draw(
         model, images, out, method=method, schedule=schedule, data=data, renderer=renderer, overwrite=overwrite,
         random_weights=random_weights, seed=seed,
