@@ -82,8 +82,8 @@ class Visualized:
     class_names_from: str | None
 
 
-def resolve_method(method: str, own: str) -> str:
-    """`auto` is the directory's own method (`own`), when it is one that selects tokens; else `method` checked."""
+def resolve_method(method: str, own: str, model: str) -> str:
+    """`auto` is MODEL's own method (`own`), when it is one that selects tokens; else `method`, checked."""
     from tnt_cli.eval.common import AUTO_METHOD
     from tnt_cli.method_names import ALIASES
 
@@ -92,8 +92,9 @@ def resolve_method(method: str, own: str) -> str:
     own = ALIASES.get(own, own)
     if own not in METHODS:
         raise SettingError(
-            "{model} was fine-tuned for {own}, which merges tokens rather than selecting them: "
-            "pick {method} {choices} to see which tokens one of those keeps", own=own, choices=" | ".join(METHODS),
+            "{spec} was fine-tuned for {own}, which merges tokens rather than selecting them: "
+            "pick {method} {choices} to see which tokens one of those keeps",
+            spec=model, own=own, choices=" | ".join(METHODS),
         )  # fmt: skip
     return own
 
@@ -123,7 +124,7 @@ def visualize(
     for path in images:  # fail on a bad image before spending time on the model
         read_image(path)
     loaded, schedule, chosen = load_for_method(model, method, schedule, random_weights=random_weights)
-    method = resolve_method(method, chosen)  # auto: the directory's own, when it is one that selects tokens
+    method = resolve_method(method, chosen, model)  # auto: the directory's own, when it is one that selects tokens
     names, names_from = class_names(loaded.model.vit, data=data, config=loaded.tnt_config)
     results = visualize_files(
         loaded.model, images, out_dir, method=method, schedule=schedule, class_names=names, renderer=renderer,
