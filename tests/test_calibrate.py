@@ -178,8 +178,8 @@ def test_library_errors_name_settings_not_flags():
     with pytest.raises(SettingError) as caught:
         make_target(0, None, None)
     assert str(caught.value) == "target_gmacs must be positive, got 0"
-    with pytest.raises(SettingError, match="^speed_rounds must be positive"):
+    with pytest.raises(SettingError, match=r"^speed_rounds must be positive"):
         Calibration(speed_rounds=0)
-    with pytest.raises(SettingError, match="^grid_sim takes whole numbers or 'auto'"):
+    with pytest.raises(SettingError, match=r"^grid_sim takes whole numbers or 'auto'"):
         parse_sim_grid("x")
     assert parse_sim_grid("0, auto,3") == (0, "auto", 3)

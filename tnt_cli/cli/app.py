@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from tnt_cli._version import __version__
+from tnt_cli.cli._errors import one_line
 from tnt_cli.cli.command import TntCommand, hide_flag_types
 
 try:  # typer >= 0.2x runs on its own copy of click: its exceptions, not click's, are the ones it handles
@@ -27,10 +28,6 @@ PASS_THROUGH = (
     typer.Abort,
     SystemExit,
 )
-
-
-def one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -116,7 +116,7 @@ def calibrate(
         grid_keep=o.parse_float_list(grid_keep, "--grid-keep") if grid_keep.strip() else (),
         grid_sim=parse_sim_grid(grid_sim),
         sim_seed=sim_seed,
-        reducer=reducer or o.DEFAULT_REDUCER,
+        reducer=o.check_reducer(reducer or o.DEFAULT_REDUCER),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods is not None else None,
         measure_speed=measure_speed,
         speed_batch=speed_batch,

@@ -63,25 +63,14 @@ def compare(
     """
     o.apply_offline(offline)
     from tnt_cli.cli.output import print_json, stderr
-    from tnt_cli.data import build_loader
-    from tnt_cli.devices import resolve_device
-    from tnt_cli.eval.common import check_positive
-    from tnt_cli.eval.compare import compare as run_compare
-    from tnt_cli.eval.compare import keep_schedules, largest_gmacs_gap, load_entries
+    from tnt_cli.eval.compare import compare_models, largest_gmacs_gap
 
-    check_positive(limit, "limit")
-    check_positive(batch_size, "batch_size")
-    wanted = o.parse_str_list(methods, "--methods") if methods else None
-    schedules = keep_schedules(block, o.parse_float_list(keeps, "--keeps"))
-    entries = load_entries(models, wanted)
-    loader = build_loader(data, split, entries[0].model.vit, batch_size=batch_size, workers=workers, limit=limit,
-                          seed=seed)  # fmt: skip
-    dev = resolve_device(device)
-    if not json_out:
-        stderr.print(f"comparing {len(entries)} model(s) at {len(schedules)} schedules on {data} {split}")
-    rows = run_compare(entries, loader, schedules, device=dev, seed=seed,
-                       on_row=lambda r: stderr.print(f"  {r['label']} {r['schedule_text']}: "
-                                                     f"{100 * r['top1']:.2f}%"))  # fmt: skip
+    rows = compare_models(
+        models, data, split=split, methods=o.parse_str_list(methods, "--methods") if methods else None,
+        keeps=o.parse_float_list(keeps, "--keeps"), block=block, limit=limit, batch_size=batch_size,
+        workers=workers, device=device, seed=seed, on_note=None if json_out else stderr.print,
+        on_row=lambda r: stderr.print(f"  {r['label']} {r['schedule_text']}: {100 * r['top1']:.2f}%"),
+    )  # fmt: skip
     gap = largest_gmacs_gap(rows)
     if json_out:
         print_json({"data": str(data), "split": split, "limit": limit, "rows": rows, "largest_gmacs_gap": gap})

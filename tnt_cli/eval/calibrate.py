@@ -45,16 +45,11 @@ class Calibration:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from tnt_cli.engine.schedule import REDUCERS
+        from tnt_cli.engine import Schedule
 
         for setting in ("limit", "batch_size", "speed_batch", "speed_rounds"):
             check_positive(getattr(self, setting), setting)
-        if self.reducer not in REDUCERS:
-            raise SettingError(
-                "{reducer} {value!r} is unknown: choose one of {choices}",
-                value=self.reducer,
-                choices=", ".join(REDUCERS),
-            )
+        Schedule(reducer=self.reducer)  # the engine's check of the reducer's name
         if self.methods is not None and not self.methods:
             raise SettingError("{methods} is empty: give at least one of tnt, random, evit, evit-fuse, tome")
 

@@ -97,6 +97,41 @@ def keep_schedules(block: int, keeps: Iterable[float]) -> list[Schedule]:
     return [Schedule()] + [Schedule((block,), (k,)) for k in keeps]
 
 
+def compare_models(
+    models: Sequence[str],
+    data: str,
+    *,
+    split: str = "val",
+    methods: Sequence[str] | None = None,
+    keeps: Iterable[float] = (0.7, 0.5, 0.3),
+    block: int = 1,
+    limit: int | None = None,
+    batch_size: int = 256,
+    workers: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    on_note: Callable[[str], None] | None = None,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Each MODEL (its own method, or each of `methods`) at dense and at every keep rate after `block`, on the
+    same images of DATA; the rows `compare` returns (`largest_gmacs_gap` says how close the matching came)."""
+    from tnt_cli.data import build_loader
+    from tnt_cli.devices import resolve_device
+    from tnt_cli.eval.common import check_positive
+
+    check_positive(limit, "limit")
+    check_positive(batch_size, "batch_size")
+    schedules = keep_schedules(block, keeps)
+    entries = load_entries(models, methods)
+    loader = build_loader(
+        data, split, entries[0].model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed
+    )
+    dev = resolve_device(device)
+    if on_note is not None:
+        on_note(f"comparing {len(entries)} model(s) at {len(schedules)} schedules on {data} {split}")
+    return compare(entries, loader, schedules, device=dev, seed=seed, on_row=on_row)
+
+
 def largest_gmacs_gap(rows: Iterable[dict]) -> float:
     """The largest |GMACs / TNT's GMACs - 1| over pruned rows: the comparison is fair when this is <= 0.02."""
     gaps = [abs(r["gmacs"] / r["gmacs_tnt"] - 1) for r in rows if r["schedule_text"] != "dense"]
