@@ -146,7 +146,7 @@ def card_metrics(report: dict) -> dict:
 
 def report_paths(out_dir: str | Path, *, overwrite: bool = True) -> tuple[Path, Path]:
     """Where write_reports writes (benchmark.* inside a model directory); refuses existing files unless
-    `overwrite`. Call it before timing so a bad --out fails first."""
+    `overwrite`. Call it before timing so a bad output directory fails first."""
     from tnt_cli.io.outdir import OutputError, OutputExists
 
     out = Path(out_dir)
