@@ -122,6 +122,8 @@ def test_measure_speed_and_max_drop(tiny_dir, tmp_path):
         (("--max-drop", "-1"), "--max-drop"),
         (("--grid-sim", "x"), "--grid-sim takes whole numbers"),
         (("--grid-layers", "7"), "out of range"),
+        (("--limit", "0"), "--limit must be positive"),
+        (("--methods", ","), "--methods is empty"),
     ],
 )
 def test_bad_inputs_give_one_line(tiny_dir, tmp_path, args, needle):
@@ -158,3 +160,19 @@ def test_make_target_defaults_and_validation():
     assert make_target(None, None, None) == Target("max_drop", 1.0)
     with pytest.raises(TntError, match="must be positive"):
         make_target(0, None, None)
+
+
+def test_library_errors_name_settings_not_flags():
+    """Python callers see the parameter names; the CLI's table spells the same errors as flags (checked above)."""
+    from tnt_cli.errors import SettingError
+    from tnt_cli.eval.calibrate import Calibration
+    from tnt_cli.eval.grid import parse_sim_grid
+
+    with pytest.raises(SettingError) as caught:
+        make_target(0, None, None)
+    assert str(caught.value) == "target_gmacs must be positive, got 0"
+    with pytest.raises(SettingError, match=r"^speed_rounds must be positive"):
+        Calibration(speed_rounds=0)
+    with pytest.raises(SettingError, match=r"^grid_sim takes whole numbers or 'auto'"):
+        parse_sim_grid("x")
+    assert parse_sim_grid("0, auto,3") == (0, "auto", 3)

@@ -85,6 +85,9 @@ def test_bad_schedule_file_is_one_line(tiny_dir, tmp_path):
     assert "not valid JSON" in error_line(run_cli("prune", tiny_dir, "--schedule", bad, "--out", tmp_path / "m"))
     bad.write_text(json.dumps({"something": 1}))
     assert "has no schedule" in error_line(run_cli("prune", tiny_dir, "--schedule", bad, "--out", tmp_path / "m"))
+    bad.write_text(json.dumps({"format": "tnt-schedule/9", "schedule": {"prune_layers": [1], "keep_rates": [0.5]}}))
+    line = error_line(run_cli("prune", tiny_dir, "--schedule", bad, "--out", tmp_path / "m"))
+    assert "'tnt-schedule/9'" in line and "reads 'tnt-schedule/1'" in line
 
 
 def test_reducer_is_saved_in_the_directory_and_runs_from_it(tiny_dir, tmp_path):

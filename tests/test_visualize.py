@@ -150,6 +150,18 @@ def test_cli_unknown_method_is_one_error_line(tmp_path, fmnist_png):
     assert error_line(run_cli(*args)) == "error: unknown --method 'tome': choose one of tnt, random, evit"
 
 
+def test_auto_method_of_a_merging_model_names_the_model_and_the_choices():
+    from tnt_cli.errors import SettingError
+    from tnt_cli.viz.files import resolve_method
+
+    assert resolve_method("auto", "cls-attn", "runs/m") == "evit"
+    assert resolve_method("random", "tome", "runs/m") == "random"
+    with pytest.raises(SettingError) as caught:
+        resolve_method("auto", "tome", "runs/tome")
+    assert str(caught.value).startswith("runs/tome was fine-tuned for tome, which merges tokens")
+    assert "pick --method tnt | random | evit" in caught.value.render(lambda name: f"--{name}")
+
+
 @pytest.mark.parametrize("reducer", ["merge", "fuse"])
 def test_merge_and_fuse_draw_the_kept_patches(tmp_path, fmnist_png, reducer):
     """The fused token stands on no patch: masks show the top-k patches, counts include the fused token."""

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 
 DTYPES = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_BATCH = 65536
+BATCH_SIZES_FORMAT = "{batch_sizes} takes whole numbers >= 1 separated by commas, got {text!r}"
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
     """'1,32,128' -> (1, 32, 128); order kept, duplicates dropped, each a whole number >= 1."""
     parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
     if not parts:
-        raise TntError(f"--batch-sizes takes whole numbers >= 1 separated by commas, got {text!r}")
+        raise SettingError(BATCH_SIZES_FORMAT, text=text)
     sizes: list[int] = []
     for part in parts:
         try:
             size = int(part)
         except ValueError:
-            raise TntError(f"--batch-sizes takes whole numbers >= 1 separated by commas, got {text!r}") from None
+            raise SettingError(BATCH_SIZES_FORMAT, text=text) from None
         if not 1 <= size <= MAX_BATCH:
             raise TntError(f"batch size {size} is out of range: use 1 to {MAX_BATCH}")
         if size not in sizes:
@@ -47,17 +48,21 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
-            raise TntError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise SettingError(
+                "{dtype} must be one of {choices}, got {value!r}", choices=", ".join(DTYPES), value=self.dtype
+            )
         if self.device not in DEVICES:
-            raise TntError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+            raise SettingError(
+                "{device} must be one of {choices}, got {value!r}", choices=", ".join(DEVICES), value=self.device
+            )
         if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
             raise TntError(f"batch sizes must be whole numbers >= 1, got {list(self.batch_sizes)}")
         if self.warmup is not None and self.warmup < 0:
-            raise TntError(f"--warmup must be >= 0, got {self.warmup}")
+            raise SettingError("{warmup} must be >= 0, got {value}", value=self.warmup)
         if self.iters is not None and self.iters < 1:
-            raise TntError(f"--iters must be >= 1, got {self.iters}")
+            raise SettingError("{iters} must be >= 1, got {value}", value=self.iters)
         if self.threads is not None and self.threads < 1:
-            raise TntError(f"--threads must be >= 1, got {self.threads}")
+            raise SettingError("{threads} must be >= 1, got {value}", value=self.threads)
 
     def warmup_for(self, device: str) -> int:
         if self.warmup is not None:

@@ -1,13 +1,11 @@
-"""The benchmark report as files (JSON + pasteable Markdown), a rich table, and a compact card summary."""
+"""The benchmark report as files (JSON + pasteable Markdown) and as a compact summary for model cards."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from rich.table import Table
-
-from tnt_cli.bench.variants import DENSE, LABELS, PRUNED, TNT_DENSE
+from tnt_cli.bench.variants import DENSE, LABELS, PRUNED
 from tnt_cli.io.atomic import atomic_write_json, atomic_write_text
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
@@ -42,21 +40,21 @@ def _fmt_overhead(row: dict) -> str:
     return "-" if pct is None else f"{pct:+.1f}%"
 
 
-def _memory(row: dict, name: str) -> str:
+def memory_text(row: dict, name: str) -> str:
     mib = row["variants"][name].get("peak_memory_mib")
     if mib is None:
         mib = row.get("process_peak_rss_mib")
     return "-" if mib is None else f"{mib:,.0f}"
 
 
-def _gmacs(value: float) -> str:
+def gmacs_text(value: float) -> str:
     return f"{value:.2f}" if value >= 0.1 else f"{value:.3g}"
 
 
 def _memory_cell(report: dict, row: dict) -> str:
     if report["environment"]["device"] == "cpu":
-        return _memory(row, DENSE)  # one process-wide high-water mark
-    return f"{_memory(row, DENSE)} / {_memory(row, PRUNED)}"
+        return memory_text(row, DENSE)  # one process-wide high-water mark
+    return f"{memory_text(row, DENSE)} / {memory_text(row, PRUNED)}"
 
 
 def to_markdown(report: dict) -> str:
@@ -67,7 +65,7 @@ def to_markdown(report: dict) -> str:
     lines = [
         f"**tnt benchmark**: {headline(report)}",
         "",
-        f"GMACs dense {_gmacs(g['dense'])}, pruned {_gmacs(g['pruned'])} (ratio {g['ratio']:.2f}x). "
+        f"GMACs dense {gmacs_text(g['dense'])}, pruned {gmacs_text(g['pruned'])} (ratio {g['ratio']:.2f}x). "
         f"{report['settings']['iters']} alternating rounds after {report['settings']['warmup']} warm-up; "
         "images/s from the median latency.",
         "",
@@ -111,44 +109,10 @@ def _peer_lines(report: dict) -> list[str]:
             v = row["variants"][m["variant"]]
             lines.append(
                 f"| {row['batch_size']} | {LABELS.get(method, method)} | {configs.get(method, {}).get('config', '')} "
-                f"| {_gmacs(m['gmacs'])} | {v['images_per_s']:.1f} | {v['latency_ms_p50']:.1f} / "
+                f"| {gmacs_text(m['gmacs'])} | {v['images_per_s']:.1f} | {v['latency_ms_p50']:.1f} / "
                 f"{v['latency_ms_p90']:.1f} | {m['speedup']:.2f}x | {m['efficiency']:.2f} | {m['vs_tnt']:.2f} |"
             )
     return lines
-
-
-def to_table(report: dict) -> Table:
-    g = report["gmacs"]
-    table = Table(
-        title=headline(report),
-        caption=f"GMACs dense {_gmacs(g['dense'])} / pruned {_gmacs(g['pruned'])} = {g['ratio']:.2f}x; "
-        "efficiency = speedup / GMACs ratio",
-    )
-    for col in ("batch", "variant", "img/s", "p50 ms", "p90 ms", "peak MiB", "speedup", "efficiency"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
-    for row in report["results"]:
-        for name, stats in row["variants"].items():
-            speed, eff = "", ""
-            peer = row.get("methods", {}).get(name)
-            if peer is not None:
-                speed, eff = f"{peer['speedup']:.2f}x", f"{peer['efficiency']:.2f}"
-            if name == PRUNED:
-                style = "green" if row["speedup"] >= 1 else "red"
-                speed, eff = f"[{style}]{row['speedup']:.2f}x[/]", f"{row['efficiency']:.2f}"
-            elif name == TNT_DENSE:
-                speed = f"{stats['images_per_s'] / row['variants'][DENSE]['images_per_s']:.3f}x"
-            table.add_row(
-                str(row["batch_size"]) if name == DENSE else "",
-                LABELS.get(name, name),
-                f"{stats['images_per_s']:.1f}",
-                f"{stats['latency_ms_p50']:.1f}",
-                f"{stats['latency_ms_p90']:.1f}",
-                _memory(row, name),
-                speed,
-                eff,
-            )
-        table.add_section()
-    return table
 
 
 def card_metrics(report: dict) -> dict:
@@ -182,7 +146,7 @@ def card_metrics(report: dict) -> dict:
 
 def report_paths(out_dir: str | Path, *, overwrite: bool = True) -> tuple[Path, Path]:
     """Where write_reports writes (benchmark.* inside a model directory); refuses existing files unless
-    `overwrite`. Call it before timing so a bad --out fails first."""
+    `overwrite`. Call it before timing so a bad output directory fails first."""
     from tnt_cli.io.outdir import OutputError, OutputExists
 
     out = Path(out_dir)
@@ -202,11 +166,21 @@ def write_reports(out_dir: str | Path, report: dict, *, overwrite: bool = True) 
     return atomic_write_json(json_path, report), atomic_write_text(md_path, to_markdown(report))
 
 
-def update_model_card(model_dir: str | Path, report: dict) -> bool:
-    """Merge the numbers into the model directory's card; False when the IO layer has no update_card yet."""
-    try:
-        from tnt_cli.io.model_dir import update_card
-    except ImportError:
-        return False
+def card_dir(model: str, out: str | Path | None, update_card: bool) -> Path | None:
+    """The model directory whose card gets the numbers: `out` when it is one, else MODEL with `update_card`."""
+    from tnt_cli.errors import SettingError
+
+    if out is not None and is_tnt_model_dir(out):
+        return Path(out)
+    if update_card and is_tnt_model_dir(model):
+        return Path(model)
+    if update_card:
+        raise SettingError("{update_card} needs {model} or {out} to be a tnt model directory")
+    return None
+
+
+def update_model_card(model_dir: str | Path, report: dict) -> None:
+    """Merge the numbers into the model directory's card."""
+    from tnt_cli.io.model_dir import update_card
+
     update_card(Path(model_dir), card_metrics(report))
-    return True

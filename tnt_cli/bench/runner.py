@@ -13,8 +13,8 @@ from tnt_cli.bench import env as benv
 from tnt_cli.bench.config import BenchConfig
 from tnt_cli.bench.timing import summarize, time_alternating
 from tnt_cli.bench.variants import DENSE, NOT_COMPILABLE, PRUNED, TNT_DENSE, add_peers, build_variants
-from tnt_cli.engine import TNTModel
-from tnt_cli.errors import TntError, first_line
+from tnt_cli.engine import Schedule, TNTModel
+from tnt_cli.errors import SettingError, TntError, first_line
 
 NOISY_SPREAD = 1.5  # p90 / p50 above this: something else was competing for the device
 
@@ -56,7 +56,7 @@ def _compile_all(variants: dict[str, nn.Module], n_batch_sizes: int) -> dict[str
 
 
 def _compare_logits(eager: dict[str, nn.Module], compiled: dict[str, Callable], x: torch.Tensor, ctx) -> dict:
-    """The --compile contract: compiled logits equal eager ones (to float tolerance), per variant."""
+    """The compile contract: compiled logits equal eager ones (to float tolerance), per variant."""
     out = {}
     for name, module in eager.items():
         if name in NOT_COMPILABLE:
@@ -108,6 +108,39 @@ def run_benchmark(
         return _run(model, config, source, progress, stack)
 
 
+def benchmark_model(
+    model: str,
+    config: BenchConfig,
+    *,
+    schedule: Schedule | None = None,
+    random_weights: bool = False,
+    progress: bool = True,
+    on_note: Callable[[str], None] | None = None,
+) -> dict:
+    """Load MODEL and benchmark it at `schedule` (default: its own, else `DEFAULT_SCHEDULE`); the report.
+
+    Speed does not depend on what the heads learned, so untrained heads are fine for timing.
+    """
+    from tnt_cli.bench.variants import DEFAULT_SCHEDULE
+    from tnt_cli.errors import ScheduleError
+    from tnt_cli.io.sources import install_schedule, load_model
+
+    loaded = load_model(model, random_weights=random_weights, schedule=schedule, require_trained_heads=False)
+    if schedule is None and loaded.model.schedule.is_dense:
+        if on_note is not None:
+            on_note(f"no pruning schedule given: using {DEFAULT_SCHEDULE.describe()}")
+        try:
+            install_schedule(loaded, DEFAULT_SCHEDULE, require_trained_heads=False)
+        except ScheduleError as exc:
+            raise SettingError(
+                "the default schedule does not fit this model ({reason}): give {prune_layers} and {keep_rates}",
+                reason=str(exc),
+            ) from None
+    report = run_benchmark(loaded.model, config, source=loaded.source, progress=progress)
+    report["heads_trained"] = loaded.heads_trained
+    return report
+
+
 def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: bool, stack: contextlib.ExitStack):
     from tnt_cli.analysis import describe_model
 
@@ -125,7 +158,9 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
     peers = add_peers(model, eager, tuple(config.methods), stack)
     method_gmacs = {"tnt": gmacs_pruned, **{m: info["gmacs"] for m, info in peers.items()}}
     notes = [
-        f"{m} runs eager under --compile: {NOT_COMPILABLE[m]}" for m in peers if config.compile and m in NOT_COMPILABLE
+        f"{m} runs eager when the others are compiled: {NOT_COMPILABLE[m]}"
+        for m in peers
+        if config.compile and m in NOT_COMPILABLE
     ]
     ctx = lambda: autocast_context(device, config.dtype)  # noqa: E731 - a fresh context per use
 
@@ -177,10 +212,14 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
                     on_step=step,
                 )
             except torch.cuda.OutOfMemoryError:
-                raise TntError(f"out of GPU memory at batch size {batch}: use smaller --batch-sizes") from None
+                raise SettingError(
+                    "out of GPU memory at batch size {batch}: use smaller {batch_sizes}", batch=batch
+                ) from None
             except RuntimeError as exc:
                 if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
-                    raise TntError(f"out of memory at batch size {batch}: use smaller --batch-sizes") from None
+                    raise SettingError(
+                        "out of memory at batch size {batch}: use smaller {batch_sizes}", batch=batch
+                    ) from None
                 raise
             row = _batch_row(batch, times, gmacs_ratio, gmacs_dense, method_gmacs)
             if device == "cuda":
@@ -280,5 +319,8 @@ def _row_warnings(row: dict) -> list[str]:
             )
     spread = max(v["latency_ms_p90"] / v["latency_ms_p50"] for v in row["variants"].values())
     if spread > NOISY_SPREAD:
-        out.append(f"batch {batch}: noisy timings (p90 is {spread:.1f}x p50): other load on the device? raise --iters")
+        out.append(
+            f"batch {batch}: noisy timings (p90 is {spread:.1f}x p50): other load on the device? "
+            "time more rounds (iters)"
+        )
     return out

@@ -14,9 +14,11 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 
 def synchronizer(device: str) -> Callable[[], None]:
     """CUDA work is asynchronous: a timed call must start and end with the GPU idle."""
-    if device == "cuda":
-        return torch.cuda.synchronize
-    return lambda: None
+    from tnt_cli.eval.evaluate import synchronize
+
+    if torch.device(device).type == "cuda":
+        return lambda: synchronize(device)
+    return lambda: None  # nothing to wait for, and nothing added to a CPU timing
 
 
 def round_order(names: Sequence[str], round_index: int) -> list[str]:

@@ -61,7 +61,7 @@ def build_variants(model: TNTModel, *, tnt_dense: bool = True) -> dict[str, nn.M
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """'tnt,tome,cls-attn' -> ('tnt', 'tome', 'evit'): tnt always first (the peers are matched to it)."""
-    from tnt_cli.errors import TntError
+    from tnt_cli.errors import SettingError, TntError
     from tnt_cli.eval.baselines import check_method
 
     methods = ["tnt"]
@@ -72,7 +72,11 @@ def parse_methods(text: str) -> tuple[str, ...]:
             method = None
         if method not in ("tnt", *PEERS):
             choices = ", ".join(("tnt", *PEERS))
-            raise TntError(f"unknown method {part!r} in --methods: choose from {choices} (cls-attn = evit)")
+            raise SettingError(
+                "unknown method {name!r} in {methods}: choose from {choices} (cls-attn = evit)",
+                name=part,
+                choices=choices,
+            )
         if method not in methods:
             methods.append(method)
     return tuple(methods)

@@ -32,6 +32,7 @@ def flag(setting: str) -> str:
 
 
 def one_line(text: str) -> str:
+    """Any text as one line: what an `error:` line may hold."""
     return " ".join(str(text).split())
 
 

@@ -10,12 +10,9 @@ import typer
 from typer.core import TyperGroup
 
 from tnt_cli._version import __version__
+from tnt_cli.cli._errors import one_line
 from tnt_cli.cli.command import TntCommand, hide_flag_types
-
-try:  # typer >= 0.2x runs on its own copy of click: its exceptions, not click's, are the ones it handles
-    from typer import _click as typer_click
-except ImportError:  # pragma: no cover - older typer uses click itself
-    typer_click = click
+from tnt_cli.cli.command import running_click as typer_click
 
 # Raised by click/typer for usage errors, --help, exits and aborts: they have their own handling.
 PASS_THROUGH = (
@@ -27,10 +24,6 @@ PASS_THROUGH = (
     typer.Abort,
     SystemExit,
 )
-
-
-def one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def fail(message: str, code: int = 1) -> None:

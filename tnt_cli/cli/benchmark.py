@@ -9,17 +9,15 @@ import typer
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
+from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 
 PANEL = "Measurement"
 
 
+@takes_schedule_flags
 def benchmark(
     model: o.ModelArg,
-    prune_layers: o.PruneLayers = None,
-    keep_rates: o.KeepRates = None,
-    sim_prune: o.SimPrune = None,
-    sim_seed: o.SimSeed = 0,
-    reducer: o.Reducer = None,
+    schedule_flags: ScheduleFlags = ScheduleFlags(),
     batch_sizes: Annotated[
         str, typer.Option("--batch-sizes", help="Batch sizes to time, e.g. 1,32,128.", rich_help_panel=PANEL)
     ] = "1,32,128",
@@ -98,8 +96,10 @@ def benchmark(
     """
     o.apply_offline(offline)
     from tnt_cli.bench.config import BenchConfig, parse_batch_sizes
+    from tnt_cli.bench.env import resolve_device, set_threads
+    from tnt_cli.bench.report import card_dir, report_paths, update_model_card, write_reports
+    from tnt_cli.bench.runner import benchmark_model
     from tnt_cli.bench.variants import parse_methods
-    from tnt_cli.errors import TntError
 
     config = BenchConfig(
         batch_sizes=parse_batch_sizes(batch_sizes),
@@ -113,67 +113,66 @@ def benchmark(
         tnt_dense=tnt_dense,
         methods=parse_methods(methods),
     )
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
-    card_dir = _card_dir(model, out, update_card)
-    if update_card and card_dir is None:
-        raise TntError("--update-card needs MODEL or --out to be a tnt model directory")
-
+    schedule = schedule_flags.schedule()
+    card = card_dir(model, out, update_card)
     if out is not None:  # before timing: a bad --out must not cost a benchmark
-        from tnt_cli.bench.report import report_paths
         from tnt_cli.cli.targets import claim_output
 
         claim_output(out, overwrite=overwrite, kind="into")
         report_paths(out, overwrite=overwrite)
-    from tnt_cli.bench.env import resolve_device, set_threads
-
     # resolving first fails on --device cuda without a GPU before anything is loaded
     set_threads(resolve_device(config.device), config.threads)
-    report = _run(model, schedule, random_weights, config, progress=True)  # on stderr, also with --json
-
-    from tnt_cli.bench.report import to_table, update_model_card, write_reports
-
+    # progress goes to stderr, also with --json
+    report = benchmark_model(model, config, schedule=schedule, random_weights=random_weights, on_note=stderr.print)
     for warning in report["warnings"]:
         stderr.print(f"[yellow]warning:[/] {warning}")
     if out is not None:
         paths = write_reports(out, report, overwrite=overwrite)
         stderr.print(f"wrote {paths[0]} and {paths[1]}")
-    if card_dir is not None:
-        if update_model_card(card_dir, report):
-            stderr.print(f"updated the model card in {card_dir}")
-        else:
-            stderr.print(
-                "[yellow]warning:[/] this tnt version cannot update model cards yet; numbers are in the report"
-            )
+    if card is not None:
+        update_model_card(card, report)
+        stderr.print(f"updated the model card in {card}")
     if json_out:
         print_json(report)
     else:
         stdout.print(to_table(report))
 
 
-def _card_dir(model: str, out: Path | None, update_card: bool) -> Path | None:
-    from tnt_cli.bench.report import is_tnt_model_dir
+def to_table(report: dict):
+    """Every variant at every batch size, speedups coloured by whether pruning paid."""
+    from rich.table import Table
 
-    if out is not None and is_tnt_model_dir(out):
-        return out
-    if update_card and is_tnt_model_dir(model):
-        return Path(model)
-    return None
+    from tnt_cli.bench.report import gmacs_text, headline, memory_text
+    from tnt_cli.bench.variants import DENSE, LABELS, PRUNED, TNT_DENSE
 
-
-def _run(model: str, schedule, random_weights: bool, config, *, progress: bool) -> dict:
-    from tnt_cli.bench.runner import run_benchmark
-    from tnt_cli.bench.variants import DEFAULT_SCHEDULE
-    from tnt_cli.errors import ScheduleError
-    from tnt_cli.io.sources import install_schedule, load_model
-
-    # speed does not depend on what the heads learned: untrained heads are fine for timing
-    loaded = load_model(model, random_weights=random_weights, schedule=schedule, require_trained_heads=False)
-    if schedule is None and loaded.model.schedule.is_dense:
-        stderr.print(f"no pruning schedule given: using {DEFAULT_SCHEDULE.describe()}")
-        try:
-            install_schedule(loaded, DEFAULT_SCHEDULE, require_trained_heads=False)
-        except ScheduleError as exc:
-            raise ScheduleError(f"the default schedule does not fit this model ({exc}): pass schedule flags") from None
-    report = run_benchmark(loaded.model, config, source=loaded.source, progress=progress)
-    report["heads_trained"] = loaded.heads_trained
-    return report
+    g = report["gmacs"]
+    table = Table(
+        title=headline(report),
+        caption=f"GMACs dense {gmacs_text(g['dense'])} / pruned {gmacs_text(g['pruned'])} = {g['ratio']:.2f}x; "
+        "efficiency = speedup / GMACs ratio",
+    )
+    for col in ("batch", "variant", "img/s", "p50 ms", "p90 ms", "peak MiB", "speedup", "efficiency"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for row in report["results"]:
+        for name, stats in row["variants"].items():
+            speed, eff = "", ""
+            peer = row.get("methods", {}).get(name)
+            if peer is not None:
+                speed, eff = f"{peer['speedup']:.2f}x", f"{peer['efficiency']:.2f}"
+            if name == PRUNED:
+                style = "green" if row["speedup"] >= 1 else "red"
+                speed, eff = f"[{style}]{row['speedup']:.2f}x[/]", f"{row['efficiency']:.2f}"
+            elif name == TNT_DENSE:
+                speed = f"{stats['images_per_s'] / row['variants'][DENSE]['images_per_s']:.3f}x"
+            table.add_row(
+                str(row["batch_size"]) if name == DENSE else "",
+                LABELS.get(name, name),
+                f"{stats['images_per_s']:.1f}",
+                f"{stats['latency_ms_p50']:.1f}",
+                f"{stats['latency_ms_p90']:.1f}",
+                memory_text(row, name),
+                speed,
+                eff,
+            )
+        table.add_section()
+    return table

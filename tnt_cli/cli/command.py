@@ -7,6 +7,13 @@ from typing import Any
 
 from typer.core import TyperCommand
 
+# The click that runs typer's commands, with its own exceptions and context stack. typer >= 0.2x vendors a
+# copy (typer._click); the older typers that pyproject still allows (>= 0.12) run on click itself.
+try:
+    from typer import _click as running_click
+except ImportError:  # pragma: no cover - typer < 0.2x
+    import click as running_click  # noqa: F401 - used by app.py and targets.py
+
 
 def hide_flag_types(params: Iterable[Any]) -> None:
     """A flag takes no value, so typer's rich help showing `<bool>` after it reads as if it needed one."""

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from tnt_cli.cli import options as o
-from tnt_cli.eval.common import BatchSizeOpt, DataOpt, DeviceOpt, SeedOpt, SplitOpt, WorkersOpt
 
 
 def compare(
@@ -19,8 +18,8 @@ def compare(
             show_default=False,
         ),
     ],
-    data: DataOpt,
-    split: SplitOpt = "val",
+    data: o.DataOpt,
+    split: o.SplitOpt = "val",
     methods: Annotated[
         str | None,
         typer.Option(
@@ -42,10 +41,10 @@ def compare(
         ),
     ] = 1,
     limit: Annotated[int | None, typer.Option("--limit", help="Compare on a seeded subset of N images.")] = None,
-    batch_size: BatchSizeOpt = 256,
-    workers: WorkersOpt = 0,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
+    batch_size: o.BatchSizeOpt = 256,
+    workers: o.WorkersOpt = 0,
+    device: o.DeviceOpt = "auto",
+    seed: o.SeedOpt = 0,
     offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
@@ -64,39 +63,14 @@ def compare(
     """
     o.apply_offline(offline)
     from tnt_cli.cli.output import print_json, stderr
-    from tnt_cli.data import build_loader
-    from tnt_cli.devices import resolve_device
-    from tnt_cli.engine import Schedule
-    from tnt_cli.errors import TntError
-    from tnt_cli.eval.baselines import check_method
-    from tnt_cli.eval.common import check_positive
-    from tnt_cli.eval.compare import Entry, largest_gmacs_gap
-    from tnt_cli.eval.compare import compare as run_compare
-    from tnt_cli.io.sources import load_model
+    from tnt_cli.eval.compare import compare_models, largest_gmacs_gap
 
-    check_positive(limit, "--limit")
-    check_positive(batch_size, "--batch-size")
-    wanted = [check_method(m) for m in o.parse_str_list(methods, "--methods")] if methods else None
-    schedules = [Schedule()] + [Schedule((block,), (k,)) for k in o.parse_float_list(keeps, "--keeps")]
-    entries: list[Entry] = []
-    for spec in models:
-        loaded = load_model(spec, require_trained_heads=False)
-        own = str(loaded.tnt_config.get("method", "tnt"))
-        reducer = str(loaded.model.schedule.to_dict().get("reducer", "drop"))
-        for method in wanted or [own]:
-            if method == "tnt" and not loaded.heads_trained:
-                raise TntError(f"{spec} has no trained relevance heads: TNT cannot rank its tokens (its method is "
-                               f"{own}); fine-tune it with `tnt finetune --method tnt`")  # fmt: skip
-            label = spec if len(wanted or [own]) == 1 else f"{spec} [{method}]"
-            entries.append(Entry(label, loaded.model, method, reducer if method == "tnt" else "drop"))
-    loader = build_loader(data, split, entries[0].model.vit, batch_size=batch_size, workers=workers, limit=limit,
-                          seed=seed)  # fmt: skip
-    dev = resolve_device(device)
-    if not json_out:
-        stderr.print(f"comparing {len(entries)} model(s) at {len(schedules)} schedules on {data} {split}")
-    rows = run_compare(entries, loader, schedules, device=dev, seed=seed,
-                       on_row=lambda r: stderr.print(f"  {r['label']} {r['schedule_text']}: "
-                                                     f"{100 * r['top1']:.2f}%"))  # fmt: skip
+    rows = compare_models(
+        models, data, split=split, methods=o.parse_str_list(methods, "--methods") if methods else None,
+        keeps=o.parse_float_list(keeps, "--keeps"), block=block, limit=limit, batch_size=batch_size,
+        workers=workers, device=device, seed=seed, on_note=None if json_out else stderr.print,
+        on_row=lambda r: stderr.print(f"  {r['label']} {r['schedule_text']}: {100 * r['top1']:.2f}%"),
+    )  # fmt: skip
     gap = largest_gmacs_gap(rows)
     if json_out:
         print_json({"data": str(data), "split": split, "limit": limit, "rows": rows, "largest_gmacs_gap": gap})

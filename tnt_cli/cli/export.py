@@ -9,17 +9,15 @@ import typer
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
+from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 from tnt_cli.errors import TntError
 
 
+@takes_schedule_flags
 def export(
     model: o.ModelArg,
     onnx: Annotated[Path, typer.Option("--onnx", help="Where to write the .onnx file.", show_default=False)],
-    prune_layers: o.PruneLayers = None,
-    keep_rates: o.KeepRates = None,
-    sim_prune: o.SimPrune = None,
-    sim_seed: o.SimSeed = 0,
-    reducer: o.Reducer = None,
+    schedule_flags: ScheduleFlags = ScheduleFlags(),
     batch_size: Annotated[
         int | None,
         typer.Option("--batch-size", "-b", help="Fixed batch size of the graph (default 1).", show_default=False),
@@ -59,7 +57,7 @@ def export(
     claim_output(onnx, overwrite=overwrite, inputs=[model], kind="file")
     from tnt_cli.io.sources import load_model
 
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
+    schedule = schedule_flags.schedule()
     loaded = load_model(model, random_weights=random_weights, schedule=schedule)
     stderr.print(f"exporting {loaded.source} ({loaded.model.schedule.describe()}) to {onnx}, opset {opset}")
     report = export_onnx(

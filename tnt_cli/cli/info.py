@@ -9,15 +9,13 @@ from rich.table import Table
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stdout
+from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 
 
+@takes_schedule_flags
 def info(
     model: o.ModelArg,
-    prune_layers: o.PruneLayers = None,
-    keep_rates: o.KeepRates = None,
-    sim_prune: o.SimPrune = None,
-    sim_seed: o.SimSeed = 0,
-    reducer: o.Reducer = None,
+    schedule_flags: ScheduleFlags = ScheduleFlags(),
     random_weights: Annotated[
         bool, typer.Option("--random-weights", hidden=True, help="No effect: info never loads weights.")
     ] = False,
@@ -38,7 +36,7 @@ def info(
     from tnt_cli.analysis import describe_model
     from tnt_cli.io.sources import classify, load_model
 
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
+    schedule = schedule_flags.schedule()
     # info only counts: a timm name is built with pretrained=False (shapes only, never a download), and heads
     # need not be trained to say what a schedule would cost
     shapes_only = classify(model)[0] == "timm"

@@ -86,6 +86,29 @@ PushToHub = Annotated[
     ),
 ]
 
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="fashion-mnist, cluttered-fashion-mnist, a folder (train/ and val/ class folders, or class folders "
+        "directly: imagenet/val), a .tar of class folders, or a timm source: hfds/ORG/NAME, wds/..., tfds/...",
+        show_default=False,
+    ),
+]
+SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split to evaluate on.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="Data-loading worker processes.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA when available).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --limit subset and of the random baseline's scores.")]
+TomeR = Annotated[
+    int | None,
+    typer.Option(
+        "--tome-r",
+        help="ToMe: tokens merged after every block (default: the r whose GMACs match the schedule's).",
+        rich_help_panel="Schedule",
+    ),
+]
+
 
 def apply_offline(offline: bool) -> None:
     """Call first thing in a command: HF_HUB_OFFLINE must be set before timm imports huggingface_hub."""

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
+from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 from tnt_cli.errors import TntError
 
 ScheduleFile = Annotated[
@@ -23,15 +24,12 @@ ScheduleFile = Annotated[
 ]
 
 
+@takes_schedule_flags
 def prune(
     model: o.ModelArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write.", show_default=False)],
     schedule_file: ScheduleFile = None,
-    prune_layers: o.PruneLayers = None,
-    keep_rates: o.KeepRates = None,
-    sim_prune: o.SimPrune = None,
-    sim_seed: o.SimSeed = 0,
-    reducer: o.Reducer = None,
+    schedule_flags: ScheduleFlags = ScheduleFlags(),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out directory.")] = False,
     push_to_hub: o.PushToHub = None,
     private: Annotated[bool, typer.Option("--private", help="With --push-to-hub: create a private repo.")] = False,
@@ -52,50 +50,22 @@ def prune(
       tnt prune runs/vit_fm --schedule calib/schedule.json --out models/vit_fm_calib --push-to-hub me/vit-fm-tnt
     """
     o.apply_offline(offline)
-    from tnt_cli.analysis import describe_model
-    from tnt_cli.eval.common import own_method
-    from tnt_cli.io.model_dir import save_model_dir
-    from tnt_cli.io.sources import install_schedule, load_model
+    from tnt_cli.cli.targets import claim_output
+    from tnt_cli.eval.prune import prune as write_pruned
 
-    flags = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
+    flags = schedule_flags.schedule()
     if schedule_file is not None and flags is not None:
         raise TntError("give either --schedule FILE or the schedule flags, not both")
     if schedule_file is None and flags is None:
         raise TntError("no schedule: give --schedule FILE (from `tnt calibrate`) or --prune-layers/--keep-rates")
-    from tnt_cli.cli.targets import claim_output
-
     claim_output(out, overwrite=overwrite, inputs=[model])  # before loading anything
     if push_to_hub:
         from tnt_cli.io.push import check_push_target
 
         check_push_target(push_to_hub)
-    calibration = None
-    if schedule_file is not None:
-        schedule, calibration = read_schedule_file(schedule_file)
-    else:
-        schedule = flags
-    loaded = load_model(model, random_weights=random_weights, require_trained_heads=False)
-    if own_method(loaded) == "tnt":
-        install_schedule(loaded, schedule)  # relevance pruning needs trained heads
-    else:  # a baseline's directory: the schedule is the compute its method is matched to
-        install_schedule(loaded, schedule, require_trained_heads=False)
-    metrics = calibration_metrics(calibration) if calibration else None
-    save_model_dir(
-        out, loaded.model, base_model=loaded.base_model, metrics=metrics, overwrite=overwrite, inputs=(model,),
-        provenance=loaded.provenance,
-    )  # fmt: skip
-    described = describe_model(loaded.model)
-    report = {
-        "out": str(out),
-        "model": loaded.source,
-        "schedule": schedule.to_dict(),
-        "schedule_text": schedule.describe(),
-        "gmacs_dense": described["gmacs_dense"],
-        "gmacs_pruned": described["gmacs_pruned"],
-        "gmacs_ratio": described["gmacs_ratio"],
-        "blocks": described["blocks"],
-        "calibration": metrics["calibration"] if metrics else None,
-    }
+    report = write_pruned(
+        model, out, schedule=flags, schedule_file=schedule_file, overwrite=overwrite, random_weights=random_weights
+    )
     if push_to_hub:
         from tnt_cli.io.push import push_folder
 
@@ -106,41 +76,6 @@ def prune(
     render(report)
     if push_to_hub:
         stderr.print(f"pushed to {report['pushed_to']}")
-
-
-def read_schedule_file(path: Path) -> tuple:
-    """(Schedule, the calibration record or None) from a schedule.json or a bare schedule object."""
-    import json
-
-    from tnt_cli.engine import Schedule
-
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise TntError(f"schedule file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise TntError(f"schedule file {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise TntError(f"schedule file {path} must hold a JSON object")
-    if isinstance(data.get("schedule"), dict):
-        return Schedule.from_dict(data["schedule"]), data
-    if "prune_layers" in data or "sim_prune" in data:
-        return Schedule.from_dict(data), None
-    raise TntError(f"schedule file {path} has no schedule (expected calibrate's schedule.json)")
-
-
-def calibration_metrics(record: dict) -> dict | None:
-    """What calibrate measured for this schedule, for the card's metrics."""
-    if record.get("top1") is None:
-        return None
-    measured = record.get("measured_on") or {}
-    keys = ("top1", "top5", "loss", "gmacs", "gmacs_dense", "dense_top1", "drop_points", "speedup", "speedup_source")
-    calibration = {k: record.get(k) for k in keys if record.get(k) is not None}
-    calibration["target"] = (record.get("target") or {}).get("text")
-    calibration["measured_on"] = {
-        k: measured.get(k) for k in ("data", "split", "images", "limit", "seed", "batch_size", "device")
-    }
-    return {"data": measured.get("data"), "calibration": calibration}
 
 
 def render(report: dict) -> None:

@@ -11,17 +11,13 @@ def claim_output(
 ) -> Path:
     """Validate TARGET (`tnt_cli.io.outdir.check_target`) and lock it until the command ends (or the process
     dies), so bad outputs fail before the expensive work and a second run into it is refused at once."""
-    try:  # typer >= 0.2x runs commands on its own copy of click, with its own context stack
-        from typer._click.globals import get_current_context
-    except ImportError:  # pragma: no cover
-        from click import get_current_context
-
+    from tnt_cli.cli.command import running_click
     from tnt_cli.io.outdir import OutputLock, check_safe, check_target, clean_stale
 
     inputs = tuple(inputs)
     target = check_safe(target, inputs)
     lock = OutputLock(target).acquire()  # first: a run in progress is reported as such, not as "exists"
-    ctx = get_current_context(silent=True)
+    ctx = running_click.globals.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(lock.release)
     clean_stale(target)

@@ -9,18 +9,15 @@ import typer
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
-from tnt_cli.errors import TntError
+from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 
 
+@takes_schedule_flags
 def visualize(
     model: o.ModelArg,
     images: Annotated[list[Path], typer.Argument(help="Images to show (any format Pillow reads).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the PNGs (one per image).")],
-    prune_layers: o.PruneLayers = None,
-    keep_rates: o.KeepRates = None,
-    sim_prune: o.SimPrune = None,
-    sim_seed: o.SimSeed = 0,
-    reducer: o.Reducer = None,
+    schedule_flags: ScheduleFlags = ScheduleFlags(),
     method: Annotated[
         str,
         typer.Option(
@@ -54,50 +51,26 @@ def visualize(
       tnt visualize deit_tiny_patch16_224 cat.jpg --out viz/ --random-weights --prune-layers 2,4 --keep-rates 0.7,0.7
     """
     o.apply_offline(offline)
-    from tnt_cli.eval.common import AUTO_METHOD, own_method
-    from tnt_cli.io.sources import load_model
-    from tnt_cli.viz.core import ALIASES, METHODS, visualize_files
-    from tnt_cli.viz.images import class_names, read_image
-    from tnt_cli.viz.render import resolve_renderer
-
-    method = ALIASES.get(method, method)
-    if method not in (*METHODS, AUTO_METHOD):
-        raise TntError(f"unknown --method {method!r}: choose one of {', '.join(METHODS)}")
     from tnt_cli.cli.targets import claim_output
+    from tnt_cli.eval.common import AUTO_METHOD
+    from tnt_cli.viz.files import check_method
+    from tnt_cli.viz.files import visualize as draw
 
+    if method != AUTO_METHOD:
+        check_method(method)
     claim_output(out, overwrite=overwrite, kind="into")  # validated and locked before any work
-    resolve_renderer(renderer)
-    for path in images:  # fail on a bad image before spending time on the model
-        read_image(path)
-    schedule = o.schedule_from_flags(prune_layers, keep_rates, sim_prune, sim_seed, reducer=reducer)
-    if method == AUTO_METHOD:  # the directory's own method, when it is one that selects tokens
-        peek = load_model(model, random_weights=random_weights, require_trained_heads=False)
-        method = ALIASES.get(own_method(peek), own_method(peek))
-        if method not in METHODS:
-            raise TntError(f"{model} was fine-tuned for {method}, which merges tokens rather than selecting them: "
-                           f"pick --method {' | '.join(METHODS)} to see which tokens one of those keeps")  # fmt: skip
-    if method == "tnt":
-        loaded = load_model(model, random_weights=random_weights, schedule=schedule)
-        schedule = None  # installed (and checked against the heads) by load_model
-    else:  # baselines need no trained heads: they replace them
-        loaded = load_model(model, random_weights=random_weights, require_trained_heads=False)
-    names, names_from = class_names(loaded.model.vit, data=data, config=loaded.tnt_config)
-    stderr.print(f"visualizing {len(images)} image(s) with {method} on {loaded.source}")
-    results = visualize_files(
-        loaded.model,
-        images,
-        out,
-        method=method,
-        schedule=schedule,
-        class_names=names,
-        renderer=renderer,
-        overwrite=overwrite,
-        seed=seed,
-    )
+    schedule = schedule_flags.schedule()
+    drawn = draw(
+        model, images, out, method=method, schedule=schedule, data=data, renderer=renderer, overwrite=overwrite,
+        random_weights=random_weights, seed=seed,
+    )  # fmt: skip
+    results = drawn.results
+    stderr.print(f"visualized {len(images)} image(s) with {drawn.method} on {drawn.source}")
     if results and not results[0].stages:
         stderr.print("note: the schedule is dense, nothing is pruned (give --prune-layers and --keep-rates)")
     if json_out:
-        print_json({"model": loaded.source, "class_names_from": names_from, "images": [r.to_dict() for r in results]})
+        print_json({"model": drawn.source, "class_names_from": drawn.class_names_from,
+                    "images": [r.to_dict() for r in results]})  # fmt: skip
         return
     for r in results:
         kept = ", ".join(f"{s.n_out}/{s.n_in}" for s in r.stages) or "all tokens (dense)"

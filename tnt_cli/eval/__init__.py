@@ -3,7 +3,11 @@
 - `baselines`: random, evit, evit-fuse, tome, dense at TNT's GMACs; `apply_method(model, method, schedule)`;
   `method_gmacs`. The algorithms themselves are in `methods` (ToMe, EViT, the random scorer).
 - `evaluate`: `evaluate_model(model, loader, *, device, limit, progress, per_class)`.
-- `sweep`, `cached`, `pareto`: what `tnt calibrate` runs.
+- `evaluation`: `evaluate(model, data, ...)`, one evaluation of a MODEL as the report `tnt evaluate` prints.
+- `calibrate`: `Calibration` (the settings) and `calibrate(model, data, out, settings)`; `sweep`, `cached`,
+  `pareto` and `grid` are its parts; `schedule_file` writes and reads the `tnt-schedule/1` file it leaves.
+- `prune`: `prune(model, out, schedule=... | schedule_file=...)`, the deployable model directory.
+- `compare`: methods side by side at matched GMACs.
 
 Names are loaded lazily so importing this package (the CLI does) stays free of torch.
 """

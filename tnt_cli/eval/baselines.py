@@ -29,7 +29,7 @@ from torch import nn
 
 from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.engine.schedule import BEFORE_BLOCKS, plan_tokens
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 from tnt_cli.eval.methods.blocks import BlockCosts, check_blocks
 from tnt_cli.eval.methods.evit import EViT, EvitStage, check_evit, evit_macs, evit_stages
 from tnt_cli.eval.methods.random import RandomScorer
@@ -202,7 +202,7 @@ def apply_method(
     """
     method = check_method(method)
     if tome_r is not None and method != "tome":
-        raise TntError(f"--tome-r applies to --method tome only (this run uses --method {method})")
+        raise SettingError("{tome_r} applies to {method} tome only (this run uses {method} {name})", name=method)
     saved_scorer, saved_schedule = model.scorer, model.schedule
     schedule = model.schedule if schedule is None else schedule
     try:

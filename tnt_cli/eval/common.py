@@ -1,38 +1,12 @@
-"""Pieces the evaluate / calibrate / prune commands share: options and model loading per method."""
+"""What evaluate, calibrate, prune and visualize share: a model loaded for the method it runs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
-
-import typer
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule
     from tnt_cli.io.builder import LoadedModel
-
-DataOpt = Annotated[
-    str,
-    typer.Option(
-        "--data",
-        help="fashion-mnist, cluttered-fashion-mnist, a folder (train/ and val/ class folders, or class folders "
-        "directly: imagenet/val), a .tar of class folders, or a timm source: hfds/ORG/NAME, wds/..., tfds/...",
-        show_default=False,
-    ),
-]
-SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split to evaluate on.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="Data-loading worker processes.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA when available).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --limit subset and of the random baseline's scores.")]
-TomeR = Annotated[
-    int | None,
-    typer.Option(
-        "--tome-r",
-        help="ToMe: tokens merged after every block (default: the r whose GMACs match the schedule's).",
-        rich_help_panel="Schedule",
-    ),
-]
-
 
 AUTO_METHOD = "auto"
 
@@ -61,8 +35,9 @@ def load_for_method(
     return loaded, schedule, method
 
 
-def check_positive(value: int | None, flag: str) -> None:
-    from tnt_cli.errors import TntError
+def check_positive(value: int | None, setting: str) -> None:
+    """Refuse a count that must be positive (`setting` is its Python name: `limit`, `batch_size`)."""
+    from tnt_cli.errors import SettingError
 
     if value is not None and value <= 0:
-        raise TntError(f"{flag} must be positive, got {value}")
+        raise SettingError(f"{{{setting}}} must be positive, got {{value}}", value=value)

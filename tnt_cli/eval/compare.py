@@ -8,10 +8,11 @@ reader can check the match (`within` is the largest relative gap to TNT's GMACs)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from tnt_cli.engine import Schedule, TNTModel
+from tnt_cli.errors import SettingError
 
 
 @dataclass
@@ -66,6 +67,69 @@ def compare(
             if on_row is not None:
                 on_row(row)
     return rows
+
+
+def load_entries(specs: Sequence[str], methods: Sequence[str] | None = None) -> list[Entry]:
+    """One entry per MODEL running its own method (what it was fine-tuned for), or one per MODEL and method."""
+    from tnt_cli.eval.baselines import check_method
+    from tnt_cli.eval.common import own_method
+    from tnt_cli.io.sources import load_model
+
+    wanted = [check_method(m) for m in methods] if methods else None
+    entries: list[Entry] = []
+    for spec in specs:
+        loaded = load_model(spec, require_trained_heads=False)
+        own = own_method(loaded)
+        reducer = str(loaded.model.schedule.to_dict().get("reducer", "drop"))
+        for method in wanted or [own]:
+            if method == "tnt" and not loaded.heads_trained:
+                raise SettingError(
+                    "{spec} has no trained relevance heads: TNT cannot rank its tokens (its method is {own}); "
+                    "fine-tune it with {method} tnt first", spec=spec, own=own,
+                )  # fmt: skip
+            label = spec if len(wanted or [own]) == 1 else f"{spec} [{method}]"
+            entries.append(Entry(label, loaded.model, method, reducer if method == "tnt" else "drop"))
+    return entries
+
+
+def keep_schedules(block: int, keeps: Iterable[float]) -> list[Schedule]:
+    """Dense, then one single-stage schedule per keep rate after (for EViT: inside) `block`."""
+    return [Schedule()] + [Schedule((block,), (k,)) for k in keeps]
+
+
+def compare_models(
+    models: Sequence[str],
+    data: str,
+    *,
+    split: str = "val",
+    methods: Sequence[str] | None = None,
+    keeps: Iterable[float] = (0.7, 0.5, 0.3),
+    block: int = 1,
+    limit: int | None = None,
+    batch_size: int = 256,
+    workers: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    on_note: Callable[[str], None] | None = None,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Each MODEL (its own method, or each of `methods`) at dense and at every keep rate after `block`, on the
+    same images of DATA; the rows `compare` returns (`largest_gmacs_gap` says how close the matching came)."""
+    from tnt_cli.data import build_loader
+    from tnt_cli.devices import resolve_device
+    from tnt_cli.eval.common import check_positive
+
+    check_positive(limit, "limit")
+    check_positive(batch_size, "batch_size")
+    schedules = keep_schedules(block, keeps)
+    entries = load_entries(models, methods)
+    loader = build_loader(
+        data, split, entries[0].model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed
+    )
+    dev = resolve_device(device)
+    if on_note is not None:
+        on_note(f"comparing {len(entries)} model(s) at {len(schedules)} schedules on {data} {split}")
+    return compare(entries, loader, schedules, device=dev, seed=seed, on_row=on_row)
 
 
 def largest_gmacs_gap(rows: Iterable[dict]) -> float:

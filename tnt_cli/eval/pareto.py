@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 from tnt_cli.eval.sweep import SweepPoint
 
 EPS = 1e-12
@@ -56,14 +56,14 @@ def make_target(target_gmacs: float | None, target_speedup: float | None, max_dr
         if v is not None
     ]
     if len(given) > 1:
-        raise TntError("give at most one of --target-gmacs, --target-speedup and --max-drop")
+        raise SettingError("give at most one of {target_gmacs}, {target_speedup} and {max_drop}")
     kind, value = given[0] if given else ("max_drop", 1.0)
     if kind == "gmacs" and value <= 0:
-        raise TntError(f"--target-gmacs must be positive, got {value:g}")
+        raise SettingError("{target_gmacs} must be positive, got {value:g}", value=value)
     if kind == "speedup" and value <= 0:
-        raise TntError(f"--target-speedup must be positive, got {value:g}")
+        raise SettingError("{target_speedup} must be positive, got {value:g}", value=value)
     if kind == "max_drop" and value < 0:
-        raise TntError(f"--max-drop is in top-1 points and must be >= 0, got {value:g}")
+        raise SettingError("{max_drop} is in top-1 points and must be >= 0, got {value:g}", value=value)
     return Target(kind, float(value))
 
 
@@ -80,9 +80,11 @@ def choose(points: Sequence[SweepPoint], target: Target) -> SweepPoint:
         ok = [p for p in candidates if p.gmacs <= target.value + EPS]
         if not ok:
             cheapest = min(candidates, key=lambda p: (p.gmacs, -p.top1))
-            raise TntError(
-                f"target {target.value:g} GMACs is below the cheapest schedule swept: {_name(cheapest)}; "
-                "raise the target or add lower keep rates (--grid-keep)"
+            raise SettingError(
+                "target {value:g} GMACs is below the cheapest schedule swept: {cheapest}; "
+                "raise the target or add lower keep rates ({grid_keep})",
+                value=target.value,
+                cheapest=_name(cheapest),
             )
         return max(ok, key=lambda p: (p.top1, -p.gmacs))
     if target.kind == "speedup":

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 import torch
 
 from tnt_cli.engine import Schedule, TNTModel
-from tnt_cli.errors import ScheduleError, TntError
+from tnt_cli.errors import ScheduleError, SettingError, TntError
 from tnt_cli.eval.baselines import METHODS, apply_method, check_method, describe_tome, match_tome_r, method_gmacs
 from tnt_cli.eval.cached import dense_states, needed_states, run_from_states
-from tnt_cli.eval.evaluate import Accumulator
+from tnt_cli.eval.evaluate import Accumulator, synchronize
+from tnt_cli.eval.grid import AUTO_SIM
 from tnt_cli.method_names import REDUCING_METHODS as SWEEP_METHODS
-
-DEFAULT_KEEP_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 
 
 @dataclass
@@ -71,15 +70,10 @@ class SweepPoint:
         }
 
 
-def parse_layer_grid(text: str) -> list[tuple[int, ...]]:
-    """'2,3,2+4' -> [(2,), (3,), (2, 4)]: commas separate alternatives, '+' joins a multi-layer schedule."""
-    out = []
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
-        try:
-            out.append(tuple(int(b) for b in part.split("+")))
-        except ValueError:
-            raise TntError(f"--grid-layers takes block numbers like 2,3,2+4, got {text!r}") from None
-    return out
+def resolve_sim_grid(model: TNTModel, sims: Sequence[int | str]) -> tuple[int, ...]:
+    """The grid's counts with 'auto' replaced by this model's `auto_sim_prune`, duplicates dropped."""
+    auto = auto_sim_prune(model)
+    return tuple(dict.fromkeys(auto if v == AUTO_SIM else int(v) for v in sims))
 
 
 def default_layer_grid(model: TNTModel) -> list[tuple[int, ...]]:
@@ -140,14 +134,20 @@ def build_points(
     methods = [check_method(m) if m in METHODS or m == "cls-attn" else m for m in methods]
     for method in methods:
         if method not in SWEEP_METHODS:
-            raise TntError(
-                f"unknown method {method!r} in --methods: choose from {', '.join(SWEEP_METHODS)} (cls-attn = evit)"
+            raise SettingError(
+                "unknown method {name!r} in {methods}: choose from {choices} (cls-attn = evit)",
+                name=method,
+                choices=", ".join(SWEEP_METHODS),
             )
     if "tnt" in methods:
         missing = sorted({b for s in schedules for b in s.prune_layers if str(b) not in model.heads})
         if missing:
             have = ", ".join(map(str, model.head_blocks)) or "none"
-            raise TntError(f"no relevance head at block {missing[0]} (heads at blocks {have}): change --grid-layers")
+            raise SettingError(
+                "no relevance head at block {block} (heads at blocks {have}): change {grid_layers}",
+                block=missing[0],
+                have=have,
+            )
         if not heads_trained:
             raise TntError("this model's relevance heads are untrained: fine-tune it first or sweep baselines only")
     points = [SweepPoint("dense", Schedule(), gmacs=method_gmacs(model, "dense"))]
@@ -244,11 +244,11 @@ def measure_speed(
 
 
 def _time(module, images: torch.Tensor, device: torch.device, iters: int) -> float:
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(iters):
         module(images)
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -257,8 +257,3 @@ def _configured(model: TNTModel, point: SweepPoint, seed: int):
     if method not in METHODS:
         raise TntError(f"unknown method {method!r}")
     return apply_method(model, method, point.schedule, tome_r=point.tome_r, seed=seed)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -51,33 +51,9 @@ def _to_l_or_rgb(img: Image.Image) -> Image.Image:
 
 def model_transform(vit: nn.Module) -> Callable:
     """The model's own evaluation transform (PIL image -> normalised tensor), grayscale widened to its channels."""
-    try:
-        from tnt_cli.data import eval_transform  # the data module's shared transform
-    except ImportError:
-        try:
-            from tnt_cli.data.transforms import eval_transform
-        except ImportError:
-            eval_transform = None
-    if eval_transform is not None:
-        return eval_transform(vit)
-    return _timm_transform(vit)
+    from tnt_cli.data import eval_transform
 
-
-def _timm_transform(vit: nn.Module) -> Callable:
-    """Stand-in for the data module: timm's eval transform, with the image converted to the model's channels."""
-    from timm.data import create_transform, resolve_data_config
-
-    cfg = resolve_data_config(model=vit)
-    in_chans = int(vit.patch_embed.proj.in_channels)
-    size = vit.patch_embed.img_size
-    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
-    if len(mean) != in_chans:
-        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
-    tf = create_transform(
-        input_size=(in_chans, *size), interpolation=cfg["interpolation"], mean=mean, std=std, crop_pct=cfg["crop_pct"]
-    )
-    mode = "L" if in_chans == 1 else "RGB"
-    return lambda img: tf(img if img.mode == mode else img.convert(mode))
+    return eval_transform(vit)
 
 
 def find_normalize(transform: Callable) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -114,13 +90,14 @@ def class_names(
     model directory's "tnt" object) from its fine-tune; the dataset it was fine-tuned on, when readable here;
     ImageNet's names when timm says the head is an ImageNet head.
     """
+    from tnt_cli.data import dataset_classes
     from tnt_cli.io.labels import model_class_names
 
     n = int(getattr(vit, "num_classes", 0) or 0)
     if data:  # the one rule of tnt_cli.data.classes: the model's own names win, DATA's must match them
         from tnt_cli.data.classes import map_classes, mapped_names
 
-        names = _dataset_classes(data)
+        names = list(dataset_classes(data))
         known = model_class_names(vit, config)
         map_classes(names, known, n, data=data, model="the model")
         return mapped_names(known, names), (data if known is None else "model config")
@@ -137,31 +114,13 @@ def class_names(
     trained_on = (training.get("dataset") or training.get("data")) if isinstance(training, dict) else None
     if isinstance(trained_on, str) and trained_on:
         try:
-            names = _dataset_classes(trained_on)
+            names = list(dataset_classes(trained_on))
         except Exception:  # the training data may live on another machine: fall back to the next source
             names = []
         if len(names) == n:
             return names, trained_on
     names = _imagenet_names(vit, n)
     return names, ("imagenet" if names else None)
-
-
-def _dataset_classes(spec: str) -> list[str]:
-    try:
-        from tnt_cli.data import dataset_classes
-    except ImportError:
-        dataset_classes = None
-    if dataset_classes is not None:
-        return list(dataset_classes(spec))
-    if spec in ("fashion-mnist", "cluttered-fashion-mnist"):
-        from tnt_cli.data.fashion_mnist import CLASSES
-
-        return list(CLASSES)
-    root = Path(spec)
-    folder = next((root / s for s in ("val", "validation", "test", "train") if (root / s).is_dir()), root)
-    if not folder.is_dir():
-        raise TntError(f"cannot find class names in {spec}: not a known dataset or an ImageFolder root")
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _imagenet_names(vit: nn.Module, n: int) -> list[str] | None:

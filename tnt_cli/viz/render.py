@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 
 if TYPE_CHECKING:
-    from tnt_cli.viz.core import ImageResult, StageView
+    from tnt_cli.viz.result import ImageResult, StageView
 
 RENDERERS = ("auto", "matplotlib", "pillow")
 DIM = 0.3  # brightness left on pruned patches...
@@ -36,7 +36,9 @@ def resolve_renderer(name: str) -> str:
     if name == "auto":
         return "matplotlib" if has_matplotlib() else "pillow"
     if name == "matplotlib" and not has_matplotlib():
-        raise TntError("matplotlib is not installed: pip install 'tnt-token-pruning[plot]', or use --renderer pillow")
+        raise SettingError(
+            "matplotlib is not installed: pip install 'tnt-token-pruning[plot]', or use {renderer} pillow"
+        )
     return name
 
 

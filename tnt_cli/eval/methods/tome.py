@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 from tnt_cli.eval.methods.blocks import BlockCosts, attention_residual, check_blocks, mlp_residual
 
 
@@ -34,7 +34,7 @@ def per_block_r(r: int | Sequence[int], depth: int) -> tuple[int, ...]:
     if len(rs) != depth:
         raise TntError(f"ToMe needs one r per block: {len(rs)} given for {depth} blocks")
     if any(v < 0 for v in rs):
-        raise TntError(f"--tome-r must be >= 0, got {min(rs)}")
+        raise SettingError("{tome_r} must be >= 0, got {value}", value=min(rs))
     return rs
 
 

@@ -1,0 +1,135 @@
+"""One evaluation of MODEL on DATA, under TNT, a baseline or dense: the report `tnt evaluate` prints and carries
+into model cards (`card_row`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tnt_cli.errors import SettingError
+
+if TYPE_CHECKING:
+    import torch
+
+    from tnt_cli.engine import Schedule
+
+# what a card keeps of one evaluation: which data, how many images, which method, the accuracy
+CARD_KEYS = ("data", "split", "images", "limit", "seed", "method", "schedule_text", "tome_r", "gmacs", "gmacs_dense")
+
+
+def evaluate(
+    model: str,
+    data: str,
+    *,
+    split: str = "val",
+    method: str = "auto",
+    schedule: Schedule | None = None,
+    tome_r: int | None = None,
+    per_class: bool = False,
+    limit: int | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    random_weights: bool = False,
+    on_note: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Top-1, top-5, loss, GMACs and images/s of MODEL on DATA running `method` at `schedule` (default: its own).
+
+    `auto` is a model directory's own method. Baselines run at the same schedule (random) or at the GMACs
+    closest to it (evit, evit-fuse, and tome unless `tome_r`). `limit` evaluates a seeded subset.
+    """
+    from tnt_cli.data import build_loader
+    from tnt_cli.data.classes import data_label_map
+    from tnt_cli.devices import resolve_device
+    from tnt_cli.eval.baselines import apply_method, check_method, method_gmacs
+    from tnt_cli.eval.common import AUTO_METHOD, check_positive, load_for_method
+    from tnt_cli.eval.evaluate import evaluate_model
+
+    method = method if method == AUTO_METHOD else check_method(method)
+    check_positive(limit, "limit")
+    check_positive(batch_size, "batch_size")
+    dev = resolve_device(device) if isinstance(device, str) else device
+    loaded, schedule, method = load_for_method(model, method, schedule, random_weights=random_weights)
+    if tome_r is not None and method != "tome":
+        raise SettingError("{tome_r} applies to {method} tome only (this run uses {method} {name})", name=method)
+    tnt_model = loaded.model
+    label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source, split=split)  # by name
+    loader = build_loader(
+        data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed, label_map=label_map
+    )
+    with apply_method(tnt_model, method, schedule, tome_r=tome_r, seed=seed) as setup:
+        result = evaluate_model(setup.module, loader, device=dev, per_class=per_class, on_batch=setup.begin_batch)
+        report = {
+            "model": loaded.source,
+            "data": str(data),
+            "split": split,
+            "limit": limit,
+            "seed": seed,
+            "method": method,
+            "schedule": setup.schedule.to_dict() if method != "tome" else None,
+            "schedule_text": setup.describe(),
+            "tome_r": setup.tome_r if method == "tome" else None,
+            "tome_r_per_block": list(setup.tome_rs) if method == "tome" else None,
+            "evit_keep": [s.keep for s in setup.evit_stages] if method.startswith("evit") else None,
+            "top1": result["top1"],
+            "top5": result["top5"],
+            "loss": result["loss"],
+            "images": result["images"],
+            "images_per_s": result["images_per_s"],
+            "gmacs": setup.gmacs,
+            "gmacs_dense": method_gmacs(tnt_model, "dense"),
+            "device": str(dev),
+            "batch_size": batch_size,
+        }
+    if per_class:
+        names = _class_names(tnt_model.vit, loaded.tnt_config, loader, data, on_note)
+        report["per_class"] = {
+            (names[int(c)] if names and int(c) < len(names) else c): v for c, v in result["per_class"].items()
+        }
+    return report
+
+
+def _class_names(vit, config: dict, loader, data: str, on_note: Callable[[str], None] | None) -> list[str] | None:
+    """The model's own class names, else the loader's, else the dataset's; None (indices) when none is known."""
+    from tnt_cli.data import dataset_classes
+    from tnt_cli.io.labels import model_class_names
+
+    names = model_class_names(vit, config) or list(getattr(loader, "classes", None) or [])
+    if names:
+        return names
+    try:
+        return list(dataset_classes(data))
+    except Exception:  # names are a nicety; indices are still right
+        if on_note is not None:
+            on_note("class names unavailable, showing class indices")
+        return None
+
+
+def card_dir(model: str) -> Path:
+    """The local tnt model directory whose card an evaluation updates (checked before anything is evaluated)."""
+    from tnt_cli.io.model_dir import read_config
+
+    path = Path(model[len("local-dir:") :] if model.startswith("local-dir:") else model).expanduser()
+    if not path.is_dir():
+        raise SettingError("{update_card} needs {model} to be a local tnt model directory, not {given!r}", given=model)
+    if not isinstance(read_config(path).get("tnt"), dict):
+        raise SettingError(
+            '{update_card}: {path} is not a tnt model directory (config.json has no "tnt" object)', path=path
+        )
+    return path
+
+
+def card_row(report: dict) -> dict:
+    """What the card keeps of one evaluation: which data, how many images, which method, the accuracy."""
+    row = {k: report.get(k) for k in CARD_KEYS}
+    row.update({k: report[k] for k in ("top1", "top5", "loss")})
+    return row
+
+
+def update_card(directory: str | Path, report: dict) -> None:
+    """Add this evaluation to the model directory's card."""
+    from tnt_cli.io.model_dir import update_card as write_card
+
+    write_card(Path(directory), {"evaluations": [card_row(report)]})
