@@ -127,11 +127,11 @@ def calibrate(
     )
     dev = resolve_device(device)
     claim_output(out, overwrite=overwrite, inputs=[model, data])  # before the sweep, not after it
-    if settings.target.kind == "speedup" and not measure_speed:
-        stderr.print("note: without --measure-speed, speedup is estimated as the GMACs ratio")
     # progress on stderr also under --json: a sweep takes minutes, and stdout carries only the JSON
     result = calibrate(model, data, out, settings, device=dev, overwrite=overwrite, random_weights=random_weights,
                        on_note=lambda text: stderr.print(f"note: {text}"))  # fmt: skip
+    if settings.target.kind == "speedup" and not measure_speed:  # after: a refusal stays one line
+        stderr.print("note: without --measure-speed, speedup is estimated as the GMACs ratio")
     if json_out:
         print_json(result.summary)
         return
