@@ -97,7 +97,7 @@ def benchmark(
     o.apply_offline(offline)
     from tnt_cli.bench.config import BenchConfig, parse_batch_sizes
     from tnt_cli.bench.env import resolve_device, set_threads
-    from tnt_cli.bench.report import card_dir, report_paths, update_model_card, write_reports
+    from tnt_cli.bench.report import benchmark_card_dir, report_paths, update_model_card, write_reports
     from tnt_cli.bench.runner import benchmark_model
     from tnt_cli.bench.variants import parse_methods
 
@@ -114,7 +114,7 @@ def benchmark(
         methods=parse_methods(methods),
     )
     schedule = schedule_flags.schedule()
-    card = card_dir(model, out, update_card)
+    card = benchmark_card_dir(model, out, update_card)
     if out is not None:  # before timing: a bad --out must not cost a benchmark
         from tnt_cli.cli.targets import claim_output
 

@@ -36,8 +36,8 @@ def compare(
     skip: Callable[[Entry, Schedule], bool] | None = None,
 ) -> list[dict]:
     """Evaluate every entry at every schedule; one row each (top-1/top-5 as fractions, GMACs, TNT's GMACs)."""
+    from tnt_cli.eval.accuracy import evaluate_model
     from tnt_cli.eval.baselines import apply_method
-    from tnt_cli.eval.evaluate import evaluate_model
 
     rows = []
     schedules = list(schedules)
