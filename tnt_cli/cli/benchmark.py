@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tnt_cli.cli import options as o
+from tnt_cli.cli._errors import spelled
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 
@@ -125,7 +126,7 @@ def benchmark(
     # progress goes to stderr, also with --json
     report = benchmark_model(model, config, schedule=schedule, random_weights=random_weights, on_note=stderr.print)
     for warning in report["warnings"]:
-        stderr.print(f"[yellow]warning:[/] {warning}")
+        stderr.print(f"[yellow]warning:[/] {spelled(warning)}")
     if out is not None:
         paths = write_reports(out, report, overwrite=overwrite)
         stderr.print(f"wrote {paths[0]} and {paths[1]}")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from tnt_cli.engine import Schedule, TNTModel
-from tnt_cli.errors import SettingError
+from tnt_cli.errors import TntError
 
 
 @dataclass
@@ -83,10 +83,10 @@ def load_entries(specs: Sequence[str], methods: Sequence[str] | None = None) -> 
         reducer = str(loaded.model.schedule.to_dict().get("reducer", "drop"))
         for method in wanted or [own]:
             if method == "tnt" and not loaded.heads_trained:
-                raise SettingError(
-                    "{spec} has no trained relevance heads: TNT cannot rank its tokens (its method is {own}); "
-                    "fine-tune it with {method} tnt first", spec=spec, own=own,
-                )  # fmt: skip
+                raise TntError(
+                    f"{spec} has no trained relevance heads: TNT cannot rank its tokens (its method is {own}); "
+                    "fine-tune it with `tnt finetune --method tnt`"
+                )
             label = spec if len(wanted or [own]) == 1 else f"{spec} [{method}]"
             entries.append(Entry(label, loaded.model, method, reducer if method == "tnt" else "drop"))
     return entries

@@ -48,7 +48,7 @@ def visualize_files(
     renderer = resolve_renderer(renderer)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise SettingError("{out} {path} exists and is not a directory", path=out_dir)
+        raise SettingError("{out_dir} {path} exists and is not a directory", path=out_dir)
     images = [read_image(p) for p in paths]
     targets = [out_dir / name for name in output_names(paths)]
     clash = [t for t in targets if t.exists()]
