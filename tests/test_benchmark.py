@@ -215,6 +215,16 @@ def test_row_arithmetic_and_slowdown_warning():
     assert any("slower than dense" in w for w in _row_warnings(slow))
 
 
+def test_noisy_timing_warning_names_iters_for_each_audience():
+    from tnt_cli.cli._errors import spelled
+
+    noisy = [0.1] * 8 + [1.0, 1.0]  # p90 is several times p50
+    (warning,) = [w for w in _row_warnings(_batch_row(4, {DENSE: noisy, PRUNED: [0.05] * 10}, 2.0)) if "noisy" in w]
+    assert warning.endswith("other load on the device? raise iters")  # what Python callers and report.json see
+    assert spelled(warning).endswith("other load on the device? raise --iters")  # what `tnt benchmark` prints
+    assert spelled(warning).startswith("batch 4: noisy timings (p90 is ")
+
+
 def test_keep_one_variant_shares_weights_and_matches_timm():
     model = tiny_tnt(**TINY_MODEL)
     variants = build_variants(model)

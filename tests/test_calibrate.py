@@ -176,3 +176,17 @@ def test_library_errors_name_settings_not_flags():
     with pytest.raises(SettingError, match=r"^grid_sim takes whole numbers or 'auto'"):
         parse_sim_grid("x")
     assert parse_sim_grid("0, auto,3") == (0, "auto", 3)
+
+
+def test_library_calibrate_refuses_an_existing_out_before_loading_anything(tmp_path):
+    """A Python caller with an existing `out` is refused at once, not after minutes of sweeping."""
+    from tnt_cli.eval.calibrate import Calibration, calibrate
+    from tnt_cli.io.outdir import OutputExists
+
+    out = tmp_path / "calib"
+    out.mkdir()
+    (out / "sweep.csv").write_text("old\n")
+    # a MODEL that does not exist: reaching the model (or the data) would be a different error
+    with pytest.raises(OutputExists):
+        calibrate(str(tmp_path / "no-such-model"), "fashion-mnist", out, Calibration(limit=8))
+    assert (out / "sweep.csv").read_text() == "old\n"

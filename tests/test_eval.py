@@ -10,7 +10,7 @@ from _helpers import BATCH, error_line, run_cli
 
 import tnt_cli
 from tnt_cli.engine import Schedule
-from tnt_cli.eval.evaluate import evaluate_model
+from tnt_cli.eval.accuracy import evaluate_model
 
 LIMIT = 320
 
@@ -105,6 +105,10 @@ def test_evaluate_uses_the_model_schedule_by_default(tiny_dir, tmp_path):
         (("--method", "random", "--prune-layers", "9", "--keep-rates", "0.5"), "block 9 is out of range"),
         (("--method", "tome", "--tome-r", "-1"), "--tome-r must be >= 0"),
         (("--method", "tnt", "--tome-r", "2"), "--tome-r applies to --method tome only"),
+        # checked in the old order (method first) and before the dense note, so a refusal is its only line
+        (("--method", "bogus", "--prune-layers", "x", "--keep-rates", "0.5"), "unknown method 'bogus'"),
+        (("--method", "dense", "--prune-layers", "1", "--keep-rates", "0.5", "--limit", "0"), "--limit must be"),
+        (("--method", "dense", "--prune-layers", "1", "--keep-rates", "0.5", "--batch-size", "0"), "--batch-size"),
     ],
 )
 def test_bad_inputs_give_one_line(tiny_dir, args, needle):

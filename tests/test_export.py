@@ -128,7 +128,7 @@ def test_cli_export_reports_the_difference(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--opset", "11"], "error: opset 11 is not supported: choose 14-"),
+        (["--opset", "11"], "error: --opset 11 is not supported: choose 14-"),
         (["--batch-size", "4", "--dynamic-batch"], "error: --batch-size and --dynamic-batch exclude each other"),
         (["--batch-size", "0"], "error: --batch-size must be at least 1"),
     ],

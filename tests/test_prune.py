@@ -60,8 +60,8 @@ def test_prune_with_flags_prints_the_token_table(tiny_dir, tmp_path):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        ((), "no schedule"),
-        (("--schedule", "x.json", "--prune-layers", "1", "--keep-rates", "0.5"), "not both"),
+        ((), "no schedule: give --schedule"),
+        (("--schedule", "x.json", "--prune-layers", "1", "--keep-rates", "0.5"), "either --schedule or"),
         (("--schedule", "missing.json"), "does not exist"),
         (("--prune-layers", "1", "--keep-rates", "0"), "outside (0, 1]"),
     ],

@@ -133,6 +133,26 @@ def test_cli_writes_one_png_per_image_and_reports_the_masks(tmp_path, fmnist_png
     assert sorted(p.name for p in out.iterdir()) == sorted(p.stem + ".png" for p in fmnist_png)
 
 
+def test_cli_says_visualizing_before_drawing_and_a_refusal_stays_one_line(tmp_path, fmnist_png, monkeypatch):
+    from tnt_cli.viz.files import visualize
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "viz"
+    flags = ("--random-weights", "--prune-layers", "1", "--keep-rates", "0.5")
+    result = run_cli("visualize", "test_vit", *map(str, fmnist_png), "--out", out, *flags)
+    assert result.exit_code == 0, result.output
+    assert f"visualizing {len(fmnist_png)} image(s) with tnt on test_vit" in result.stderr
+    again = run_cli("visualize", "test_vit", *map(str, fmnist_png), "--out", out, *flags)  # PNGs exist
+    error_line(again, "already exists")  # the refusal is the only line: no "visualizing" before it
+    started: list[list[str]] = []  # the PNGs present when the library says it starts: none yet
+
+    def on_start(method: str, source: str) -> None:
+        started.append(sorted(p.name for p in (tmp_path / "fresh").glob("*.png")))
+
+    visualize("test_vit", fmnist_png[:1], tmp_path / "fresh", random_weights=True, renderer="pillow", on_start=on_start)
+    assert started == [[]] and len(list((tmp_path / "fresh").glob("*.png"))) == 1
+
+
 @pytest.mark.parametrize("content", [b"this is not an image", None], ids=["garbage", "missing"])
 def test_cli_unreadable_image_is_one_error_line(tmp_path, content):
     bad = tmp_path / "bad.png"

@@ -1,4 +1,4 @@
-"""`--device auto|cpu|cuda[:N]` turned into a torch device, with one message for a missing GPU."""
+"""`--device auto|cpu|cuda[:N]` turned into a torch device (one message for a missing GPU), and waiting for it."""
 
 from __future__ import annotations
 
@@ -21,3 +21,10 @@ def resolve_device(requested: str) -> torch.device:
         return torch.device(requested)
     except RuntimeError:
         raise TntError(f"unknown device {requested!r}: use auto, cpu or cuda") from None
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for queued CUDA work, so a timer around a forward measures the forward (a no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -15,6 +15,29 @@ class TntError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
+class SettingText(str):
+    """Text naming settings as `{name}` placeholders (Python names), for messages that are not errors (warnings).
+
+    As a str (what Python API users and JSON reports see) each setting is spelled as its parameter name; `render`
+    spells it for another audience (the CLI: the flag, `--iters`). Other values are passed as keywords.
+    """
+
+    template: str
+    values: dict[str, object]
+    settings: tuple[str, ...]
+
+    def __new__(cls, template: str, **values: object) -> SettingText:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        settings = tuple(sorted(fields - set(values)))
+        text = super().__new__(cls, template.format(**{name: name for name in settings}, **values))
+        text.template, text.values, text.settings = template, values, settings
+        return text
+
+    def render(self, spell: Callable[[str], str]) -> str:
+        """The text with each setting spelled by `spell` (a Python name -> how this audience writes it)."""
+        return self.template.format(**{name: spell(name) for name in self.settings}, **self.values)
+
+
 class SettingError(TntError):
     """A bad value for a named setting, worded so each audience sees its own spelling of the setting.
 
@@ -25,15 +48,13 @@ class SettingError(TntError):
     """
 
     def __init__(self, template: str, **values: object) -> None:
-        self.template = template
-        self.values = values
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-        self.settings = tuple(sorted(fields - set(values)))
-        super().__init__(self.render(lambda name: name))
+        self.text = SettingText(template, **values)
+        self.template, self.values, self.settings = template, values, self.text.settings
+        super().__init__(str(self.text))
 
     def render(self, spell: Callable[[str], str]) -> str:
         """The message with each setting spelled by `spell` (a Python name -> how this audience writes it)."""
-        return self.template.format(**{name: spell(name) for name in self.settings}, **self.values)
+        return self.text.render(spell)
 
 
 class ScheduleError(TntError):

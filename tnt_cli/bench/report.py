@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tnt_cli.bench.variants import DENSE, LABELS, PRUNED
 from tnt_cli.io.atomic import atomic_write_json, atomic_write_text
+from tnt_cli.io.model_dir import is_tnt_model_dir
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 # inside a tnt model directory report.json is the model's own metrics file (update_card merges into it)
 MODEL_DIR_JSON, MODEL_DIR_MD = "benchmark.json", "benchmark.md"
-
-
-def is_tnt_model_dir(path: str | Path) -> bool:
-    """A tnt model directory: config.json with a top-level "tnt" section."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return "tnt" in json.loads(config.read_text())
-    except (OSError, ValueError):
-        return False
 
 
 def headline(report: dict) -> str:
@@ -166,7 +155,7 @@ def write_reports(out_dir: str | Path, report: dict, *, overwrite: bool = True) 
     return atomic_write_json(json_path, report), atomic_write_text(md_path, to_markdown(report))
 
 
-def card_dir(model: str, out: str | Path | None, update_card: bool) -> Path | None:
+def benchmark_card_dir(model: str, out: str | Path | None, update_card: bool) -> Path | None:
     """The model directory whose card gets the numbers: `out` when it is one, else MODEL with `update_card`."""
     from tnt_cli.errors import SettingError
 

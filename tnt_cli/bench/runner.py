@@ -14,7 +14,7 @@ from tnt_cli.bench.config import BenchConfig
 from tnt_cli.bench.timing import summarize, time_alternating
 from tnt_cli.bench.variants import DENSE, NOT_COMPILABLE, PRUNED, TNT_DENSE, add_peers, build_variants
 from tnt_cli.engine import Schedule, TNTModel
-from tnt_cli.errors import SettingError, TntError, first_line
+from tnt_cli.errors import SettingError, SettingText, TntError, first_line
 
 NOISY_SPREAD = 1.5  # p90 / p50 above this: something else was competing for the device
 
@@ -133,7 +133,7 @@ def benchmark_model(
             install_schedule(loaded, DEFAULT_SCHEDULE, require_trained_heads=False)
         except ScheduleError as exc:
             raise SettingError(
-                "the default schedule does not fit this model ({reason}): give {prune_layers} and {keep_rates}",
+                "the default schedule does not fit this model ({reason}): give {schedule}",
                 reason=str(exc),
             ) from None
     report = run_benchmark(loaded.model, config, source=loaded.source, progress=progress)
@@ -320,7 +320,9 @@ def _row_warnings(row: dict) -> list[str]:
     spread = max(v["latency_ms_p90"] / v["latency_ms_p50"] for v in row["variants"].values())
     if spread > NOISY_SPREAD:
         out.append(
-            f"batch {batch}: noisy timings (p90 is {spread:.1f}x p50): other load on the device? "
-            "time more rounds (iters)"
-        )
+            SettingText(
+                "batch {batch}: noisy timings (p90 is {spread:.1f}x p50): other load on the device? raise {iters}",
+                batch=batch, spread=spread,
+            )
+        )  # fmt: skip
     return out

@@ -14,7 +14,7 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 
 def synchronizer(device: str) -> Callable[[], None]:
     """CUDA work is asynchronous: a timed call must start and end with the GPU idle."""
-    from tnt_cli.eval.evaluate import synchronize
+    from tnt_cli.devices import synchronize
 
     if torch.device(device).type == "cuda":
         return lambda: synchronize(device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 
-from tnt_cli.errors import ClassMismatch, Interrupted, SettingError, TntError
+from tnt_cli.errors import ClassMismatch, Interrupted, SettingError, SettingText, TntError
 from tnt_cli.train.config import SETTINGS
 
 EXIT_USER = 1
@@ -21,14 +21,24 @@ EXIT_INTERRUPTED = 130
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.EMFILE, errno.EIO}
 
 
-# How the CLI spells each declared setting (`scale` is --crop-scale, `model` the MODEL argument); others are
-# `--` + the Python name with dashes.
-FLAG_SPELLING = {s.name: s.flag for s in SETTINGS}
+# How the CLI spells each declared setting (`scale` is --crop-scale, `model` the MODEL argument), and the library
+# parameters whose flag differs from their name; others are `--` + the Python name with dashes.
+FLAG_SPELLING = {
+    **{s.name: s.flag for s in SETTINGS},
+    "out_dir": "--out",  # visualize_files / visualize
+    "schedule": "--prune-layers and --keep-rates",  # a Schedule is given as the schedule flags
+    "schedule_file": "--schedule",  # prune(schedule_file=...) is `tnt prune --schedule FILE`
+}
 
 
 def flag(setting: str) -> str:
     """How the CLI spells a library setting name: `drop_weight` -> `--drop-weight`."""
     return FLAG_SPELLING.get(setting, "--" + setting.replace("_", "-"))
+
+
+def spelled(text: str) -> str:
+    """A library message as the CLI shows it: settings named in a SettingText spelled as flags."""
+    return text.render(flag) if isinstance(text, SettingText) else str(text)
 
 
 def one_line(text: str) -> str:

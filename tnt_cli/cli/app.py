@@ -120,13 +120,9 @@ COMMANDS = ("info", "finetune", "calibrate", "prune", "evaluate", "compare", "be
 
 def _register() -> None:
     import importlib
-    import importlib.util
 
     for name in COMMANDS:
-        module_name = f"tnt_cli.cli.{name}"
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(f"tnt_cli.cli.{name}")
         app.command(name, no_args_is_help=True, cls=TntCommand)(getattr(module, name))
 
 

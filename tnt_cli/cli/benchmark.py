@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tnt_cli.cli import options as o
+from tnt_cli.cli._errors import spelled
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 
@@ -97,7 +98,7 @@ def benchmark(
     o.apply_offline(offline)
     from tnt_cli.bench.config import BenchConfig, parse_batch_sizes
     from tnt_cli.bench.env import resolve_device, set_threads
-    from tnt_cli.bench.report import card_dir, report_paths, update_model_card, write_reports
+    from tnt_cli.bench.report import benchmark_card_dir, report_paths, update_model_card, write_reports
     from tnt_cli.bench.runner import benchmark_model
     from tnt_cli.bench.variants import parse_methods
 
@@ -114,7 +115,7 @@ def benchmark(
         methods=parse_methods(methods),
     )
     schedule = schedule_flags.schedule()
-    card = card_dir(model, out, update_card)
+    card = benchmark_card_dir(model, out, update_card)
     if out is not None:  # before timing: a bad --out must not cost a benchmark
         from tnt_cli.cli.targets import claim_output
 
@@ -125,7 +126,7 @@ def benchmark(
     # progress goes to stderr, also with --json
     report = benchmark_model(model, config, schedule=schedule, random_weights=random_weights, on_note=stderr.print)
     for warning in report["warnings"]:
-        stderr.print(f"[yellow]warning:[/] {warning}")
+        stderr.print(f"[yellow]warning:[/] {spelled(warning)}")
     if out is not None:
         paths = write_reports(out, report, overwrite=overwrite)
         stderr.print(f"wrote {paths[0]} and {paths[1]}")

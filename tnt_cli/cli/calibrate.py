@@ -102,9 +102,9 @@ def calibrate(
       tnt calibrate runs/vit_fm --data fashion-mnist --max-drop 0.5 --grid-layers 2,3 --out calib --measure-speed
     """
     o.apply_offline(offline)
-    from tnt_cli.cli.targets import claim_output
     from tnt_cli.devices import resolve_device
-    from tnt_cli.eval.calibrate import Calibration, calibrate
+    from tnt_cli.eval.calibrate import Calibration
+    from tnt_cli.eval.calibrate import calibrate as sweep_and_choose
     from tnt_cli.eval.grid import parse_layer_grid, parse_sim_grid
     from tnt_cli.eval.pareto import make_target
 
@@ -126,10 +126,12 @@ def calibrate(
         seed=seed,
     )
     dev = resolve_device(device)
-    claim_output(out, overwrite=overwrite, inputs=[model, data])  # before the sweep, not after it
-    # progress on stderr also under --json: a sweep takes minutes, and stdout carries only the JSON
-    result = calibrate(model, data, out, settings, device=dev, overwrite=overwrite, random_weights=random_weights,
-                       on_note=lambda text: stderr.print(f"note: {text}"))  # fmt: skip
+    # --out is checked (and locked) before the sweep, not after it; progress on stderr also under --json: a
+    # sweep takes minutes, and stdout carries only the JSON
+    result = sweep_and_choose(
+        model, data, out, settings, device=dev, overwrite=overwrite, random_weights=random_weights,
+        on_note=lambda text: stderr.print(f"note: {text}"),
+    )  # fmt: skip
     if settings.target.kind == "speedup" and not measure_speed:  # after: a refusal stays one line
         stderr.print("note: without --measure-speed, speedup is estimated as the GMACs ratio")
     if json_out:

@@ -64,13 +64,14 @@ def evaluate(
     o.apply_offline(offline)
     from tnt_cli.eval import evaluation
 
-    card_dir = evaluation.card_dir(model) if update_card else None
+    card_dir = evaluation.evaluation_card_dir(model) if update_card else None
+    method, dev = evaluation.check_evaluation(method, limit=limit, batch_size=batch_size, device=device)
     schedule = schedule_flags.schedule()
-    if method == "dense" and schedule is not None:
+    if method == "dense" and schedule is not None:  # after the checks: a refusal stays one line
         stderr.print("note: --method dense runs every token; the schedule flags are ignored")
     report = evaluation.evaluate(
         model, data, split=split, method=method, schedule=schedule, tome_r=tome_r, per_class=per_class, limit=limit,
-        batch_size=batch_size, workers=workers, device=device, seed=seed, random_weights=random_weights,
+        batch_size=batch_size, workers=workers, device=dev, seed=seed, random_weights=random_weights,
         on_note=lambda text: stderr.print(f"note: {text}"),
     )  # fmt: skip
     if card_dir is not None:

@@ -10,7 +10,6 @@ import typer
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
-from tnt_cli.errors import TntError
 
 
 @takes_schedule_flags
@@ -44,14 +43,9 @@ def export(
       tnt export deit_small_patch16_224 --random-weights --prune-layers 2 --keep-rates 0.6 --onnx d.onnx --batch-size 8
     """
     o.apply_offline(offline)
-    from tnt_cli.export.onnx import export_onnx, max_opset
+    from tnt_cli.export.onnx import check_export_settings, export_onnx
 
-    if batch_size is not None and dynamic_batch:
-        raise TntError("--batch-size and --dynamic-batch exclude each other: a graph has a fixed or a symbolic batch")
-    if not 14 <= opset <= max_opset():
-        raise TntError(f"opset {opset} is not supported: choose 14-{max_opset()} (attention needs 14+)")
-    if batch_size is not None and batch_size < 1:
-        raise TntError(f"--batch-size must be at least 1, got {batch_size}")
+    check_export_settings(opset=opset, batch_size=batch_size, dynamic_batch=dynamic_batch)  # before claiming --onnx
     from tnt_cli.cli.targets import claim_output
 
     claim_output(onnx, overwrite=overwrite, inputs=[model], kind="file")

@@ -67,15 +67,6 @@ Offline = Annotated[
     bool,
     typer.Option("--offline", help="Use only the local Hugging Face cache, never the network (sets HF_HUB_OFFLINE=1)."),
 ]
-Arch = Annotated[
-    str | None,
-    typer.Option(
-        "--arch",
-        help="Architecture of a bare .pth/.safetensors checkpoint: a timm name, or a config.json (timm format). "
-        "Without it tnt infers ViT/DeiT shapes.",
-        show_default=False,
-    ),
-]
 PushToHub = Annotated[
     str | None,
     typer.Option(
@@ -143,26 +134,20 @@ def schedule_from_flags(
     keep_rates: str | None,
     sim_prune: int | None,
     sim_seed: int = 0,
-    *,
-    default: Schedule | None = None,
     reducer: str | None = None,
 ) -> Schedule | None:
-    """The schedule the flags describe; `default` (e.g. a model directory's own) where no flag is given.
+    """The schedule the flags describe; None where no flag is given (the command then uses the model's own).
 
-    `--reducer` alone re-runs `default` with that reducer; with no default there is no schedule to change.
+    `--reducer` changes the schedule the other flags give: alone it is refused, not silently ignored.
     """
-    from dataclasses import replace
-
     from tnt_cli.engine import Schedule
 
     if reducer is not None:
         check_reducer(reducer)
     if prune_layers is None and keep_rates is None and sim_prune is None:
-        if reducer is None or default is None:
-            if reducer is not None:
-                raise ScheduleError("--reducer changes a schedule: give --prune-layers and --keep-rates with it")
-            return default
-        return replace(default, reducer=reducer)
+        if reducer is not None:
+            raise ScheduleError("--reducer changes a schedule: give --prune-layers and --keep-rates with it")
+        return None
     if (prune_layers is None) != (keep_rates is None):
         raise ScheduleError("--prune-layers and --keep-rates go together: give both, with one keep rate per layer")
     layers = parse_int_list(prune_layers, "--prune-layers") if prune_layers is not None else ()

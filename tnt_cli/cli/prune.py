@@ -11,7 +11,6 @@ from rich.table import Table
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
-from tnt_cli.errors import TntError
 
 ScheduleFile = Annotated[
     Path | None,
@@ -51,13 +50,11 @@ def prune(
     """
     o.apply_offline(offline)
     from tnt_cli.cli.targets import claim_output
+    from tnt_cli.eval.prune import check_schedule_source
     from tnt_cli.eval.prune import prune as write_pruned
 
     flags = schedule_flags.schedule()
-    if schedule_file is not None and flags is not None:
-        raise TntError("give either --schedule FILE or the schedule flags, not both")
-    if schedule_file is None and flags is None:
-        raise TntError("no schedule: give --schedule FILE (from `tnt calibrate`) or --prune-layers/--keep-rates")
+    check_schedule_source(flags, schedule_file)
     claim_output(out, overwrite=overwrite, inputs=[model])  # before loading anything
     if push_to_hub:
         from tnt_cli.io.push import check_push_target

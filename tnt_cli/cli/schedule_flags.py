@@ -31,11 +31,9 @@ class ScheduleFlags:
     sim_seed: o.SimSeed = 0
     reducer: o.Reducer = None
 
-    def schedule(self, default: Schedule | None = None) -> Schedule | None:
-        """The schedule the flags describe; `default` (e.g. a model directory's own) where no flag is given."""
-        return o.schedule_from_flags(
-            self.prune_layers, self.keep_rates, self.sim_prune, self.sim_seed, default=default, reducer=self.reducer
-        )
+    def schedule(self) -> Schedule | None:
+        """The schedule the flags describe; None where no flag is given (the command uses the model's own)."""
+        return o.schedule_from_flags(self.prune_layers, self.keep_rates, self.sim_prune, self.sim_seed, self.reducer)
 
 
 def takes_schedule_flags(command: Callable[..., Any]) -> Callable[..., Any]:

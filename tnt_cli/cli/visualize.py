@@ -63,9 +63,9 @@ def visualize(
     drawn = draw(
         model, images, out, method=method, schedule=schedule, data=data, renderer=renderer, overwrite=overwrite,
         random_weights=random_weights, seed=seed,
+        on_start=lambda chosen, source: stderr.print(f"visualizing {len(images)} image(s) with {chosen} on {source}"),
     )  # fmt: skip
     results = drawn.results
-    stderr.print(f"visualized {len(images)} image(s) with {drawn.method} on {drawn.source}")
     if results and not results[0].stages:
         stderr.print("note: the schedule is dense, nothing is pruned (give --prune-layers and --keep-rates)")
     if json_out:

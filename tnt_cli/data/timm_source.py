@@ -26,17 +26,12 @@ STREAM_PREFIXES = ("hfids", "wds", "tfds")
 PREFIXES = MAP_PREFIXES + STREAM_PREFIXES
 PACKAGES = {"hfds": "datasets", "hfids": "datasets", "wds": "webdataset", "tfds": "tensorflow_datasets"}
 PIP_NAMES = {"datasets": "datasets", "webdataset": "webdataset", "tensorflow_datasets": "tensorflow-datasets"}
-TRAIN_SPLITS = ("train", "training")
 
 
 def prefix_of(spec: str) -> str | None:
     """'hfds' for 'hfds/org/name' (any case), None for anything else."""
     head, sep, _ = str(spec).partition("/")
     return head.lower() if sep and head.lower() in PREFIXES else None
-
-
-def is_tar(spec: str) -> bool:
-    return str(spec).lower().endswith(".tar") and Path(spec).expanduser().is_file()
 
 
 def is_streaming(spec: str) -> bool:

@@ -2,7 +2,7 @@
 
 - `baselines`: random, evit, evit-fuse, tome, dense at TNT's GMACs; `apply_method(model, method, schedule)`;
   `method_gmacs`. The algorithms themselves are in `methods` (ToMe, EViT, the random scorer).
-- `evaluate`: `evaluate_model(model, loader, *, device, limit, progress, per_class)`.
+- `accuracy`: `evaluate_model(model, loader, *, device, limit, progress, per_class)`, the loop.
 - `evaluation`: `evaluate(model, data, ...)`, one evaluation of a MODEL as the report `tnt evaluate` prints.
 - `calibrate`: `Calibration` (the settings) and `calibrate(model, data, out, settings)`; `sweep`, `cached`,
   `pareto` and `grid` are its parts; `schedule_file` writes and reads the `tnt-schedule/1` file it leaves.
@@ -20,7 +20,7 @@ _LAZY = {
     "METHODS": "tnt_cli.eval.baselines",
     "apply_method": "tnt_cli.eval.baselines",
     "method_gmacs": "tnt_cli.eval.baselines",
-    "evaluate_model": "tnt_cli.eval.evaluate",
+    "evaluate_model": "tnt_cli.eval.accuracy",
 }
 
 __all__ = sorted(_LAZY)

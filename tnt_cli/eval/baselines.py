@@ -186,6 +186,12 @@ def make_scorer(method: str, seed: int = 0):
     return RandomScorer(seed) if method == "random" else None
 
 
+def check_tome_r(tome_r: object, method: str) -> None:
+    """Refuse a ToMe merge count for any other method (it would be silently ignored)."""
+    if tome_r is not None and method != "tome":
+        raise SettingError("{tome_r} applies to {method} tome only (this run uses {method} {name})", name=method)
+
+
 @contextmanager
 def apply_method(
     model: TNTModel,
@@ -201,8 +207,7 @@ def apply_method(
     training mode (pruned / merged, with gradients); `setup.gmacs` is its own exact GMACs.
     """
     method = check_method(method)
-    if tome_r is not None and method != "tome":
-        raise SettingError("{tome_r} applies to {method} tome only (this run uses {method} {name})", name=method)
+    check_tome_r(tome_r, method)
     saved_scorer, saved_schedule = model.scorer, model.schedule
     schedule = model.schedule if schedule is None else schedule
     try:

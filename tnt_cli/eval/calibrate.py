@@ -80,10 +80,29 @@ def calibrate(
 ) -> CalibrationResult:
     """Sweep MODEL on a seeded subset of DATA, choose a TNT schedule under `settings.target` and write the files.
 
-    The dense forward up to each first pruning block is computed once per batch and shared by the schedules.
-    When no schedule meets the target the sweep is still written (without schedule.json), then
-    NoScheduleMeetsTarget says why. `on_note` hears what was skipped or estimated.
+    `out` is checked (and locked until the files are in) before anything is loaded, so an existing target without
+    `overwrite` fails at once rather than after the sweep. The dense forward up to each first pruning block is
+    computed once per batch and shared by the schedules. When no schedule meets the target the sweep is still
+    written (without schedule.json), then NoScheduleMeetsTarget says why. `on_note` hears what was skipped or
+    estimated.
     """
+    from tnt_cli.io.outdir import locked_target
+
+    with locked_target(out, overwrite=overwrite, inputs=(model, data), kind="replace"):
+        return _sweep_and_write(model, data, out, settings, device, overwrite, random_weights, on_note, progress)
+
+
+def _sweep_and_write(
+    model: str,
+    data: str,
+    out: str | Path,
+    settings: Calibration,
+    device: str | torch.device,
+    overwrite: bool,
+    random_weights: bool,
+    on_note: Callable[[str], None] | None,
+    progress: bool,
+) -> CalibrationResult:
     from tnt_cli.data import build_loader
     from tnt_cli.data.classes import data_label_map
     from tnt_cli.devices import resolve_device

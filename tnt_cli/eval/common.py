@@ -1,4 +1,6 @@
-"""What evaluate, calibrate, prune and visualize share: a model loaded for the method it runs."""
+"""What the commands that run a method on MODEL share: `auto` as a directory's own method (evaluate, compare, prune,
+visualize), MODEL loaded for its method (evaluate, visualize), and the check of a positive count (evaluate, compare,
+calibrate)."""
 
 from __future__ import annotations
 

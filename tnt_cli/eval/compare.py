@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from tnt_cli.engine import Schedule, TNTModel
-from tnt_cli.errors import SettingError
+from tnt_cli.errors import TntError
 
 
 @dataclass
@@ -36,8 +36,8 @@ def compare(
     skip: Callable[[Entry, Schedule], bool] | None = None,
 ) -> list[dict]:
     """Evaluate every entry at every schedule; one row each (top-1/top-5 as fractions, GMACs, TNT's GMACs)."""
+    from tnt_cli.eval.accuracy import evaluate_model
     from tnt_cli.eval.baselines import apply_method
-    from tnt_cli.eval.evaluate import evaluate_model
 
     rows = []
     schedules = list(schedules)
@@ -83,10 +83,10 @@ def load_entries(specs: Sequence[str], methods: Sequence[str] | None = None) -> 
         reducer = str(loaded.model.schedule.to_dict().get("reducer", "drop"))
         for method in wanted or [own]:
             if method == "tnt" and not loaded.heads_trained:
-                raise SettingError(
-                    "{spec} has no trained relevance heads: TNT cannot rank its tokens (its method is {own}); "
-                    "fine-tune it with {method} tnt first", spec=spec, own=own,
-                )  # fmt: skip
+                raise TntError(
+                    f"{spec} has no trained relevance heads: TNT cannot rank its tokens (its method is {own}); "
+                    "fine-tune it with `tnt finetune --method tnt`"
+                )
             label = spec if len(wanted or [own]) == 1 else f"{spec} [{method}]"
             entries.append(Entry(label, loaded.model, method, reducer if method == "tnt" else "drop"))
     return entries

@@ -42,18 +42,13 @@ def evaluate(
     """
     from tnt_cli.data import build_loader
     from tnt_cli.data.classes import data_label_map
-    from tnt_cli.devices import resolve_device
-    from tnt_cli.eval.baselines import apply_method, check_method, method_gmacs
-    from tnt_cli.eval.common import AUTO_METHOD, check_positive, load_for_method
-    from tnt_cli.eval.evaluate import evaluate_model
+    from tnt_cli.eval.accuracy import evaluate_model
+    from tnt_cli.eval.baselines import apply_method, check_tome_r, method_gmacs
+    from tnt_cli.eval.common import load_for_method
 
-    method = method if method == AUTO_METHOD else check_method(method)
-    check_positive(limit, "limit")
-    check_positive(batch_size, "batch_size")
-    dev = resolve_device(device) if isinstance(device, str) else device
+    method, dev = check_evaluation(method, limit=limit, batch_size=batch_size, device=device)
     loaded, schedule, method = load_for_method(model, method, schedule, random_weights=random_weights)
-    if tome_r is not None and method != "tome":
-        raise SettingError("{tome_r} applies to {method} tome only (this run uses {method} {name})", name=method)
+    check_tome_r(tome_r, method)
     tnt_model = loaded.model
     label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source, split=split)  # by name
     loader = build_loader(
@@ -91,6 +86,22 @@ def evaluate(
     return report
 
 
+def check_evaluation(
+    method: str, *, limit: int | None = None, batch_size: int = 64, device: str | torch.device = "auto"
+) -> tuple[str, torch.device]:
+    """The checks `evaluate` makes before loading anything, in its order: the method (its canonical name, or
+    `auto`), then `limit` and `batch_size`, then the device (resolved). Callers that print before evaluating
+    call it first, so a refusal is the only line."""
+    from tnt_cli.devices import resolve_device
+    from tnt_cli.eval.baselines import check_method
+    from tnt_cli.eval.common import AUTO_METHOD, check_positive
+
+    method = method if method == AUTO_METHOD else check_method(method)
+    check_positive(limit, "limit")
+    check_positive(batch_size, "batch_size")
+    return method, resolve_device(device) if isinstance(device, str) else device
+
+
 def _class_names(vit, config: dict, loader, data: str, on_note: Callable[[str], None] | None) -> list[str] | None:
     """The model's own class names, else the loader's, else the dataset's; None (indices) when none is known."""
     from tnt_cli.data import dataset_classes
@@ -107,14 +118,15 @@ def _class_names(vit, config: dict, loader, data: str, on_note: Callable[[str], 
         return None
 
 
-def card_dir(model: str) -> Path:
+def evaluation_card_dir(model: str) -> Path:
     """The local tnt model directory whose card an evaluation updates (checked before anything is evaluated)."""
-    from tnt_cli.io.model_dir import read_config
+    from tnt_cli.io.model_dir import is_tnt_model_dir, read_config
 
     path = Path(model[len("local-dir:") :] if model.startswith("local-dir:") else model).expanduser()
     if not path.is_dir():
         raise SettingError("{update_card} needs {model} to be a local tnt model directory, not {given!r}", given=model)
-    if not isinstance(read_config(path).get("tnt"), dict):
+    read_config(path)  # a missing or broken config.json says so
+    if not is_tnt_model_dir(path):
         raise SettingError(
             '{update_card}: {path} is not a tnt model directory (config.json has no "tnt" object)', path=path
         )

@@ -9,10 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule
+
+
+def check_schedule_source(schedule: Schedule | None, schedule_file: str | Path | None) -> None:
+    """Exactly one of a schedule and a schedule file (calibrate's schedule.json): checked before any work."""
+    if schedule is not None and schedule_file is not None:
+        raise SettingError("give either {schedule_file} or {schedule}, not both")
+    if schedule is None and schedule_file is None:
+        raise SettingError("no schedule: give {schedule_file} (calibrate's schedule.json) or {schedule}")
 
 
 def prune(
@@ -35,8 +43,7 @@ def prune(
     from tnt_cli.io.model_dir import save_model_dir
     from tnt_cli.io.sources import install_schedule, load_model
 
-    if (schedule is None) == (schedule_file is None):
-        raise TntError("give a schedule or a schedule file (from calibrate), exactly one of them")
+    check_schedule_source(schedule, schedule_file)
     calibration = None
     if schedule_file is not None:
         schedule, calibration = read_schedule_file(schedule_file)

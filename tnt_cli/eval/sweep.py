@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tnt_cli.devices import synchronize
 from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.errors import ScheduleError, SettingError, TntError
+from tnt_cli.eval.accuracy import Accumulator
 from tnt_cli.eval.baselines import METHODS, apply_method, check_method, describe_tome, match_tome_r, method_gmacs
 from tnt_cli.eval.cached import dense_states, needed_states, run_from_states
-from tnt_cli.eval.evaluate import Accumulator, synchronize
 from tnt_cli.eval.grid import AUTO_SIM
 from tnt_cli.method_names import REDUCING_METHODS as SWEEP_METHODS
 

@@ -77,17 +77,30 @@ def max_opset() -> int:
         return 20
 
 
+def check_export_settings(*, opset: int, batch_size: int | None, dynamic_batch: bool = False) -> None:
+    """The model-free checks (callers run them before claiming the output): a fixed or a symbolic batch, an opset
+    this exporter writes, a positive batch size. `batch_size` None: not given (the default, 1)."""
+    if batch_size is not None and dynamic_batch:
+        raise SettingError(
+            "{batch_size} and {dynamic_batch} exclude each other: a graph has a fixed or a symbolic batch"
+        )
+    top = max_opset()
+    if not MIN_OPSET <= opset <= top:
+        raise SettingError(
+            "{opset} {value} is not supported: choose {low}-{high} (attention needs {low}+)",
+            value=opset, low=MIN_OPSET, high=top,
+        )  # fmt: skip
+    if batch_size is not None and batch_size < 1:
+        raise SettingError("{batch_size} must be at least 1, got {value}", value=batch_size)
+
+
 def check_exportable(model: TNTModel, *, opset: int, batch_size: int) -> None:
     """Refuse, in one line each, what this exporter cannot produce faithfully."""
     try:
         import onnx  # noqa: F401  (torch's exporter writes through it)
     except ImportError:
         raise TntError("ONNX export needs the onnx package: pip install 'tnt-token-pruning[onnx]'") from None
-    top = max_opset()
-    if not MIN_OPSET <= opset <= top:
-        raise TntError(f"opset {opset} is not supported: choose {MIN_OPSET}-{top} (attention needs {MIN_OPSET}+)")
-    if batch_size < 1:
-        raise SettingError("{batch_size} must be at least 1, got {value}", value=batch_size)
+    check_export_settings(opset=opset, batch_size=batch_size)
     if model.scorer is not None:
         raise TntError("export takes the model's own relevance heads; a baseline scorer is installed")
     if opset < MERGE_OPSET and any(s.reducer == "merge" and s.n_reduced for s in model.plan.stages):

@@ -277,10 +277,15 @@ def read_config_file(path: str | Path) -> dict:
     return config
 
 
-def has_config_and_weights(path: str | Path) -> bool:
-    """A directory timm's `local-dir:` could load (config.json and a weights file): tnt's or timm's layout."""
-    path = Path(path)
-    return (path / CONFIG).is_file() and any((path / w).is_file() for w in TIMM_WEIGHTS)
+def is_tnt_model_dir(path: str | Path) -> bool:
+    """A tnt model directory: its config.json (valid JSON) has a "tnt" object. False for anything else."""
+    config = Path(path) / CONFIG
+    if not config.is_file():
+        return False
+    try:
+        return isinstance(json.loads(config.read_text()).get("tnt"), dict)
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, or not a JSON object
+        return False
 
 
 def load_model_dir(

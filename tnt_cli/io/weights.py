@@ -36,19 +36,6 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, metadata
 
 
-def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
-    """Only the header's metadata (cheap: no tensor data is read)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            return dict(fh.metadata() or {})
-    except Exception as exc:
-        raise TntError(
-            f"{path} is not a readable safetensors file (truncated or corrupt?): {first_line(exc)}"
-        ) from None
-
-
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
     """save_file with contiguous CPU copies and string metadata (safetensors refuses anything else)."""
     from safetensors.torch import save_file

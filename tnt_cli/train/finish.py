@@ -135,8 +135,8 @@ def evaluate_accuracy(
     model: TNTModel, loader, device: torch.device, schedule: Schedule, method: str = "tnt", *, progress: bool = False
 ) -> dict:
     """top-1 / top-5 / loss of `method` at `schedule`'s compute (eval mode), via the eval module's loop."""
+    from tnt_cli.eval.accuracy import evaluate_model
     from tnt_cli.eval.baselines import apply_method
-    from tnt_cli.eval.evaluate import evaluate_model
 
     model.eval()
     what = "dense" if schedule.is_dense else schedule.describe()

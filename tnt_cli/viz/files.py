@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,11 +33,12 @@ def visualize_files(
     renderer: str = "auto",
     overwrite: bool = False,
     seed: int = 0,
+    on_start: Callable[[], None] | None = None,
 ) -> list[ImageResult]:
     """Read `paths`, trace them, and write one PNG per image into `out_dir` (each written atomically).
 
     Every image is read and every target checked before anything is computed or written, so a bad input
-    leaves `out_dir` untouched.
+    leaves `out_dir` untouched; `on_start` is called once those checks pass, before the drawing.
     """
     from tnt_cli.io.atomic import atomic_write_bytes
     from tnt_cli.viz.images import read_image
@@ -48,7 +49,7 @@ def visualize_files(
     renderer = resolve_renderer(renderer)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise SettingError("{out} {path} exists and is not a directory", path=out_dir)
+        raise SettingError("{out_dir} {path} exists and is not a directory", path=out_dir)
     images = [read_image(p) for p in paths]
     targets = [out_dir / name for name in output_names(paths)]
     clash = [t for t in targets if t.exists()]
@@ -56,6 +57,8 @@ def visualize_files(
         from tnt_cli.io.outdir import OutputExists
 
         raise OutputExists(clash[0])
+    if on_start is not None:
+        on_start()
     results = trace_images(
         model,
         images,
@@ -111,10 +114,13 @@ def visualize(
     overwrite: bool = False,
     random_weights: bool = False,
     seed: int = 0,
+    on_start: Callable[[str, str], None] | None = None,
 ) -> Visualized:
     """Load MODEL and draw, per image and per pruning stage, the patches `method` keeps at `schedule`.
 
     Every image is read before the model is loaded. Class names come from `data`, else the model's own.
+    `on_start(method, source)` is called once everything is loaded and checked, before the drawing (a long
+    run can say what it is doing; a refusal comes before it).
     """
     from tnt_cli.eval.common import load_for_method
     from tnt_cli.viz.images import class_names, read_image
@@ -128,6 +134,6 @@ def visualize(
     names, names_from = class_names(loaded.model.vit, data=data, config=loaded.tnt_config)
     results = visualize_files(
         loaded.model, images, out_dir, method=method, schedule=schedule, class_names=names, renderer=renderer,
-        overwrite=overwrite, seed=seed,
+        overwrite=overwrite, seed=seed, on_start=None if on_start is None else lambda: on_start(method, loaded.source),
     )  # fmt: skip
     return Visualized(results, method, loaded.source, names_from)

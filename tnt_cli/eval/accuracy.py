@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tnt_cli.devices import synchronize
 from tnt_cli.progress import Progress
 
 
@@ -99,13 +100,6 @@ def evaluate_model(
     out["seconds"] = seconds
     out["images_per_s"] = acc.images / seconds if seconds > 0 else None
     return out
-
-
-def synchronize(device: str | torch.device) -> None:
-    """Wait for queued CUDA work, so a timer around a forward measures the forward (a no-op on the CPU)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _total(loader: Iterable, limit: int | None) -> int | None:
