@@ -10,6 +10,7 @@ import typer
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
+from tnt_cli.export.onnx import MIN_OPSET
 
 
 @takes_schedule_flags
@@ -24,7 +25,9 @@ def export(
     dynamic_batch: Annotated[
         bool, typer.Option("--dynamic-batch", help="Symbolic batch dimension (verified at two batch sizes).")
     ] = False,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (14-20).")] = 17,
+    opset: Annotated[
+        int, typer.Option("--opset", help=f"ONNX opset ({MIN_OPSET} or newer, up to what your torch exports).")
+    ] = 17,
     atol: Annotated[float, typer.Option("--atol", help="Largest logit difference accepted by verification.")] = 1e-4,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the onnxruntime check.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
