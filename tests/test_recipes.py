@@ -17,8 +17,9 @@ from tnt_cli.cli._errors import describe
 from tnt_cli.engine import NoiseConfig, Schedule, attach_tnt
 from tnt_cli.errors import TntError
 from tnt_cli.recipes import RECIPES, get_recipe
-from tnt_cli.train.config import TrainConfig, resume_mismatch
+from tnt_cli.train.config import TrainConfig
 from tnt_cli.train.optim import param_groups
+from tnt_cli.train.resume import resume_mismatch
 from tnt_cli.train.setup import default_drop_block
 from tnt_cli.train.task import LossSettings, PruningTask, drop_keep
 
@@ -135,7 +136,10 @@ def test_the_pruning_pass_changes_the_backbone_gradient_and_restores_the_schedul
     noise = NoiseConfig(blocks=(0, 1, 2, 3), relevance="sigmoid", sigma0=1.0, target_rate=0.3)
     vit = tiny_vit(shape=FMNIST, seed=1)
     model = attach_tnt(vit, (0, 1, 2, 3), noise=noise, schedule=Schedule((2,), (0.5,))).train()
-    task = PruningTask(model, torch.nn.CrossEntropyLoss(), LossSettings(distill=False, rate_weight=0.0))
+    task = PruningTask(model, torch.nn.CrossEntropyLoss(), LossSettings(
+        method="tnt", rate_weight=0.0, distill=False, distill_weight=1.0, distill_temp=1.0, drop_weight=1.0,
+        noise_trains_backbone=True,
+    ))
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
 
     def grads(schedule):

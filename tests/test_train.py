@@ -15,8 +15,9 @@ from tnt_cli.engine import attach_tnt
 from tnt_cli.errors import TntError
 from tnt_cli.recipes import RECIPES
 from tnt_cli.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from tnt_cli.train.config import TrainConfig, resume_mismatch
+from tnt_cli.train.config import TrainConfig
 from tnt_cli.train.optim import lr_factor, no_decay_names, param_groups
+from tnt_cli.train.resume import resume_mismatch
 from tnt_cli.train.setup import default_eval_schedule
 
 
