@@ -73,7 +73,10 @@ def test_method_settings_are_checked_before_any_work(tmp_path):
 def test_the_random_baseline_draws_new_scores_per_batch_position_and_repeats_them():
     torch.manual_seed(0)
     model = attach_tnt(tiny_vit(shape=FMNIST, seed=1), (0, 1, 2, 3)).train()
-    task = PruningTask(model, torch.nn.CrossEntropyLoss(), LossSettings(method="random", distill=False))
+    task = PruningTask(model, torch.nn.CrossEntropyLoss(), LossSettings(
+        method="random", rate_weight=1.0, distill=False, distill_weight=1.0, distill_temp=1.0, drop_weight=1.0,
+        noise_trains_backbone=True,
+    ))
     x = torch.randn(4, 1, 28, 28)
     schedule = Schedule((1,), (0.3,))
     with torch.no_grad():
@@ -110,7 +113,8 @@ def test_noise_trains_heads_keeps_the_noisy_pass_out_of_the_backbone():
     x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
     grads = {}
     for trains_backbone in (True, False):
-        settings = LossSettings(distill=False, drop_weight=0.0, noise_trains_backbone=trains_backbone)
+        settings = LossSettings(method="tnt", rate_weight=1.0, distill=False, distill_weight=1.0, distill_temp=1.0,
+                                drop_weight=0.0, noise_trains_backbone=trains_backbone)  # fmt: skip
         task = PruningTask(model, torch.nn.CrossEntropyLoss(), settings)
         model.zero_grad(set_to_none=True)
         torch.manual_seed(3)

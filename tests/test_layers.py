@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tnt_cli"
 # lower layer; never a sibling in its own layer, never upward.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("tnt_cli._version", "tnt_cli.errors", "tnt_cli.method_names"),
-    ("tnt_cli.recipes", "tnt_cli.devices", "tnt_cli.progress"),
+    ("tnt_cli.recipes", "tnt_cli.devices", "tnt_cli.progress", "tnt_cli.parsing"),
     ("tnt_cli.engine",),
     ("tnt_cli.analysis",),
     ("tnt_cli.io",),

@@ -16,9 +16,10 @@ from _helpers import FMNIST, error_line, run_cli, tiny_vit
 from tnt_cli.cli._errors import describe
 from tnt_cli.engine import NoiseConfig, Schedule, attach_tnt
 from tnt_cli.errors import TntError
-from tnt_cli.recipes import RECIPES, get_recipe
-from tnt_cli.train.config import TrainConfig, resume_mismatch
+from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from tnt_cli.train.config import TrainConfig
 from tnt_cli.train.optim import param_groups
+from tnt_cli.train.resume import resume_mismatch
 from tnt_cli.train.setup import default_drop_block
 from tnt_cli.train.task import LossSettings, PruningTask, drop_keep
 
@@ -135,7 +136,10 @@ def test_the_pruning_pass_changes_the_backbone_gradient_and_restores_the_schedul
     noise = NoiseConfig(blocks=(0, 1, 2, 3), relevance="sigmoid", sigma0=1.0, target_rate=0.3)
     vit = tiny_vit(shape=FMNIST, seed=1)
     model = attach_tnt(vit, (0, 1, 2, 3), noise=noise, schedule=Schedule((2,), (0.5,))).train()
-    task = PruningTask(model, torch.nn.CrossEntropyLoss(), LossSettings(distill=False, rate_weight=0.0))
+    task = PruningTask(model, torch.nn.CrossEntropyLoss(), LossSettings(
+        method="tnt", rate_weight=0.0, distill=False, distill_weight=1.0, distill_temp=1.0, drop_weight=1.0,
+        noise_trains_backbone=True,
+    ))
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
 
     def grads(schedule):
@@ -155,3 +159,27 @@ def test_the_pruning_pass_changes_the_backbone_gradient_and_restores_the_schedul
     pruned = task.pruned_logits(x, Schedule((1,), (0.3,)))
     model.set_schedule(Schedule((1,), (0.3,)))
     assert torch.equal(pruned, model(x))  # the training pass is exactly the deployed pruned model
+
+
+def test_a_recipes_noise_is_built_in_one_place_and_an_official_import_records_the_papers():
+    from tnt_cli.io.builder import assemble
+
+    official = RECIPES["official"]
+    assert NoiseConfig.from_settings(RECIPES[DEFAULT_RECIPE]) == NoiseConfig()  # the engine's default is the recipe's
+    assert TrainConfig(model="m", data="d", out="o", recipe="official").noise() == NoiseConfig.from_settings(official)
+    state = dict(tiny_vit(shape=FMNIST).state_dict())
+    for block in (0, 1):
+        state[f"alpha_heads.{block}.weight"], state[f"alpha_heads.{block}.bias"] = torch.zeros(1, 32), torch.zeros(1)
+    model, _ = assemble(tiny_vit(shape=FMNIST), state, where="checkpoint.pth")
+    assert model.noise == NoiseConfig.from_settings(official, blocks=(0, 1))
+    assert (model.noise.relevance, model.noise.sigma0, model.noise.target_rate) == ("softmax", 0.02, 0.5)
+
+
+def test_a_bare_tnt_model_gets_the_heads_attach_tnt_gives():
+    from tnt_cli.engine import TNTModel
+
+    vit = tiny_vit(shape=FMNIST, depth=6)
+    assert TNTModel(vit).head_blocks == attach_tnt(vit).head_blocks == NoiseConfig().blocks
+    assert TNTModel(vit).noise == attach_tnt(vit).noise == NoiseConfig()
+    shallow = tiny_vit(shape=FMNIST, depth=2)  # the default noise blocks a model lacks are left out, as attach_tnt does
+    assert TNTModel(shallow).head_blocks == attach_tnt(shallow).head_blocks == (0, 1)

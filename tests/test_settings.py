@@ -15,12 +15,13 @@ from typer.main import get_command
 
 from tnt_cli.cli._errors import FLAG_SPELLING, describe
 from tnt_cli.cli.app import app
-from tnt_cli.cli.declared import parameter_name
+from tnt_cli.cli.declared import argv_from, parameter_name, settings_from
 from tnt_cli.cli.finetune import RUN_FLAGS
 from tnt_cli.engine import NoiseConfig, attach_tnt
 from tnt_cli.errors import SettingError
 from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES, Recipe
-from tnt_cli.train.config import SETTINGS, TRAJECTORY, TrainConfig, recipe_settings, resume_mismatch
+from tnt_cli.train.config import SETTINGS, TRAJECTORY, TrainConfig, recipe_settings
+from tnt_cli.train.resume import resume_mismatch
 from tnt_cli.train.settings import shown
 
 
@@ -101,6 +102,10 @@ def test_a_setting_error_reads_with_the_python_name_and_the_cli_prints_the_flag(
         (("--noise-blocks", "1,x"), "error: --noise-blocks takes whole numbers separated by commas, got '1,x'"),
         (("--drop-keeps", "a"), "error: --drop-keeps takes numbers separated by commas, got 'a'"),
         (("--warmup-epochs", "nan"), "error: --warmup-epochs must be a finite number, got nan"),
+        (("--relevance", "bogus"), "error: --relevance must be one of softmax, sigmoid, got 'bogus'"),
+        (("--noise-variant", "x"), "error: --noise-variant must be one of std, var, got 'x'"),
+        (("--sigma0", "-1"), "error: --sigma0 must be >= 0, got -1"),
+        (("--target-rate", "0"), "error: --target-rate must be in (0, 1], got 0"),
         (("--prune-layers", "1"), "error: --prune-layers and --keep-rates go together: give both, with one keep "
                                   "rate per layer"),
         (("--method", "tome", "--reducer", "merge"), "error: --reducer merge is TNT's; --method tome has its own "
@@ -129,3 +134,17 @@ def test_noise_saved_by_tnt_0_1_still_loads(tmp_path):
     # and a 0.1 checkpoint's training config (with its unused `extra`) still reads
     old = {**cfg().to_dict(), "extra": {}}
     assert TrainConfig.from_dict(old).to_dict() == cfg().to_dict()
+
+
+def test_settings_written_as_a_command_line_parse_back_to_the_same_config():
+    """`argv_from` is `settings_from` reversed: switches either way, the negated --no-progress, lists, exact floats."""
+    values = {"model": "m", "data": "fashion-mnist", "out": "o", "distill": False, "new_classes": True,
+              "train": "full", "progress": False, "compile": False, "noise_blocks": (0, 2), "scale": (0.6, 1.0),
+              "warmup_epochs": 0.03, "lr": 1.2345678e-4, "max_steps": 3, "drop_block": None}  # fmt: skip
+    argv = argv_from(SETTINGS, values)
+    assert argv[0] == "m" and "--no-distill" in argv and "--no-progress" in argv and "--compile" not in argv
+    assert argv[argv.index("--noise-blocks") + 1] == "0,2" and argv[argv.index("--crop-scale") + 1] == "0.6,1"
+    assert argv_from(SETTINGS, {"distill": True, "progress": True}) == ["--distill"]
+    finetune = get_command(app).commands["finetune"]
+    parsed = finetune.make_context("finetune", list(argv)).params  # what the command would be called with
+    assert TrainConfig(**settings_from(SETTINGS, parsed)) == TrainConfig(**values)

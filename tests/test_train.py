@@ -12,11 +12,12 @@ from _helpers import FMNIST, tiny_vit
 
 from tnt_cli.cli._errors import describe
 from tnt_cli.engine import attach_tnt
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 from tnt_cli.recipes import RECIPES
 from tnt_cli.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from tnt_cli.train.config import TrainConfig, resume_mismatch
+from tnt_cli.train.config import TrainConfig
 from tnt_cli.train.optim import lr_factor, no_decay_names, param_groups
+from tnt_cli.train.resume import resume_mismatch
 from tnt_cli.train.setup import default_eval_schedule
 
 
@@ -50,7 +51,7 @@ def test_config_defaults_come_from_the_recipe_and_bad_values_are_refused():
     assert cfg.base_lr == recipe.lr["heads"]
     with pytest.raises(TntError, match="train"):
         TrainConfig(model="m", data="d", out="o", train="all")
-    with pytest.raises(TntError, match="noise variant"):
+    with pytest.raises(SettingError, match=r"^noise_variant must be one of std, var, got 'cube'$"):
         TrainConfig(model="m", data="d", out="o", noise_variant="cube")
     with pytest.raises(TntError, match="accum"):
         TrainConfig(model="m", data="d", out="o", accum=0)

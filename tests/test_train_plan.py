@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tnt_cli.data.sampler import EpochSampler
+from tnt_cli.data.sampler import EpochSampler, images_per_rank
 from tnt_cli.errors import TntError
 from tnt_cli.train.config import TrainConfig
-from tnt_cli.train.plan import images_per_rank, make_plan
+from tnt_cli.train.plan import make_plan
 
 
 def cfg(**kw) -> TrainConfig:
@@ -47,7 +47,8 @@ def test_warmup_is_in_epochs_and_capped_at_half_the_steps():
 
 def test_per_process_share_is_the_samplers_and_too_little_data_is_refused():
     for images, world in [(10, 1), (10, 3), (7, 2), (1, 4)]:
-        assert images_per_rank(images, world) == EpochSampler(range(images), world_size=world).per_rank
+        last = EpochSampler(range(images), rank=world - 1, world_size=world)  # the rank padding reaches
+        assert images_per_rank(images, world) == last.per_rank == len(last.order())
     with pytest.raises(TntError, match="fewer than one step of 8 x 2"):
         make_plan(cfg(batch_size=8, accum=2), train_images=30, world_size=2)  # 15 per process < 16
     assert make_plan(cfg(batch_size=8, accum=2), train_images=31, world_size=2).steps_per_epoch == 1

@@ -23,6 +23,9 @@ DEFAULT_RECIPE = "default"
 # for both would either leave the heads barely trained or wreck the backbone. With --train heads only the
 # heads train and `lr` is theirs (no scale).
 STUDY_LR = {"heads": 1.2e-2, "full": 8e-4}
+# The choices of two noise settings (DESIGN.md section 2), here so the torch-free settings can check them.
+RELEVANCES = ("softmax", "sigmoid")
+NOISE_VARIANTS = ("std", "var")
 
 
 @dataclass(frozen=True)

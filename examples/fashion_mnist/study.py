@@ -90,15 +90,13 @@ def finetune_config(bench: str, run: str, seed: int, steps: int, batch: int):
 
 def commands(bench: str, run: str, seed: int, steps: int, batch: int, schedule: str) -> str:
     """The CLI that reproduces one row (same code path, same numbers)."""
+    from tnt_cli.cli.declared import argv_from
     from tnt_cli.train.config import SETTINGS
-    from tnt_cli.train.settings import shown
 
-    declared = {s.name: s for s in SETTINGS}
     settings = finetune_settings(bench, run, seed, steps, batch)
     out = run_dir(bench, run, seed, steps, batch).relative_to(ROOT)
     settings.update(model=str(BASE_DIRS[bench].relative_to(ROOT)), out=str(out))
-    flags = "".join(f" {declared[k].flag} {shown(v)}" for k, v in settings.items() if k != "model")
-    ft = f"tnt finetune {settings['model']}{flags}"
+    ft = " ".join(["tnt finetune", *argv_from(SETTINGS, settings)])
     _, reducer, _ = RUNS[run]
     sched = next(s for name, s in schedules() if name == schedule)
     flags = ""

@@ -1,4 +1,5 @@
-"""Typer parameters derived from declared settings (`tnt_cli.train.settings`), and the settings back from them.
+"""Typer parameters derived from declared settings (`tnt_cli.train.settings`), the settings back from them, and
+the command line that gives a set of settings (`argv_from`, for printing reproducible commands).
 
 A command built this way restates none of its settings: flag, short alias, help, panel, default and the parsing
 of list values all come from the declaration.
@@ -23,7 +24,8 @@ def parameter(s: Setting) -> inspect.Parameter:
     if s.argument:
         info = typer.Argument(help=s.help_text(), show_default=False)
     else:
-        names = [f"{s.flag}/--no-{s.flag.removeprefix('--')}"] if s.type == bool | None else [s.flag]  # or the recipe's
+        # a switch whose default is the recipe's can be turned either way: --distill / --no-distill
+        names = [f"{s.flag}/{off_flag(s)}"] if s.type == bool | None else [s.flag]
         names += [s.short] if s.short else []
         if negated(s):
             default = False
@@ -36,6 +38,11 @@ def parameter(s: Setting) -> inspect.Parameter:
 def negated(s: Setting) -> bool:
     """A switch that is on by default is given as the flag that turns it off (`progress`: --no-progress)."""
     return s.type is bool and s.default is True
+
+
+def off_flag(s: Setting) -> str:
+    """The flag that turns a recipe switch off: --no-distill."""
+    return "--no-" + s.flag.removeprefix("--")
 
 
 def parameter_name(s: Setting) -> str:
@@ -54,3 +61,40 @@ def settings_from(settings: tuple[Setting, ...], values: dict[str, Any]) -> dict
             value = s.parse(value, s.name)
         out[s.name] = value
     return out
+
+
+def argv_from(settings: tuple[Setting, ...], values: dict[str, Any]) -> list[str]:
+    """The reverse of `settings_from`: the command-line words that give `values` (setting name -> value), the
+    argument first. None is left out (the default, or the recipe's value); a switch is its flag, or its --no- form
+    where the recipe's default may be on; lists are joined with commas; numbers are written exactly."""
+    declared = {s.name: s for s in settings}
+    arguments: list[str] = []
+    options: list[str] = []
+    for name, value in values.items():
+        s = declared[name]
+        if value is None:
+            continue
+        if s.argument:
+            arguments.append(_word(value))
+        elif s.type is bool or s.type == bool | None:
+            options += _switch(s, bool(value))
+        else:
+            options += [s.flag, _word(value)]
+    return arguments + options
+
+
+def _switch(s: Setting, on: bool) -> list[str]:
+    if negated(s):  # --no-progress: given only to turn it off
+        return [] if on else [s.flag]
+    if s.type == bool | None:  # the recipe's default may be either: say which
+        return [s.flag if on else off_flag(s)]
+    return [s.flag] if on else []  # off by default: off is not giving it
+
+
+def _word(value: Any) -> str:
+    """A value as the CLI parses it back: 0.03, 0.6,1, and a float `shown` would round written in full."""
+    if isinstance(value, tuple | list):
+        return ",".join(_word(v) for v in value)
+    if isinstance(value, float) and float(shown(value)) != value:
+        return repr(value)
+    return shown(value)

@@ -15,6 +15,7 @@ import typer
 from tnt_cli.cli import options as o
 from tnt_cli.cli.declared import parameter, settings_from
 from tnt_cli.train.config import SETTINGS, TrainConfig
+from tnt_cli.train.plan import LR_REFERENCE_BATCH
 from tnt_cli.train.settings import RUN
 
 # Flags of the command that are not training settings (they say how to run, not what is trained).
@@ -111,7 +112,7 @@ def render(summary: dict) -> None:
             f"{summary['global_batch']} ({summary['batch_size']} x {summary['world_size']} proc x "
             f"{summary['accum']} accum)",
         ),
-        ("lr", f"{summary['lr']:.3g} (= {summary['base_lr']:g} x {summary['global_batch']}/512)"),
+        ("lr", f"{summary['lr']:.3g} (= {summary['base_lr']:g} x {summary['global_batch']}/{LR_REFERENCE_BATCH})"),
         ("final loss", f"{summary['final_loss']:.4f}"),
     ]
     if summary.get("url"):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tnt_cli.errors import ScheduleError, TntError
-from tnt_cli.train.settings import split_list
+from tnt_cli.parsing import float_list, int_list, split_list
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule
@@ -109,17 +109,17 @@ def apply_offline(offline: bool) -> None:
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in split_list(text))
-    except ValueError:
-        raise TntError(f"{flag} takes whole numbers separated by commas, got {text!r}") from None
+    """`--flag`'s whole numbers (`tnt_cli.parsing.int_list`, named by the setting the flag spells)."""
+    return int_list(text, _setting_name(flag))
 
 
 def parse_float_list(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in split_list(text))
-    except ValueError:
-        raise TntError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+    """`--flag`'s numbers (`tnt_cli.parsing.float_list`, named by the setting the flag spells)."""
+    return float_list(text, _setting_name(flag))
+
+
+def _setting_name(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def parse_str_list(text: str, flag: str) -> tuple[str, ...]:

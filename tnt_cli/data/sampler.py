@@ -29,6 +29,11 @@ def mix_seed(*parts: int) -> int:
     return x >> 1
 
 
+def images_per_rank(images: int, world_size: int) -> int:
+    """Images each process sees per epoch: the order is padded so every rank gets this many."""
+    return -(-images // world_size)
+
+
 class EpochSampler(Sampler):
     """Deterministic, resumable, optionally sharded order over `indices`."""
 
@@ -64,7 +69,7 @@ class EpochSampler(Sampler):
     @property
     def per_rank(self) -> int:
         """Samples each rank sees per epoch (the order is padded so all ranks get the same number)."""
-        return -(-len(self.indices) // self.world_size)
+        return images_per_rank(len(self.indices), self.world_size)
 
     def order(self, epoch: int | None = None) -> list[int]:
         """This rank's full order for `epoch` (before `start` is applied)."""

@@ -65,7 +65,7 @@ class TNTModel(nn.Module):
     def __init__(
         self,
         vit: nn.Module,
-        head_blocks: Iterable[int] = (0, 1, 2, 3, 4),
+        head_blocks: Iterable[int] | None = None,
         *,
         noise: NoiseConfig | None = None,
         schedule: Schedule | None = None,
@@ -75,6 +75,8 @@ class TNTModel(nn.Module):
         check_supported(vit)
         self.vit = vit
         depth = len(vit.blocks)
+        if head_blocks is None:  # as `attach_tnt`: heads on the noise blocks (default: NoiseConfig()'s) the model has
+            head_blocks = [b for b in (noise or NoiseConfig()).blocks if b < depth]
         blocks = sorted({int(b) for b in head_blocks})
         for b in blocks:
             if not 0 <= b < depth:
@@ -286,7 +288,7 @@ class TNTModel(nn.Module):
         return x
 
     def rate_loss(self) -> torch.Tensor | float:
-        """Sum of the sigmoid form's rate penalties from the last training forward (0.0 for softmax)."""
+        """Sum of sigmoid relevance's rate penalties from the last training forward (0.0 for softmax)."""
         penalties = self.last_stats.rate_penalties
         return torch.stack(penalties).sum() if penalties else 0.0
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 
-from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES
-
-RELEVANCE_FORMS = ("softmax", "sigmoid")
-NOISE_VARIANTS = ("std", "var")
-
+from tnt_cli.recipes import DEFAULT_RECIPE, NOISE_VARIANTS, RECIPES, RELEVANCES
 
 # `NoiseConfig()` is the default recipe's noise: one declaration, so `attach_tnt(vit)` trains as `tnt finetune` does.
 _DEFAULT = RECIPES[DEFAULT_RECIPE]
@@ -36,13 +34,22 @@ class NoiseConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(sorted({int(b) for b in self.blocks})))
         if self.noise_variant not in NOISE_VARIANTS:
-            raise ValueError(f"noise variant must be one of {NOISE_VARIANTS}, got {self.noise_variant!r}")
-        if self.relevance not in RELEVANCE_FORMS:
-            raise ValueError(f"relevance form must be one of {RELEVANCE_FORMS}, got {self.relevance!r}")
+            raise ValueError(f"noise_variant must be one of {NOISE_VARIANTS}, got {self.noise_variant!r}")
+        if self.relevance not in RELEVANCES:
+            raise ValueError(f"relevance must be one of {RELEVANCES}, got {self.relevance!r}")
         if self.sigma0 < 0:
             raise ValueError(f"sigma0 must be >= 0, got {self.sigma0}")
         if not 0.0 < self.target_rate <= 1.0:
-            raise ValueError(f"target rate must be in (0, 1], got {self.target_rate}")
+            raise ValueError(f"target_rate must be in (0, 1], got {self.target_rate}")
+
+    @classmethod
+    def from_settings(cls, settings: Any, blocks: Iterable[int] | None = None) -> NoiseConfig:
+        """The noise a `Recipe` or a `TrainConfig` names (both spell the settings alike: `noise_blocks`, `sigma0`,
+        `noise_variant`, `relevance`, `target_rate`); `blocks` replaces its noise blocks. The one place settings
+        become a `NoiseConfig`, so no caller can leave one out and get another recipe's value."""
+        return cls(blocks=tuple(settings.noise_blocks if blocks is None else blocks), sigma0=settings.sigma0,
+                   noise_variant=settings.noise_variant, relevance=settings.relevance,
+                   target_rate=settings.target_rate)  # fmt: skip
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -56,30 +63,32 @@ class NoiseConfig:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-def relevance_alpha(scores: torch.Tensor, form: str) -> torch.Tensor:
+def relevance_alpha(scores: torch.Tensor, relevance: str) -> torch.Tensor:
     """Scores (B, N) -> alpha (B, N): softmax over tokens, or independent sigmoids."""
-    if form == "softmax":
+    if relevance == "softmax":
         return scores.softmax(dim=-1)
     return torch.sigmoid(scores)
 
 
-def noise_scale(alpha: torch.Tensor, variant: str) -> torch.Tensor:
-    """Per-token noise multiplier: 1 - alpha, or its square root for the variance form."""
+def noise_scale(alpha: torch.Tensor, noise_variant: str) -> torch.Tensor:
+    """Per-token noise multiplier: 1 - alpha ("std"), or its square root ("var": variance 1 - alpha)."""
     one_minus = (1.0 - alpha).clamp_min(0.0)
-    if variant == "var":
+    if noise_variant == "var":
         return (one_minus + 1e-8).sqrt()
     return one_minus
 
 
-def add_relevance_noise(patches: torch.Tensor, alpha: torch.Tensor, sigma0: float, variant: str) -> torch.Tensor:
+def add_relevance_noise(
+    patches: torch.Tensor, alpha: torch.Tensor, sigma0: float, noise_variant: str
+) -> torch.Tensor:
     """x_i + sigma0 * rms(x_i) * g(alpha_i) * eps_i, with rms not back-propagated so sigma0 is unit-free."""
     rms = patches.detach().float().pow(2).mean(dim=-1, keepdim=True).sqrt().to(patches.dtype)
     eps = torch.randn_like(patches)
-    return patches + sigma0 * rms * noise_scale(alpha, variant).unsqueeze(-1).to(patches.dtype) * eps
+    return patches + sigma0 * rms * noise_scale(alpha, noise_variant).unsqueeze(-1).to(patches.dtype) * eps
 
 
 def rate_penalty(alpha: torch.Tensor, target_rate: float) -> torch.Tensor:
-    """(mean over tokens of alpha - target)^2, averaged over the batch: the sigmoid form's rate term."""
+    """(mean over tokens of alpha - target)^2, averaged over the batch: sigmoid relevance's rate term."""
     return (alpha.float().mean(dim=-1) - target_rate).pow(2).mean()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import TntError, first_line
+from tnt_cli.recipes import RECIPES
 
 if TYPE_CHECKING:
     import torch
@@ -20,7 +21,10 @@ if TYPE_CHECKING:
     from tnt_cli.engine import NoiseConfig, Schedule, TNTModel
     from tnt_cli.io.arch import SplitState
 
-DEFAULT_HEAD_BLOCKS = (0, 1, 2, 3, 4)
+# Heads an untrained model (a timm name, a plain checkpoint, random weights) gets: the paper's noise blocks 0-4,
+# not the default recipe's 0-3, so the paper's schedules run on it and `tnt finetune` (which draws these heads from
+# its seeded RNG before its own) reproduces earlier runs of models deeper than 4 blocks bit for bit.
+DEFAULT_HEAD_BLOCKS = RECIPES["official"].noise_blocks
 IMPORTED_FROM = {"official": "an official TNT checkpoint (github.com/mx-ethan-rao/tnt)"}
 
 
@@ -138,7 +142,6 @@ def assemble(
     """Load a checkpoint's backbone strictly into `vit` and its heads (if any) into a new TNT wrapper."""
     from tnt_cli.engine import NoiseConfig, attach_tnt
     from tnt_cli.io.arch import check_head_widths, split_checkpoint
-    from tnt_cli.recipes import RECIPES
 
     split = split_checkpoint(state)
     load_backbone(vit, split.backbone, where=where)
@@ -155,8 +158,7 @@ def assemble(
     blocks = sorted(split.heads)
     if split.layout == "official":
         official = RECIPES["official"]  # the paper's code: its heads were trained with this noise
-        noise = NoiseConfig(blocks=tuple(blocks), sigma0=official.sigma0, noise_variant=official.noise_variant,
-                            relevance=official.relevance)  # fmt: skip
+        noise = NoiseConfig.from_settings(official, blocks=blocks)
         head_norm = False  # the official heads score the raw block output at deployment
     model = attach_tnt(vit, blocks, noise=noise, head_norm=True if head_norm is None else head_norm)
     head_state = {f"{b}.{name}": t for b, tensors in split.heads.items() for name, t in tensors.items()}

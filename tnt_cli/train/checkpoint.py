@@ -11,16 +11,12 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from tnt_cli.errors import SettingError, first_line
 from tnt_cli.io.atomic import atomic_write_bytes, atomic_write_json
-
-if TYPE_CHECKING:
-    from tnt_cli.train.config import TrainConfig
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "last.pt"
@@ -29,13 +25,6 @@ FORMAT = 1
 
 def checkpoint_path(out: str | Path) -> Path:
     return Path(out) / CHECKPOINT_DIR / CHECKPOINT_FILE
-
-
-def seed_everything(seed: int) -> None:
-    """Seed the global RNGs a run draws from (python, numpy, torch)."""
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
 
 
 def rng_state() -> dict:
@@ -83,16 +72,3 @@ def load_checkpoint(out: str | Path, map_location: str | torch.device = "cpu") -
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SettingError("{resume}: {path} is not a tnt checkpoint of format {format}", path=path, format=FORMAT)
     return state
-
-
-def check_resumable(saved: dict, cfg: TrainConfig, world_size: int) -> None:
-    """Refuse to resume a checkpoint with other trajectory settings or another number of processes: the resumed
-    run would not be the interrupted one."""
-    from tnt_cli.train.config import resume_mismatch
-
-    mismatch = resume_mismatch(saved["config"], cfg)
-    if mismatch is not None:
-        raise mismatch
-    if saved["world_size"] != world_size:
-        raise SettingError("{resume}: the checkpoint was made with {then} processes, this run has {now}; resume "
-                           "with the same number", then=saved["world_size"], now=world_size)  # fmt: skip

@@ -12,23 +12,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
-from tnt_cli.errors import SettingError, TntError
+from tnt_cli.errors import SettingError
 from tnt_cli.method_names import REDUCING_METHODS, canonical
-from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
-from tnt_cli.train.settings import (
-    AUG,
-    EVAL,
-    NOISE,
-    OPTIM,
-    RUN,
-    SCHEDULE,
-    Setting,
-    declarations,
-    float_list,
-    float_pair,
-    int_list,
-    setting,
-)
+from tnt_cli.parsing import float_list, float_pair, int_list
+from tnt_cli.recipes import DEFAULT_RECIPE, NOISE_VARIANTS, RECIPES, RELEVANCES, get_recipe
+from tnt_cli.train.settings import AUG, EVAL, NOISE, OPTIM, RUN, SCHEDULE, Setting, declarations, setting
 
 if TYPE_CHECKING:
     from tnt_cli.engine.noise import NoiseConfig
@@ -39,8 +27,6 @@ METHODS = REDUCING_METHODS
 REDUCERS = ("drop", "merge", "fuse")
 NOISE_TRAINS = ("all", "heads")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-# Reference batch for lr scaling: lr = base lr * global batch / 512.
-LR_REFERENCE_BATCH = 512
 _DEFAULT, _OFFICIAL = RECIPES[DEFAULT_RECIPE], RECIPES["official"]
 
 
@@ -121,7 +107,7 @@ class TrainConfig:
         help="softmax (the paper) or sigmoid with a rate penalty.", panel=NOISE, from_recipe=True, summary=True
     )
     target_rate: float | None = setting(
-        help="sigmoid form: mean alpha the penalty pulls toward.", panel=NOISE, from_recipe=True, summary=True
+        help="sigmoid relevance: mean alpha the rate penalty pulls toward.", panel=NOISE, from_recipe=True, summary=True
     )
     rate_weight: float | None = setting(
         help="Weight of the sigmoid rate penalty.", panel=NOISE, from_recipe=True, summary=True
@@ -258,6 +244,10 @@ class TrainConfig:
                                value=self.reducer, method_value=self.method)  # fmt: skip
         if self.amp not in AMP_MODES:
             raise _choice("amp", AMP_MODES, self.amp)
+        if self.relevance not in RELEVANCES:
+            raise _choice("relevance", RELEVANCES, self.relevance)
+        if self.noise_variant not in NOISE_VARIANTS:
+            raise _choice("noise_variant", NOISE_VARIANTS, self.noise_variant)
         _check_finite_numbers(self)
         checks = [
             (self.epochs >= 1, "{epochs} must be at least 1"),
@@ -281,6 +271,8 @@ class TrainConfig:
             (self.head_lr_scale > 0, "{head_lr_scale} must be positive"),
             (self.distill_temp > 0, "{distill_temp} must be positive"),
             (self.rate_weight >= 0, "{rate_weight} must be >= 0"),
+            (self.sigma0 >= 0, "{sigma0} must be >= 0, got {sigma0_value:g}"),
+            (0 < self.target_rate <= 1, "{target_rate} must be in (0, 1], got {target_rate_value:g}"),
             (0 < self.scale[0] <= self.scale[1] <= 1, "{scale} must be two numbers 0 < min <= max <= 1"),
             (bool(self.noise_blocks), "{noise_blocks} needs at least one block"),
             ((self.eval_prune_layers is None) == (self.eval_keep_rates is None),
@@ -288,11 +280,8 @@ class TrainConfig:
         ]  # fmt: skip
         for ok, template in checks:
             if not ok:
-                raise SettingError(template, hflip_value=self.hflip, re_prob_value=self.re_prob)
-        try:
-            self.noise()
-        except ValueError as exc:
-            raise TntError(str(exc)) from None
+                raise SettingError(template, hflip_value=self.hflip, re_prob_value=self.re_prob,
+                                   sigma0_value=self.sigma0, target_rate_value=self.target_rate)  # fmt: skip
 
     @property
     def base_lr(self) -> float:
@@ -303,11 +292,11 @@ class TrainConfig:
         """The multiplier the heads' lr gets: only with full training (heads-only: --lr is the heads' lr)."""
         return self.head_lr_scale if self.train == "full" else 1.0
 
-    def noise(self) -> NoiseConfig:
+    def noise(self, blocks: tuple[int, ...] | None = None) -> NoiseConfig:
+        """The run's noise (`blocks`: the noise blocks the model has, when fewer than `noise_blocks`)."""
         from tnt_cli.engine.noise import NoiseConfig
 
-        return NoiseConfig(blocks=self.noise_blocks, sigma0=self.sigma0, noise_variant=self.noise_variant,
-                           relevance=self.relevance, target_rate=self.target_rate)  # fmt: skip
+        return NoiseConfig.from_settings(self, blocks=blocks)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -322,7 +311,7 @@ class TrainConfig:
 SETTINGS: tuple[Setting, ...] = declarations(TrainConfig)
 # Settings whose None means the recipe's value (lr is per train mode and resolved on its own).
 RECIPE_SETTINGS = tuple(s for s in SETTINGS if s.from_recipe and s.name != "lr")
-# What must be equal for --resume to reproduce the uninterrupted run.
+# What must be equal for --resume to reproduce the uninterrupted run (checked in `tnt_cli.train.resume`).
 TRAJECTORY = tuple(s.name for s in SETTINGS if s.resume)
 
 
@@ -344,30 +333,3 @@ def recipe_settings(cfg: TrainConfig) -> dict:
     """The run's resolved recipe settings (the summary `Trainer.settings` records), as saved."""
     data = cfg.to_dict()
     return {s.name: data[s.name] for s in SETTINGS if s.summary}
-
-
-def resume_mismatch(saved: dict, current: TrainConfig) -> SettingError | None:
-    """The first trajectory setting that differs from the checkpoint's, as the error to raise; None when all match."""
-    now = current.to_dict()
-    for key in TRAJECTORY:
-        if key in ("model", "data") and key in saved and _same_place(saved[key], now.get(key)):
-            continue
-        if key in saved and saved[key] != now.get(key):
-            return SettingError(
-                f"{{resume}}: {{{key}}} is {{now!r}} but the checkpoint was made with {{saved!r}}; resume with the "
-                "original settings",
-                now=now.get(key), saved=saved[key],
-            )  # fmt: skip
-    return None
-
-
-def _same_place(a, b) -> bool:
-    """MODEL / DATA given two ways for one path (`./base` and `base`, relative and absolute) are the same."""
-    from pathlib import Path
-
-    if not isinstance(a, str) or not isinstance(b, str):
-        return False
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()

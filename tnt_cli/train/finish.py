@@ -18,7 +18,7 @@ from tnt_cli.train.plan import Plan
 
 if TYPE_CHECKING:
     from tnt_cli.train.output import RunOutput
-    from tnt_cli.train.setup import Assembly
+    from tnt_cli.train.setup import TrainingModel
 
 
 class Diverged(TntError):
@@ -27,7 +27,7 @@ class Diverged(TntError):
 
 def finish_run(
     cfg: TrainConfig,
-    built: Assembly,
+    built: TrainingModel,
     output: RunOutput,
     plan: Plan,
     *,

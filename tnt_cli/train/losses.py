@@ -1,5 +1,5 @@
 """The fine-tuning loss: task loss (label smoothing, or soft targets under mixup/cutmix), optional
-distillation to the frozen dense model's logits, plus the sigmoid form's rate penalty."""
+distillation to the frozen dense model's logits, plus sigmoid relevance's rate penalty."""
 
 from __future__ import annotations
 

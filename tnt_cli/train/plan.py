@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tnt_cli.errors import TntError
-from tnt_cli.train.config import LR_REFERENCE_BATCH, TrainConfig
+from tnt_cli.train.config import TrainConfig
 
 if TYPE_CHECKING:
     import torch
+
+# Reference batch for lr scaling: lr = base lr * global batch / 512.
+LR_REFERENCE_BATCH = 512
 
 
 @dataclass
@@ -38,14 +41,11 @@ class Plan:
         return {**self.__dict__, "global_batch": self.global_batch}
 
 
-def images_per_rank(train_images: int, world_size: int) -> int:
-    """Images each process sees per epoch: `tnt_cli.data.sampler.EpochSampler` pads every share up to this."""
-    return -(-train_images // world_size)
-
-
 def make_plan(cfg: TrainConfig, *, train_images: int, world_size: int, amp: str = "off") -> Plan:
     """The plan of `cfg` over `train_images` images on `world_size` processes; `amp` is the resolved precision
     (`resolve_amp`). The lr is scaled by global batch / 512 and the warmup is capped at half the steps."""
+    from tnt_cli.data.sampler import images_per_rank  # the sampler's own count (lazy: torch)
+
     per_rank = images_per_rank(train_images, world_size)
     steps_per_epoch = per_rank // cfg.batch_size // cfg.accum  # an epoch's last partial step is dropped
     if steps_per_epoch < 1:

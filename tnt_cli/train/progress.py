@@ -119,7 +119,7 @@ class Throughput:
 
 def describe_run(cfg: TrainConfig, plan: Plan, *, drop_block: int | None, device: torch.device) -> list[str]:
     """The lines a run starts with: the recipe's remarks, its loss terms, and the plan's numbers."""
-    from tnt_cli.train.config import LR_REFERENCE_BATCH
+    from tnt_cli.train.plan import LR_REFERENCE_BATCH
 
     p = plan
     lines = [f"note: {text}" for text in cfg.notes]

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, get_type_hints
 
-from tnt_cli.errors import SettingError
 from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES
 
 # Help panels of `tnt finetune`, in the order the help screen shows them.
@@ -103,36 +102,3 @@ def shown(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{key} {shown(v)}" for key, v in value.items())
     return str(value)
-
-
-# ----------------------------------------------------------------------------- list values given as text
-def split_list(text: str) -> list[str]:
-    """'0,1,2' or '0 1 2' -> its parts; ValueError when there are none."""
-    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
-    if not parts:
-        raise ValueError(text)
-    return parts
-
-
-def int_list(text: str, name: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in split_list(text))
-    except ValueError:
-        raise SettingError(f"{{{name}}} takes whole numbers separated by commas, got {{text!r}}", text=text) from None
-
-
-def float_list(text: str, name: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in split_list(text))
-    except ValueError:
-        raise SettingError(f"{{{name}}} takes numbers separated by commas, got {{text!r}}", text=text) from None
-
-
-def float_pair(text: str, name: str) -> tuple[float, float]:
-    try:
-        values = tuple(float(part) for part in split_list(text))
-    except ValueError:
-        values = ()
-    if len(values) != 2:
-        raise SettingError(f"{{{name}}} takes two numbers min,max, got {{text!r}}", text=text)
-    return values

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
 
 from tnt_cli.engine import Schedule, TNTModel, attach_tnt
 from tnt_cli.errors import SettingError, TntError
@@ -27,6 +31,13 @@ DEFAULT_EVAL_BLOCK = 2
 DEFAULT_EVAL_KEEP = 0.5
 
 Note = Callable[[str], None]  # prints a remark for the user (on rank 0 only)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs a run draws from (python, numpy, torch): before building, so the heads start alike."""
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
 
 
 def default_eval_schedule(noise_blocks: tuple[int, ...], depth: int) -> Schedule:
@@ -76,7 +87,7 @@ def open_training_data(cfg: TrainConfig) -> TrainingData:
 
 
 @dataclass
-class Assembly:
+class TrainingModel:
     """The model a run trains and what was decided while building it."""
 
     loaded: LoadedModel  # what MODEL resolved to (its base model and provenance go into OUT)
@@ -92,7 +103,7 @@ class Assembly:
         return self.pruning_pass.block if self.pruning_pass is not None else None
 
 
-def assemble(cfg: TrainConfig, classes: list[str], device, note: Note) -> Assembly:
+def build_training_model(cfg: TrainConfig, classes: list[str], device, note: Note) -> TrainingModel:
     """Load MODEL, map the data's classes onto it, attach the heads the run trains and evaluates, choose what
     trains (heads and/or backbone), and copy the teacher."""
     from tnt_cli.io.sources import load_model
@@ -100,10 +111,9 @@ def assemble(cfg: TrainConfig, classes: list[str], device, note: Note) -> Assemb
     loaded = load_model(cfg.model)
     vit = loaded.model.vit
     depth = len(vit.blocks)
-    label_map, model_classes = map_classes(cfg, loaded, classes, note)
+    label_map, model_classes = align_classes(cfg, loaded, classes, note)
     noise_blocks = clamp_noise_blocks(cfg.noise_blocks, depth, note)
-    noise = cfg.noise()
-    noise = type(noise)(**{**noise.to_dict(), "blocks": noise_blocks})
+    noise = cfg.noise(blocks=noise_blocks)
     schedule = _eval_schedule(cfg, noise_blocks, depth)
     trained = set(loaded.model.head_blocks) if loaded.heads_trained else set()
     head_blocks = sorted(set(noise_blocks) | trained | set(schedule.prune_layers))
@@ -127,8 +137,8 @@ def assemble(cfg: TrainConfig, classes: list[str], device, note: Note) -> Assemb
     model = model.to(device)
     if not any(p.requires_grad for p in model.parameters()):
         raise TntError("nothing to train: no noise block has a relevance head")
-    return Assembly(loaded=loaded, model=model, teacher=teacher, eval_schedule=schedule, pruning_pass=pruning_pass,
-                    label_map=label_map, model_classes=model_classes)  # fmt: skip
+    return TrainingModel(loaded=loaded, model=model, teacher=teacher, eval_schedule=schedule,
+                         pruning_pass=pruning_pass, label_map=label_map, model_classes=model_classes)  # fmt: skip
 
 
 def _eval_schedule(cfg: TrainConfig, noise_blocks: tuple[int, ...], depth: int) -> Schedule:
@@ -146,13 +156,12 @@ def _eval_schedule(cfg: TrainConfig, noise_blocks: tuple[int, ...], depth: int) 
     return schedule
 
 
-def map_classes(
+def align_classes(
     cfg: TrainConfig, loaded: LoadedModel, classes: list[str], note: Note
 ) -> tuple[list[int] | None, list[str]]:
     """(data label -> model class, the model's class names) by name (`tnt_cli.data.classes`); with `new_classes`
     the classifier is replaced by one for the data's classes. Records the names on the backbone."""
-    from tnt_cli.data.classes import map_classes as map_by_name
-    from tnt_cli.data.classes import mapped_names
+    from tnt_cli.data.classes import map_classes, mapped_names
     from tnt_cli.io.labels import model_class_names, record_names
 
     vit = loaded.model.vit
@@ -165,7 +174,7 @@ def map_classes(
         vit.reset_classifier(len(classes))
     else:
         names = model_class_names(vit, loaded.tnt_config)
-        label_map = map_by_name(classes, names, vit.num_classes, data=cfg.data, model=cfg.model)
+        label_map = map_classes(classes, names, vit.num_classes, data=cfg.data, model=cfg.model)
     model_classes = mapped_names(names, classes)
     record_names(vit, model_classes)
     return label_map, model_classes

@@ -3,7 +3,7 @@
 This is the only place a training loss is computed (timm's `timm/task/` idea): `tnt finetune`'s trainer, the
 Python API and the Fashion-MNIST study all train through `PruningTask`, so every method gets the same recipe.
 
-- `tnt`: the noisy pass (relevance noise after the noise blocks; the sigmoid form's rate term), plus the
+- `tnt`: the noisy pass (relevance noise after the noise blocks; sigmoid relevance's rate term), plus the
   hard-pruning pass: top-k by the current heads (with the schedule's reducer) at the drawn keep rate.
 - `random` / `evit` / `evit-fuse` / `tome` (the baselines, fine-tuned as their papers fine-tune them): a plain
   dense pass, plus the hard-pruning pass with the method's own reducer, configured at the GMACs TNT has at the
@@ -26,15 +26,16 @@ from tnt_cli.train.losses import distill_loss
 
 @dataclass(frozen=True)
 class LossSettings:
-    """The loss terms' weights (resolved from the recipe; see `tnt_cli.train.config.TrainConfig`)."""
+    """The loss terms' weights, resolved from a run's settings by `tnt_cli.train.setup.loss_settings` (no defaults
+    of their own: the recipe's are in `tnt_cli.recipes`, the rest in `tnt_cli.train.config.TrainConfig`)."""
 
-    method: str = "tnt"
-    rate_weight: float = 1.0
-    distill: bool = True
-    distill_weight: float = 1.0
-    distill_temp: float = 1.0
-    drop_weight: float = 1.0
-    noise_trains_backbone: bool = True  # False: the noisy pass's loss reaches the heads only
+    method: str
+    rate_weight: float
+    distill: bool
+    distill_weight: float
+    distill_temp: float
+    drop_weight: float
+    noise_trains_backbone: bool  # False: the noisy pass's loss reaches the heads only
 
 
 def drop_keep(keeps: tuple[float, ...], seed: int, step: int, micro: int) -> float:

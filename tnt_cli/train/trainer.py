@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,21 +28,15 @@ from tnt_cli import errors
 from tnt_cli.errors import TntError
 from tnt_cli.train import distributed as D
 from tnt_cli.train import setup as S
-from tnt_cli.train.checkpoint import (
-    check_resumable,
-    checkpoint_path,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-)
+from tnt_cli.train.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tnt_cli.train.config import TrainConfig, recipe_settings
 from tnt_cli.train.finish import finish_run
 from tnt_cli.train.optim import build_optimizer, build_scheduler
 from tnt_cli.train.output import RunOutput
 from tnt_cli.train.plan import make_plan, resolve_amp
 from tnt_cli.train.progress import METRICS_FILE, MetricsLog, Throughput, TrainProgress, describe_run, step_record
+from tnt_cli.train.resume import check_resumable
+from tnt_cli.train.setup import seed_everything
 from tnt_cli.train.task import PruningTask
 
 # Test hooks (not user options): simulate Ctrl-C after optimizer step k, or a NaN loss at step k (1-based).
@@ -68,7 +62,6 @@ class RunState:
     step_in_epoch: int = 0  # optimizer steps done in that epoch
     step: int = 0  # optimizer steps done in total
     last_loss: float = float("nan")
-    history: list = field(default_factory=list)
 
 
 class Trainer:
@@ -138,7 +131,7 @@ class Trainer:
     def _build(self, data: S.TrainingData) -> None:
         """Model, loader, plan, loss and optimizer, in this order (the model's heads draw from the seeded RNG)."""
         cfg = self.cfg
-        self.assembly = built = S.assemble(cfg, data.classes, self.device, self.note)
+        self.built = built = S.build_training_model(cfg, data.classes, self.device, self.note)
         self.model, self.teacher, self.pruning_pass = built.model, built.teacher, built.pruning_pass
         self.drop_block = built.drop_block
         self.loader = S.build_train_loader(cfg, self.model, data, built.label_map)
@@ -212,7 +205,6 @@ class Trainer:
                 epoch = state.epoch + state.step_in_epoch / plan.steps_per_epoch
                 record = step_record(state.step, epoch, plan, losses=window, lr=lr, images_per_s=ips, model=self.model)
                 self.metrics.write(record)
-                state.history.append(record)
                 window.clear()
                 meter.reset()
             progress.update(state.step, loss, lr, ips)
@@ -347,7 +339,7 @@ class Trainer:
         D.barrier(self.dist)
         if not self.dist.is_main:
             return None
-        return finish_run(self.cfg, self.assembly, self.output, self.plan, device=self.device, settings=self.settings(),
+        return finish_run(self.cfg, self.built, self.output, self.plan, device=self.device, settings=self.settings(),
                           steps=state.step, final_loss=state.last_loss, note=self.note)  # fmt: skip
 
 

@@ -1,0 +1,44 @@
+"""List values given as text ('0,1,2' or '0 1 2'), parsed once for every command and for the settings.
+
+Errors are `SettingError`s naming the setting (`noise_blocks`), so the CLI prints its flag (`--noise-blocks`).
+One layer above the errors (it imports nothing else), so every other module may use it.
+"""
+
+from __future__ import annotations
+
+from tnt_cli.errors import SettingError
+
+
+def split_list(text: str) -> list[str]:
+    """'0,1,2' or '0 1 2' -> its parts; ValueError when there are none."""
+    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    if not parts:
+        raise ValueError(text)
+    return parts
+
+
+def int_list(text: str, name: str) -> tuple[int, ...]:
+    """Whole numbers separated by commas, for the setting `name`."""
+    try:
+        return tuple(int(part) for part in split_list(text))
+    except ValueError:
+        raise SettingError(f"{{{name}}} takes whole numbers separated by commas, got {{text!r}}", text=text) from None
+
+
+def float_list(text: str, name: str) -> tuple[float, ...]:
+    """Numbers separated by commas, for the setting `name`."""
+    try:
+        return tuple(float(part) for part in split_list(text))
+    except ValueError:
+        raise SettingError(f"{{{name}}} takes numbers separated by commas, got {{text!r}}", text=text) from None
+
+
+def float_pair(text: str, name: str) -> tuple[float, float]:
+    """Two numbers min,max, for the setting `name`."""
+    try:
+        values = tuple(float(part) for part in split_list(text))
+    except ValueError:
+        values = ()
+    if len(values) != 2:
+        raise SettingError(f"{{{name}}} takes two numbers min,max, got {{text!r}}", text=text)
+    return values

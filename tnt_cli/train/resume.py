@@ -1,0 +1,47 @@
+"""The resume check, in one place: a checkpoint is continued only by a run that would have made it.
+
+Torch-free (it compares saved settings), so the checkpoint module stays about the checkpoint's bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tnt_cli.errors import SettingError
+from tnt_cli.train.config import TRAJECTORY, TrainConfig
+
+
+def check_resumable(saved: dict, cfg: TrainConfig, world_size: int) -> None:
+    """Refuse to resume a checkpoint with other trajectory settings or another number of processes: the resumed
+    run would not be the interrupted one."""
+    mismatch = resume_mismatch(saved["config"], cfg)
+    if mismatch is not None:
+        raise mismatch
+    if saved["world_size"] != world_size:
+        raise SettingError("{resume}: the checkpoint was made with {then} processes, this run has {now}; resume "
+                           "with the same number", then=saved["world_size"], now=world_size)  # fmt: skip
+
+
+def resume_mismatch(saved: dict, current: TrainConfig) -> SettingError | None:
+    """The first trajectory setting that differs from the checkpoint's, as the error to raise; None when all match."""
+    now = current.to_dict()
+    for key in TRAJECTORY:
+        if key in ("model", "data") and key in saved and _same_place(saved[key], now.get(key)):
+            continue
+        if key in saved and saved[key] != now.get(key):
+            return SettingError(
+                f"{{resume}}: {{{key}}} is {{now!r}} but the checkpoint was made with {{saved!r}}; resume with the "
+                "original settings",
+                now=now.get(key), saved=saved[key],
+            )  # fmt: skip
+    return None
+
+
+def _same_place(a, b) -> bool:
+    """MODEL / DATA given two ways for one path (`./base` and `base`, relative and absolute) are the same."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
