@@ -9,9 +9,14 @@ from __future__ import annotations
 from tnt_cli.errors import SettingError
 
 
+def list_parts(text: str) -> list[str]:
+    """'0,1,2' or '0 1 2' -> ['0', '1', '2'] (empty for blank text)."""
+    return [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
+
+
 def split_list(text: str) -> list[str]:
     """'0,1,2' or '0 1 2' -> its parts; ValueError when there are none."""
-    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    parts = list_parts(text)
     if not parts:
         raise ValueError(text)
     return parts

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from tnt_cli.errors import SettingError, TntError
+from tnt_cli.parsing import list_parts
 
 DTYPES = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -14,7 +15,7 @@ BATCH_SIZES_FORMAT = "{batch_sizes} takes whole numbers >= 1 separated by commas
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
     """'1,32,128' -> (1, 32, 128); order kept, duplicates dropped, each a whole number >= 1."""
-    parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
+    parts = list_parts(text)
     if not parts:
         raise SettingError(BATCH_SIZES_FORMAT, text=text)
     sizes: list[int] = []

@@ -10,6 +10,7 @@ from rich.table import Table
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.eval.grid import DEFAULT_KEEP_GRID, DEFAULT_METHODS, DEFAULT_SIM_GRID
+from tnt_cli.parsing import list_parts
 
 GRID = "Grid"
 TARGET = "Target (one of)"
@@ -117,7 +118,7 @@ def calibrate(
         grid_sim=parse_sim_grid(grid_sim),
         sim_seed=sim_seed,
         reducer=o.check_reducer(reducer or o.DEFAULT_REDUCER),
-        methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods is not None else None,
+        methods=tuple(list_parts(methods)) if methods is not None else None,
         measure_speed=measure_speed,
         speed_batch=speed_batch,
         speed_rounds=speed_rounds,

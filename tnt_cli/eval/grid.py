@@ -7,6 +7,7 @@ layer; similarity-prune counts r: whole numbers, or 'auto' for about 1/8 of the 
 from __future__ import annotations
 
 from tnt_cli.errors import SettingError
+from tnt_cli.parsing import list_parts
 
 DEFAULT_KEEP_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 AUTO_SIM = "auto"
@@ -27,9 +28,8 @@ def parse_layer_grid(text: str) -> list[tuple[int, ...]]:
 
 def parse_sim_grid(text: str) -> tuple[int | str, ...]:
     """'0,auto' -> (0, 'auto'): similarity-prune counts r to try, each a whole number >= 0 or 'auto'."""
-    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
     try:
-        values = tuple(AUTO_SIM if p == AUTO_SIM else int(p) for p in parts)
+        values = tuple(AUTO_SIM if p == AUTO_SIM else int(p) for p in list_parts(text))
     except ValueError:
         raise SettingError("{grid_sim} takes whole numbers or 'auto', got {text!r}", text=text) from None
     if any(v != AUTO_SIM and int(v) < 0 for v in values):
