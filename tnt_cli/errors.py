@@ -4,7 +4,6 @@ Library errors say what is wrong in neutral words (they are raised to Python API
 table (`tnt_cli.cli._errors`) adds the flag that fixes it and picks the exit code.
 """
 
-
 from __future__ import annotations
 
 import string
