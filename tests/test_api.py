@@ -31,3 +31,18 @@ def test_import_is_cheap():
     code = "import sys, tnt_cli; assert 'torch' not in sys.modules and 'timm' not in sys.modules; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_describe_is_what_tnt_info_reports(tmp_path):
+    """`tnt_cli.describe` and `tnt info --json` give the same numbers; a schedule changes the pruned GMACs only."""
+    import json
+
+    from _helpers import run_cli
+
+    out = tnt_cli.save(tiny_tnt(shape=IO), tmp_path / "m")
+    dense = tnt_cli.describe(out)
+    pruned = tnt_cli.describe(out, schedule=tnt_cli.Schedule(prune_layers=(1,), keep_rates=(0.5,)))
+    assert pruned["gmacs_dense"] == dense["gmacs_dense"] and pruned["gmacs_pruned"] < dense["gmacs_pruned"]
+    result = run_cli("info", out, "--prune-layers", "1", "--keep-rates", "0.5", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads(json.dumps(pruned))

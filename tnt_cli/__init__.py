@@ -15,7 +15,7 @@ from typing import Any
 from tnt_cli._version import __version__
 
 # The real functions, with their keyword parameters (api.py imports nothing heavy: torch loads on first use).
-from tnt_cli.api import load, save
+from tnt_cli.api import describe, load, save
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +27,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'tnt_cli' has no attribute {name!r}")
 
 
-__all__ = ["NoiseConfig", "Schedule", "TNTModel", "__version__", "load", "save"]
+__all__ = ["NoiseConfig", "Schedule", "TNTModel", "__version__", "describe", "load", "save"]

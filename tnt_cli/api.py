@@ -76,3 +76,18 @@ def save(
         overwrite=overwrite,
         provenance=provenance or _PROVENANCE.get(model),
     )
+
+
+def describe(model: str | os.PathLike, *, schedule: Schedule | None = None, offline: bool = False) -> dict[str, Any]:
+    """What `tnt info` reports for MODEL: architecture, sizes, tokens per block and GMACs dense vs pruned.
+
+    Counting needs shapes only: a timm name is built without weights (never a download), and heads need not be
+    trained to say what `schedule` (default: the model's own) would cost.
+    """
+    from tnt_cli.analysis import describe_model
+    from tnt_cli.io.sources import classify, load_model
+
+    shapes_only = classify(str(model))[0] == "timm"
+    loaded = load_model(model, random_weights=shapes_only, schedule=schedule, offline=offline,
+                        require_trained_heads=False)  # fmt: skip
+    return {**describe_model(loaded.model), "source": loaded.source}

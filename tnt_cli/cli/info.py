@@ -33,16 +33,9 @@ def info(
       tnt info runs/deit_s_tnt --json
     """
     o.apply_offline(offline)
-    from tnt_cli.analysis import describe_model
-    from tnt_cli.io.sources import classify, load_model
+    from tnt_cli.api import describe
 
-    schedule = schedule_flags.schedule()
-    # info only counts: a timm name is built with pretrained=False (shapes only, never a download), and heads
-    # need not be trained to say what a schedule would cost
-    shapes_only = classify(model)[0] == "timm"
-    loaded = load_model(model, random_weights=shapes_only, schedule=schedule, require_trained_heads=False)
-    data = describe_model(loaded.model)
-    data["source"] = loaded.source
+    data = describe(model, schedule=schedule_flags.schedule())
     if json_out:
         print_json(data)
         return
