@@ -88,3 +88,30 @@ def test_bad_arguments_are_clear_errors(kwargs):
 def test_index_out_of_range(test_split):
     with pytest.raises(IndexError):
         test_split.layout(len(test_split))
+
+
+def test_textured_background_has_no_equal_patches_and_the_same_layout():
+    """The textured set: every 8x8 patch differs from every other (no free merges, as in natural images), the
+    item and clutter sit where the black set puts them, and the texture is seeded like the layout."""
+    black = ClutteredFashionMNIST("test", seed=0)
+    textured = ClutteredFashionMNIST("test", seed=0, background="texture")
+    images, _ = load_arrays("test")
+    for i in (0, 3, 9999):
+        assert textured.layout(i) == black.layout(i)
+        canvas = textured.render(i)
+        patches = canvas.reshape(8, 8, 8, 8).transpose(0, 2, 1, 3).reshape(64, -1)
+        assert len({p.tobytes() for p in patches}) == 64
+        top, left, h, w = textured.item_box(i)
+        item = canvas[top : top + h, left : left + w]
+        assert (item >= images[i]).all()  # maximum blending: the item's ink is all there
+        np.testing.assert_array_equal(canvas, ClutteredFashionMNIST("test", seed=0, background="texture").render(i))
+    other_seed = ClutteredFashionMNIST("test", seed=1, background="texture")
+    assert not np.array_equal(textured.texture(0), other_seed.texture(0))
+    black_canvas = black.render(0)
+    black_patches = black_canvas.reshape(8, 8, 8, 8).transpose(0, 2, 1, 3).reshape(64, -1)
+    assert len({p.tobytes() for p in black_patches}) < 40  # the black set is mostly one patch
+
+
+def test_unknown_background_is_a_clear_error():
+    with pytest.raises(TntError, match="background"):
+        ClutteredFashionMNIST("test", background="plaid")

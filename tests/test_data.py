@@ -157,10 +157,10 @@ def test_malformed_datasets_are_one_line_errors(tmp_path, rgb32):
         build_loader("fashion-mnist", "holdout", rgb32, batch_size=2)
 
 
-def test_cluttered_fashion_mnist_is_mapped(gray28):
-    pytest.importorskip("tnt_cli.data.cluttered")
+@pytest.mark.parametrize("name", ["cluttered-fashion-mnist", "textured_fashion_mnist"])
+def test_canvas_benchmarks_are_mapped(gray28, name):
     canvas = tiny_vit(shape=FMNIST, img_size=64, patch_size=8)
-    loader = build_loader("cluttered-fashion-mnist", "val", canvas, batch_size=4, limit=4)
+    loader = build_loader(name, "val", canvas, batch_size=4, limit=4)
     images, labels = next(iter(loader))
     assert images.shape == (4, 1, 64, 64) and labels.dtype == torch.int64
-    assert dataset_classes("cluttered-fashion-mnist") == dataset_classes("fashion-mnist")
+    assert dataset_classes(name) == dataset_classes("fashion-mnist")

@@ -45,6 +45,7 @@ class BenchSpec:
 BENCHES = {
     "fashion-mnist": BenchSpec("fashion-mnist", img_size=28, patch_size=4),
     "cluttered-fashion-mnist": BenchSpec("cluttered-fashion-mnist", img_size=64, patch_size=8),
+    "textured-fashion-mnist": BenchSpec("textured-fashion-mnist", img_size=64, patch_size=8),
 }
 
 
@@ -60,14 +61,15 @@ def load_split(bench: str, split: str, *, seed: int = 0, limit: int | None = Non
         images, labels = load_arrays(split)
         x = torch.from_numpy(images.copy()).unsqueeze(1)
         y = torch.from_numpy(labels.copy())
-    elif bench == "cluttered-fashion-mnist":
+    elif bench in ("cluttered-fashion-mnist", "textured-fashion-mnist"):
         from tnt_cli.data.cluttered import ClutteredFashionMNIST
+        from tnt_cli.data.datasets import CANVASES
 
-        cache = OUT / "data" / f"cluttered-{split}-seed{seed}.pt"
+        cache = OUT / "data" / f"{bench.split('-')[0]}-{split}-seed{seed}.pt"
         if cache.exists():
             x, y = torch.load(cache)
         else:
-            ds = ClutteredFashionMNIST(split, seed=seed)
+            ds = ClutteredFashionMNIST(split, seed=seed, background=CANVASES[bench])
             x, y, _ = ds.tensors()
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp")

@@ -81,8 +81,9 @@ DataOpt = Annotated[
     str,
     typer.Option(
         "--data",
-        help="fashion-mnist, cluttered-fashion-mnist, a folder (train/ and val/ class folders, or class folders "
-        "directly: imagenet/val), a .tar of class folders, or a timm source: hfds/ORG/NAME, wds/..., tfds/...",
+        help="fashion-mnist, cluttered-fashion-mnist, textured-fashion-mnist, a folder (train/ and val/ class "
+        "folders, or class folders directly: imagenet/val), a .tar of class folders, or a timm source: "
+        "hfds/ORG/NAME, wds/..., tfds/...",
         show_default=False,
     ),
 ]

@@ -1,4 +1,4 @@
-"""Datasets and loaders for tnt: ImageFolder roots, Fashion-MNIST and its cluttered variant.
+"""Datasets and loaders for tnt: ImageFolder roots, Fashion-MNIST and its cluttered and textured variants.
 
 Public API (used by finetune, calibrate, evaluate, visualize):
 - `build_loader(spec, split, vit, *, batch_size, train=False, workers=0, limit=None, seed=0, **aug)`

@@ -3,6 +3,12 @@
 Most tokens are background or clutter, as in ImageNet photos, so which tokens a pruner keeps matters: random
 dropping loses the item, a good relevance keeps it. Every image is a pure function of (split, seed, index), so the
 dataset is deterministic and does not depend on worker count or iteration order.
+
+Two backgrounds:
+- "black" (`cluttered-fashion-mnist`): zero pixels. Most patches are exact duplicates of one another (up to the
+  position embedding), which similarity merging (ToMe) reduces almost for free: real photos have no such patches.
+- "texture" (`textured-fashion-mnist`): a smooth random field plus per-pixel grain under everything (items and
+  clutter combine with it by maximum), so no two background patches are equal, as in natural images.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from tnt_cli.errors import TntError
 
 ITEM = 28  # Fashion-MNIST items are 28x28
 _SPLIT_IDS = {"train": 1, "test": 2}
+BACKGROUNDS = ("black", "texture")
+# The textured background: a smooth field (a GRID x GRID lattice of uniform values, bilinearly interpolated) up to
+# FIELD grey levels, plus uniform per-pixel grain up to GRAIN: darker than most item ink (up to 255), never flat.
+TEXTURE_GRID, TEXTURE_FIELD, TEXTURE_GRAIN = 6, 72, 40
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,8 @@ class ClutteredFashionMNIST:
 
     Item i of the split is pasted at a random position; `clutter` fragments (`fragment` x `fragment` pixels cut
     near the centre of other random images of the same split) are scattered where they do not overlap the item,
-    so the label stays unambiguous. Pixels combine by maximum (clutter never covers the item: they do not touch).
+    so the label stays unambiguous. Pixels combine by maximum (clutter never covers the item: they do not touch),
+    over a black or a textured `background` (one of BACKGROUNDS).
     """
 
     @property
@@ -48,6 +59,7 @@ class ClutteredFashionMNIST:
         canvas: int = 64,
         clutter: int = 4,
         fragment: int = 8,
+        background: str = "black",
         transform: Callable | None = None,
         target_transform: Callable | None = None,
     ) -> None:
@@ -59,11 +71,14 @@ class ClutteredFashionMNIST:
             raise TntError(f"fragment must be 1-{ITEM} pixels, got {fragment}")
         if clutter < 0:
             raise TntError(f"clutter must be >= 0, got {clutter}")
+        if background not in BACKGROUNDS:
+            raise TntError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
         self.split = SPLIT_ALIASES[split]
         self.seed = int(seed)
         self.canvas = int(canvas)
         self.clutter = int(clutter)
         self.fragment = int(fragment)
+        self.background = background
         self.transform = transform
         self.target_transform = target_transform
         self.images, self.labels = load_arrays(self.split)
@@ -102,9 +117,25 @@ class ClutteredFashionMNIST:
         """The canvas for one index as uint8 (canvas, canvas)."""
         return self._render(self.layout(index))
 
+    def texture(self, index: int) -> np.ndarray:
+        """The background of one canvas as uint8 (canvas, canvas): zeros, or the seeded texture (its own generator,
+        so the layout's draws are the same for both backgrounds)."""
+        c = self.canvas
+        if self.background == "black":
+            return np.zeros((c, c), dtype=np.uint8)
+        rng = np.random.default_rng([self.seed, _SPLIT_IDS[self.split], int(index), 1])
+        lattice = rng.uniform(0.0, TEXTURE_FIELD, size=(TEXTURE_GRID, TEXTURE_GRID))
+        at = np.linspace(0.0, TEXTURE_GRID - 1, c)
+        lo = np.minimum(at.astype(int), TEXTURE_GRID - 2)
+        frac = at - lo
+        rows = lattice[lo] * (1 - frac)[:, None] + lattice[lo + 1] * frac[:, None]  # (c, GRID)
+        field = rows[:, lo] * (1 - frac)[None, :] + rows[:, lo + 1] * frac[None, :]  # (c, c)
+        grain = rng.uniform(0.0, TEXTURE_GRAIN, size=(c, c))
+        return np.clip(np.rint(field + grain), 0, 255).astype(np.uint8)
+
     def _render(self, lay: Layout) -> np.ndarray:
         index = lay.item_index
-        out = np.zeros((self.canvas, self.canvas), dtype=np.uint8)
+        out = self.texture(index)
         f = self.fragment
         for src, (fy, fx, sy, sx) in lay.fragments:
             patch = self.images[src, sy : sy + f, sx : sx + f]

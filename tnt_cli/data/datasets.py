@@ -1,6 +1,7 @@
 """DATA specs -> datasets.
 
-- "fashion-mnist", "cluttered-fashion-mnist": tnt's own readers (Debian's IDX files, read in place);
+- "fashion-mnist", "cluttered-fashion-mnist", "textured-fashion-mnist": tnt's own readers (Debian's IDX files,
+  read in place);
 - a folder: an ImageFolder root (train/ and val/ class folders), or the class folders given directly
   (`imagenet/val`, as timm's validate.py takes it);
 - a `.tar` of class folders, `hfds/ORG/NAME`, `hfids/...`, `wds/...`, `tfds/...`: through
@@ -22,9 +23,12 @@ from tnt_cli.errors import TntError
 
 FASHION_MNIST = "fashion-mnist"
 CLUTTERED = "cluttered-fashion-mnist"
-NAMED = (FASHION_MNIST, CLUTTERED)
+TEXTURED = "textured-fashion-mnist"
+# the synthetic canvases and their background (tnt_cli.data.cluttered.BACKGROUNDS)
+CANVASES = {CLUTTERED: "black", TEXTURED: "texture"}
+NAMED = (FASHION_MNIST, CLUTTERED, TEXTURED)
 _ALIASES = {"fashion-mnist": FASHION_MNIST, "fashion_mnist": FASHION_MNIST, "fashionmnist": FASHION_MNIST}
-_ALIASES.update({"cluttered-fashion-mnist": CLUTTERED, "cluttered_fashion_mnist": CLUTTERED})
+_ALIASES.update({name.replace("-", "_"): name for name in CANVASES} | {name: name for name in CANVASES})
 
 
 def canonical_spec(spec: str | Path) -> str | Path:
@@ -102,17 +106,17 @@ def base_dataset(spec: str | Path, split: str, *, seed: int = 0) -> Dataset:
 
         images, labels = load_arrays(split)
         return ArrayDataset(images, labels, list(CLASSES))
-    if spec == CLUTTERED:
+    if spec in CANVASES:
         from tnt_cli.data.cluttered import ClutteredFashionMNIST
 
         try:
-            ds = ClutteredFashionMNIST(split, seed=seed)
+            ds = ClutteredFashionMNIST(split, seed=seed, background=CANVASES[spec])
         except TntError:
             raise
         except (ValueError, KeyError) as exc:
-            raise TntError(f"cluttered-fashion-mnist: {exc}") from None
+            raise TntError(f"{spec}: {exc}") from None
         if len(ds) == 0:
-            raise TntError(f"cluttered-fashion-mnist {split} is empty")
+            raise TntError(f"{spec} {split} is empty")
         return ds
     if isinstance(spec, str):  # a timm source spec
         from tnt_cli.data import timm_source
@@ -137,7 +141,7 @@ def base_dataset(spec: str | Path, split: str, *, seed: int = 0) -> Dataset:
 def dataset_classes(spec: str | Path, split: str = "train") -> list[str]:
     """Class names, in label order (`split` matters only for sources opened through timm)."""
     spec = canonical_spec(spec)
-    if spec in NAMED:  # the cluttered set keeps Fashion-MNIST's labels
+    if spec in NAMED:  # the cluttered and textured sets keep Fashion-MNIST's labels
         from tnt_cli.data.fashion_mnist import CLASSES
 
         return list(CLASSES)

@@ -90,7 +90,7 @@ def build_loader(
       torch.distributed is initialised (`distributed=False` turns that off); `loader.sampler` is an
       `EpochSampler`: call `set_epoch(e)` each epoch and `set_start(samples)` to resume mid-epoch.
     - `aug` (train only): scale, ratio, hflip, vflip, color_jitter, auto_augment (e.g. "rand-m9-mstd0.5-inc1"),
-      re_prob. Fixed-size grayscale sources (Fashion-MNIST, cluttered) use a batched tensor path unless a
+      re_prob. Fixed-size grayscale sources (Fashion-MNIST, cluttered, textured) use a batched tensor path unless a
       PIL-only option is set (or `tensor_path=False`).
     - `base`: the untransformed dataset of (spec, split) when the caller already built it (saves a rescan).
     - `label_map`: data label -> model class index (`tnt_cli.data.classes.map_classes`); None keeps the labels.

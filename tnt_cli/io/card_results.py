@@ -19,6 +19,7 @@ TASK = "image-classification"
 KNOWN_DATASETS = {
     "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST", None),
     "cluttered-fashion-mnist": ("zalando-datasets/fashion_mnist", "Cluttered Fashion-MNIST (synthetic)", "cluttered"),
+    "textured-fashion-mnist": ("zalando-datasets/fashion_mnist", "Textured Fashion-MNIST (synthetic)", "textured"),
     "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k", None),
     "imagenet-1k": ("ILSVRC/imagenet-1k", "ImageNet-1k", None),
 }

@@ -41,7 +41,9 @@ class TrainConfig:
         panel=RUN, flag="MODEL",
     )  # fmt: skip
     data: str = setting(
-        help="ImageFolder root (train/ and val/ class folders), fashion-mnist or cluttered-fashion-mnist.", panel=RUN
+        help="ImageFolder root (train/ and val/ class folders), fashion-mnist, cluttered-fashion-mnist or "
+        "textured-fashion-mnist.",
+        panel=RUN,
     )
     out: str = setting(
         help="Output directory (the model directory, its log and checkpoint).", panel=RUN, short="-o", resume=False
