@@ -133,7 +133,8 @@ def test_bad_data_paths_and_empty_class_folders_give_one_line(base, tmp_path):
     missing = run_cli("finetune", base, "--data", tmp_path / "nowhere", "--out", tmp_path / "o1")
     assert error_line(missing) == (
         f"error: data '{tmp_path / 'nowhere'}' not found: give a folder (an ImageFolder root with train/ and val/, "
-        "or class folders), a .tar of class folders, hfds/ORG/NAME, or one of fashion-mnist, cluttered-fashion-mnist"
+        "or class folders), a .tar of class folders, hfds/ORG/NAME, or one of fashion-mnist, cluttered-fashion-mnist, "
+            "textured-fashion-mnist"
     )
     for split in ("train", "val"):
         (tmp_path / "data" / split / "shirt").mkdir(parents=True)

@@ -145,7 +145,7 @@ def test_the_pruning_pass_changes_the_backbone_gradient_and_restores_the_schedul
     def grads(schedule):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(3)  # the same noise in both runs
-        loss = task(x, y, schedule)
+        loss = task(x, y, schedule)["loss"]
         loss.backward()
         return loss.item(), {n: p.grad.clone() for n, p in model.vit.named_parameters()}
 

@@ -102,7 +102,7 @@ def test_a_setting_error_reads_with_the_python_name_and_the_cli_prints_the_flag(
         (("--noise-blocks", "1,x"), "error: --noise-blocks takes whole numbers separated by commas, got '1,x'"),
         (("--drop-keeps", "a"), "error: --drop-keeps takes numbers separated by commas, got 'a'"),
         (("--warmup-epochs", "nan"), "error: --warmup-epochs must be a finite number, got nan"),
-        (("--relevance", "bogus"), "error: --relevance must be one of softmax, sigmoid, got 'bogus'"),
+        (("--relevance", "bogus"), "error: --relevance must be one of softmax, sigmoid, rank, got 'bogus'"),
         (("--noise-variant", "x"), "error: --noise-variant must be one of std, var, got 'x'"),
         (("--sigma0", "-1"), "error: --sigma0 must be >= 0, got -1"),
         (("--target-rate", "0"), "error: --target-rate must be in (0, 1], got 0"),

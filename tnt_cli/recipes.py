@@ -24,7 +24,7 @@ DEFAULT_RECIPE = "default"
 # heads train and `lr` is theirs (no scale).
 STUDY_LR = {"heads": 1.2e-2, "full": 8e-4}
 # The choices of two noise settings (DESIGN.md section 2), here so the torch-free settings can check them.
-RELEVANCES = ("softmax", "sigmoid")
+RELEVANCES = ("softmax", "sigmoid", "rank")
 NOISE_VARIANTS = ("std", "var")
 
 
@@ -39,6 +39,9 @@ class Recipe:
     relevance: str = "sigmoid"  # softmax | sigmoid
     target_rate: float = 0.3  # sigmoid relevance: mean alpha is pulled here
     rate_weight: float = 1.0  # sigmoid relevance: weight of the rate penalty
+    # the step (tnt_cli/train/task.py): anchored = a clean dense pass trains the backbone, the noise the heads only
+    anchor: bool = False
+    heads_fraction: float = 0.25  # anchored step: share of the batch the heads' noisy pass runs on
     # training
     train: str = "full"  # heads | full
     distill: bool = True  # KL(dense teacher || student), added to the task loss with weight distill_weight

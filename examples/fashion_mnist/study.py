@@ -35,15 +35,27 @@ from common import BASE_DIRS, OUT, RESULTS  # noqa: E402
 
 STUDY_OUT = OUT / "study"
 STUDY_RESULTS = RESULTS / "study"
-BENCHES = ("fashion-mnist", "cluttered-fashion-mnist")
+BENCHES = ("fashion-mnist", "cluttered-fashion-mnist", "textured-fashion-mnist")
 PRUNE_BLOCK = 1
 KEEPS = (0.7, 0.5, 0.3, 0.15)
 MULTI = (((1, 3), (0.7, 0.7)), ((1, 3), (0.5, 0.5)))
+# The default recipe before this round ("sigmoid-drop", the paper's noisy step with a pruning pass), spelled out so
+# its rows stay reproducible whatever the default becomes.
+NOISY = {"anchor": False, "noise_blocks": (0, 1, 2, 3), "sigma0": 1.0, "relevance": "sigmoid", "target_rate": 0.3,
+         "rate_weight": 1.0}  # fmt: skip
+ANCHORED = {"anchor": True, "noise_blocks": (PRUNE_BLOCK,), "sigma0": 1.0, "heads_fraction": 0.25}
 # run name -> (finetune --method, --reducer, other `tnt finetune` settings); the name labels it in every table
 RUNS: dict[str, tuple[str, str, dict]] = {
-    "tnt": ("tnt", "drop", {}),
-    "tnt-merge": ("tnt", "merge", {}),
-    "tnt-hn": ("tnt", "drop", {"noise_trains": "heads"}),  # the noise trains the heads only
+    "tnt": ("tnt", "drop", {}),  # the default recipe, as it is now
+    "tnt-noisy": ("tnt", "drop", NOISY),
+    "tnt-noisy-merge": ("tnt", "merge", NOISY),
+    "tnt-noisy-hn": ("tnt", "drop", {**NOISY, "noise_trains": "heads"}),  # the noise trains the heads only
+    # the anchored step: a clean dense pass trains the backbone, the noise the heads only (sigmoid's rate target
+    # tied to the pruning pass's keep rate)
+    "tnt-anchor": ("tnt", "drop", {**ANCHORED, "relevance": "sigmoid"}),
+    "tnt-rank": ("tnt", "drop", {**ANCHORED, "relevance": "rank"}),  # ... and the rank relevance
+    "tnt-rank-merge": ("tnt", "merge", {**ANCHORED, "relevance": "rank"}),  # ... with merging
+    "tnt-rank-gmerge": ("tnt", "merge", {**ANCHORED, "relevance": "rank", "merge_threshold": 0.5}),  # ... gated
     "random": ("random", "drop", {}),
     "evit": ("evit", "drop", {}),
     "evit-fuse": ("evit-fuse", "drop", {}),
@@ -77,8 +89,8 @@ def finetune_settings(bench: str, run: str, seed: int, steps: int, batch: int) -
     """The settings one run gives `tnt finetune` (`TrainConfig` names): what the study varies, nothing else."""
     method, reducer, extra = RUNS[run]
     return {"model": str(BASE_DIRS[bench]), "data": bench, "out": str(run_dir(bench, run, seed, steps, batch)),
-            "method": method, "reducer": reducer, **extra, "max_steps": steps, "batch_size": batch, "seed": seed,
-            **FINETUNE}  # fmt: skip
+            "method": method, "reducer": reducer, "max_steps": steps, "batch_size": batch, "seed": seed,
+            **FINETUNE, **extra}  # fmt: skip
 
 
 def finetune_config(bench: str, run: str, seed: int, steps: int, batch: int):
@@ -97,7 +109,7 @@ def commands(bench: str, run: str, seed: int, steps: int, batch: int, schedule: 
     out = run_dir(bench, run, seed, steps, batch).relative_to(ROOT)
     settings.update(model=str(BASE_DIRS[bench].relative_to(ROOT)), out=str(out))
     ft = " ".join(["tnt finetune", *argv_from(SETTINGS, settings)])
-    _, reducer, _ = RUNS[run]
+    _, reducer, extra = RUNS[run]
     sched = next(s for name, s in schedules() if name == schedule)
     flags = ""
     if sched.prune_layers:
@@ -105,6 +117,8 @@ def commands(bench: str, run: str, seed: int, steps: int, batch: int, schedule: 
         flags += ",".join(f"{k:g}" for k in sched.keep_rates)
         if reducer != "drop":
             flags += f" --reducer {reducer}"
+        if extra.get("merge_threshold") is not None:
+            flags += f" --merge-threshold {extra['merge_threshold']:g}"
     ev = f"tnt evaluate {out} --data {bench} --split test{flags} --batch-size 500"
     return f"{ft} && {ev}"
 
@@ -131,7 +145,7 @@ def evaluate_run(bench: str, run: str, seed: int, steps: int, batch: int, loader
     from tnt_cli.eval.compare import Entry, compare
     from tnt_cli.io.sources import load_model
 
-    method, reducer, _ = RUNS[run]
+    method, reducer, extra = RUNS[run]
     out = run_dir(bench, run, seed, steps, batch)
     model = load_model(str(out), require_trained_heads=False).model
     train_s = json.loads((out / "study-run.json").read_text())["train_s"]
@@ -149,14 +163,15 @@ def evaluate_run(bench: str, run: str, seed: int, steps: int, batch: int, loader
                 "gmacs_tnt": round(r["gmacs_tnt"], 6), "top1": round(100 * r["top1"], 2),
                 "top5": round(100 * r["top5"], 2), "images": r["images"], "train_s": train_s}  # fmt: skip
 
-    rows = compare([Entry(run, model, method, reducer)], loader, [s for _, s in schedules()], skip=skip)
+    entry = Entry(run, model, method, reducer, extra.get("merge_threshold"))
+    rows = compare([entry], loader, [s for _, s in schedules()], skip=skip)
     return [row(r) for r in rows]
 
 
 def _drop_reducer(schedule: dict):
     from tnt_cli.engine import Schedule
 
-    data = {k: v for k, v in schedule.items() if k != "reducer"}
+    data = {k: v for k, v in schedule.items() if k not in ("reducer", "merge_threshold")}
     return Schedule.from_dict(data)
 
 

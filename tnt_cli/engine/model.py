@@ -272,20 +272,53 @@ class TNTModel(nn.Module):
 
     def _forward_train(self, x: torch.Tensor, p: int) -> torch.Tensor:
         stats = TrainingStats()
-        noise = self.noise
-        noisy = set(noise.blocks) if self.noise_enabled else set()
+        noisy = set(self.noise.blocks) if self.noise_enabled else set()
         for i, blk in enumerate(self.vit.blocks):
             x = blk(x)
             if i in noisy:
-                prefix, patches = x[:, :p], x[:, p:]
-                alpha = relevance_alpha(self.relevance_scores(i, patches).float(), noise.relevance)
-                if noise.relevance == "sigmoid":
-                    stats.rate_penalties.append(rate_penalty(alpha, noise.target_rate))
-                stats.mean_alpha[i] = alpha.detach().mean()
-                patches = add_relevance_noise(patches, alpha, noise.sigma0, noise.noise_variant)
-                x = torch.cat([prefix, patches], dim=1)
+                x = self._add_noise(i, x, self.noise.target_rate, stats)
         self.last_stats = stats
         return x
+
+    def _add_noise(self, block: int, x: torch.Tensor, keep: float, stats: TrainingStats) -> torch.Tensor:
+        """Relevance noise on the patch tokens of `x` (block `block`'s output), scored by that block's head; `keep`
+        is the rate the sigmoid's penalty pulls toward and where the rank relevance cuts."""
+        noise, p = self.noise, self.num_prefix_tokens
+        prefix, patches = x[:, :p], x[:, p:]
+        alpha = relevance_alpha(self.relevance_scores(block, patches).float(), noise.relevance, keep)
+        if noise.relevance == "sigmoid":
+            stats.rate_penalties.append(rate_penalty(alpha, keep))
+        stats.mean_alpha[block] = alpha.detach().mean()
+        patches = add_relevance_noise(patches, alpha, noise.sigma0, noise.noise_variant)
+        return torch.cat([prefix, patches], dim=1)
+
+    def forward_dense(self, x: torch.Tensor, taps: Iterable[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Logits of the plain dense forward (no noise, no pruning, in either mode) and the tokens after each block
+        in `taps`: the anchored training step's clean pass, whose activations the heads' noisy pass starts from."""
+        wanted = set(taps)
+        tapped: dict[int, torch.Tensor] = {}
+        x = self.embed(x)
+        for i, blk in enumerate(self.vit.blocks):
+            x = blk(x)
+            if i in wanted:
+                tapped[i] = x
+        return self.forward_head(self.vit.norm(x)), tapped
+
+    def forward_noisy_from(self, x: torch.Tensor, start: int, keeps: dict[int, float]) -> torch.Tensor:
+        """Logits from `x`, the tokens after block `start`, with relevance noise after every block in `keeps`
+        (block -> keep rate, all >= `start`) and nothing dropped: the heads' noisy pass of the anchored step.
+
+        Called with the backbone's parameters detached (`torch.func.functional_call`), its gradient reaches the
+        heads only. The statistics (mean alpha, sigmoid's rate penalties) go to `last_stats`.
+        """
+        stats = TrainingStats()
+        for i in range(start, self.depth):
+            if i > start:
+                x = self.vit.blocks[i](x)
+            if i in keeps:
+                x = self._add_noise(i, x, keeps[i], stats)
+        self.last_stats = stats
+        return self.forward_head(self.vit.norm(x))
 
     def rate_loss(self) -> torch.Tensor | float:
         """Sum of sigmoid relevance's rate penalties from the last training forward (0.0 for softmax)."""
@@ -328,7 +361,7 @@ class TNTModel(nn.Module):
         if others is not None:
             left_out, left_sizes = gather_tokens(patches, others), gather_tokens(sizes, others)
             if stage.reducer == "merge":
-                kept, kept_sizes = merge_into_kept(kept, kept_sizes, left_out, left_sizes)
+                kept, kept_sizes = merge_into_kept(kept, kept_sizes, left_out, left_sizes, stage.merge_threshold)
             else:
                 fused, fused_size = fuse_tokens(left_out, left_sizes)
                 kept, kept_sizes = torch.cat([kept, fused], dim=1), torch.cat([kept_sizes, fused_size], dim=1)

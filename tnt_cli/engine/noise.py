@@ -20,8 +20,10 @@ _OLD_KEYS = {"form": "relevance", "variant": "noise_variant"}
 class NoiseConfig:
     """How training noise is applied (field names are the fine-tuning settings' names).
 
-    `relevance`: alpha = softmax over patch tokens (the paper) or an independent sigmoid per token whose mean is
-    pulled to `target_rate` by a penalty (so about that fraction of tokens can stay clean).
+    `relevance`: alpha = softmax over patch tokens (the paper), an independent sigmoid per token whose mean is
+    pulled to `target_rate` by a penalty (so about that fraction of tokens can stay clean), or "rank": a sigmoid of
+    the standardised score's distance to the cut a keep rate makes (see `rank_alpha`), so exactly the tokens the
+    pruning would drop are noised and the order around that cut is what the heads learn.
     `noise_variant`: noise std sigma0 * (1 - alpha) ("std") or sigma0 * sqrt(1 - alpha) ("var": variance 1 - alpha).
     """
 
@@ -63,11 +65,41 @@ class NoiseConfig:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-def relevance_alpha(scores: torch.Tensor, relevance: str) -> torch.Tensor:
-    """Scores (B, N) -> alpha (B, N): softmax over tokens, or independent sigmoids."""
+# "rank" relevance: the sigmoid's temperature on standardised scores. At 0.5 a token one standard deviation below
+# the cut keeps 12% of its signal (alpha 0.12) and one above keeps 88%, so training noise looks like the drop it
+# stands for, while tokens within about one standard deviation of the cut still get gradient.
+RANK_TEMPERATURE = 0.5
+
+
+def relevance_alpha(scores: torch.Tensor, relevance: str, keep: float | None = None) -> torch.Tensor:
+    """Scores (B, N) -> alpha (B, N): softmax over tokens, independent sigmoids, or `rank_alpha` at `keep`."""
     if relevance == "softmax":
         return scores.softmax(dim=-1)
+    if relevance == "rank":
+        if keep is None:
+            raise ValueError("rank relevance needs the keep rate its cut is at")
+        return rank_alpha(scores, keep)
     return torch.sigmoid(scores)
+
+
+def rank_alpha(scores: torch.Tensor, keep: float) -> torch.Tensor:
+    """alpha_i = sigmoid((z_i - cut) / RANK_TEMPERATURE): z is each image's scores standardised (so the heads
+    cannot saturate the sigmoid by growing their scale), cut lies halfway between the k-th and (k+1)-th largest z
+    (k = floor(n * keep), the tokens top-k keeps) and is not back-propagated. About k tokens stay clean, the
+    others are noised, and the gradient concentrates on the tokens near the cut: the ranking deployment uses.
+    With k = n the cut sits one temperature below the lowest token (nothing is dropped, little noise)."""
+    from tnt_cli.engine.schedule import keep_count
+
+    z = scores.float()
+    if z.shape[-1] < 2:
+        return torch.ones_like(z)
+    z = (z - z.mean(dim=-1, keepdim=True)) / (z.std(dim=-1, keepdim=True) + 1e-6)
+    n = z.shape[-1]
+    k = min(max(keep_count(n, keep), 1), n)
+    ordered = z.detach().topk(min(k + 1, n), dim=-1).values
+    top_k, next_one = ordered[:, k - 1 : k], ordered[:, min(k, n - 1) : min(k, n - 1) + 1]
+    cut = 0.5 * (top_k + next_one) if k < n else next_one - RANK_TEMPERATURE
+    return torch.sigmoid((z - cut) / RANK_TEMPERATURE)
 
 
 def noise_scale(alpha: torch.Tensor, noise_variant: str) -> torch.Tensor:

@@ -3,7 +3,8 @@
 - drop (the paper): they are discarded.
 - merge: each left-out token joins the KEPT token it is most cosine-similar to (similarity of the block's output
   tokens; one (n_left_out x n_kept) matrix, no bipartite rounds as in ToMe): the kept token becomes the
-  size-weighted mean of itself and the tokens that joined it, and their sizes add up.
+  size-weighted mean of itself and the tokens that joined it, and their sizes add up. With a threshold (gated
+  merge) a token whose best similarity is below it is dropped instead, so clutter is not averaged into the item.
 - fuse (EViT's fusion): all left-out tokens become ONE extra token, their size-weighted mean, whose size is the
   number of patches they hold; it is appended after the kept tokens and is an ordinary patch token from then on
   (a later stage scores it and may keep, merge or fuse it again).
@@ -29,16 +30,23 @@ def split_by_score(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
 
 
 def merge_into_kept(
-    kept: torch.Tensor, kept_sizes: torch.Tensor, others: torch.Tensor, other_sizes: torch.Tensor
+    kept: torch.Tensor,
+    kept_sizes: torch.Tensor,
+    others: torch.Tensor,
+    other_sizes: torch.Tensor,
+    threshold: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge each of `others` (B, M, D) into its most cosine-similar token of `kept` (B, K, D).
+    """Merge each of `others` (B, M, D) into its most cosine-similar token of `kept` (B, K, D); with `threshold`,
+    only those whose best similarity reaches it (the rest are dropped: their weight is zero, the shapes static).
 
     Returns the K kept tokens as size-weighted means of themselves and what joined them, and their new sizes
     (B, K, 1). Sizes are (B, n, 1) float32 (exact counts even in a bf16 model); the sums are taken at the wider
     of the two dtypes and the tokens come back in their own.
     """
     sim = F.normalize(others, dim=-1) @ F.normalize(kept, dim=-1).transpose(1, 2)  # (B, M, K)
-    target = sim.argmax(dim=-1, keepdim=True)  # (B, M, 1)
+    best, target = sim.max(dim=-1, keepdim=True)  # (B, M, 1) each
+    if threshold is not None:
+        other_sizes = other_sizes * (best >= threshold).to(other_sizes.dtype)
     dim = kept.shape[-1]
     total = (kept * kept_sizes).scatter_add(1, target.expand(-1, -1, dim), others * other_sizes)
     sizes = kept_sizes.scatter_add(1, target, other_sizes)

@@ -35,6 +35,7 @@ class Schedule:
     sim_prune: int = 0
     sim_seed: int = 0
     reducer: str = "drop"
+    merge_threshold: float | None = None  # merge only: the least cosine similarity that merges (below: dropped)
 
     def __post_init__(self) -> None:
         if isinstance(self.prune_layers, (str, bytes)) or isinstance(self.keep_rates, (str, bytes)):
@@ -59,6 +60,12 @@ class Schedule:
             raise ScheduleError(f"similarity-prune count must be >= 0, got {self.sim_prune}")
         if self.reducer not in REDUCERS:
             raise ScheduleError(f"unknown reducer {self.reducer!r}: choose one of {', '.join(REDUCERS)}")
+        if self.merge_threshold is not None:
+            object.__setattr__(self, "merge_threshold", _real(self.merge_threshold, "merge threshold"))
+            if not -1.0 <= self.merge_threshold <= 1.0:
+                raise ScheduleError(f"merge threshold {self.merge_threshold:g} is a cosine similarity: in [-1, 1]")
+            if self.reducer != "merge":
+                raise ScheduleError(f"a merge threshold gates the merge reducer, not {self.reducer}")
 
     @property
     def is_dense(self) -> bool:
@@ -70,13 +77,16 @@ class Schedule:
         return self.sim_prune > 0 and len(self.prune_layers) != 1
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "prune_layers": list(self.prune_layers),
             "keep_rates": list(self.keep_rates),
             "sim_prune": self.sim_prune,
             "sim_seed": self.sim_seed,
             "reducer": self.reducer,
         }
+        if self.merge_threshold is not None:  # written only when set: ungated files stay as they were
+            data["merge_threshold"] = self.merge_threshold
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Schedule:
@@ -87,6 +97,7 @@ class Schedule:
                 sim_prune=data.get("sim_prune", 0),
                 sim_seed=data.get("sim_seed", 0),
                 reducer=str(data.get("reducer", "drop")),  # files written before reducers existed dropped
+                merge_threshold=data.get("merge_threshold"),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ScheduleError(f"malformed schedule {data!r}: {exc}") from None
@@ -98,7 +109,8 @@ class Schedule:
         if self.sim_prune:
             parts.append(f"r {self.sim_prune}")
         if self.reducer != "drop" and self.prune_layers:  # drop is the paper's default: old texts stay as they were
-            parts.append(self.reducer)
+            gate = f" >= {self.merge_threshold:g}" if self.merge_threshold is not None else ""
+            parts.append(self.reducer + gate)
         return ", ".join(parts)
 
 
@@ -145,6 +157,7 @@ class Stage:
     n_relevance: int | None = None
     sim_r: int = 0
     reducer: str = "drop"
+    merge_threshold: float | None = None
 
     @property
     def n_reduced(self) -> int:
@@ -222,12 +235,14 @@ def plan_tokens(schedule: Schedule, *, num_patches: int, num_prefix: int, depth:
             _check_sim(r, candidates, where=f"block {block}")
             fused = int(schedule.reducer == "fuse" and candidates < n)
             stages.append(
-                Stage(block=block, n_in=n, n_out=k + fused, n_relevance=candidates, sim_r=r, reducer=schedule.reducer)
+                Stage(block=block, n_in=n, n_out=k + fused, n_relevance=candidates, sim_r=r, reducer=schedule.reducer,
+                      merge_threshold=schedule.merge_threshold)
             )
             k += fused
         elif k < n:
             fused = int(schedule.reducer == "fuse")
-            stages.append(Stage(block=block, n_in=n, n_out=k + fused, n_relevance=k, reducer=schedule.reducer))
+            stages.append(Stage(block=block, n_in=n, n_out=k + fused, n_relevance=k, reducer=schedule.reducer,
+                                merge_threshold=schedule.merge_threshold))
             k += fused
         n = k
     return TokenPlan(num_prefix=num_prefix, num_patches=num_patches, depth=depth, stages=tuple(stages))

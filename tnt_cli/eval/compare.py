@@ -23,6 +23,7 @@ class Entry:
     model: TNTModel
     method: str
     reducer: str = "drop"  # tnt only: the schedule's reducer (what happens to the tokens TNT does not keep)
+    merge_threshold: float | None = None  # tnt with the merge reducer: its gate (None: every token merges)
 
 
 def compare(
@@ -45,7 +46,7 @@ def compare(
         for schedule in schedules:
             if skip is not None and skip(entry, schedule):
                 continue
-            run = _with_reducer(schedule, entry.reducer) if entry.method == "tnt" else schedule
+            run = _with_reducer(schedule, entry.reducer, entry.merge_threshold) if entry.method == "tnt" else schedule
             with apply_method(entry.model, "tnt", run) as reference:  # heads need not be trained to count MACs
                 gmacs_tnt = reference.gmacs
             method = "dense" if schedule.is_dense else entry.method
@@ -80,7 +81,8 @@ def load_entries(specs: Sequence[str], methods: Sequence[str] | None = None) -> 
     for spec in specs:
         loaded = load_model(spec, require_trained_heads=False)
         own = own_method(loaded)
-        reducer = str(loaded.model.schedule.to_dict().get("reducer", "drop"))
+        own_schedule = loaded.model.schedule
+        reducer, threshold = own_schedule.reducer, own_schedule.merge_threshold
         for method in wanted or [own]:
             if method == "tnt" and not loaded.heads_trained:
                 raise TntError(
@@ -88,7 +90,8 @@ def load_entries(specs: Sequence[str], methods: Sequence[str] | None = None) -> 
                     "fine-tune it with `tnt finetune --method tnt`"
                 )
             label = spec if len(wanted or [own]) == 1 else f"{spec} [{method}]"
-            entries.append(Entry(label, loaded.model, method, reducer if method == "tnt" else "drop"))
+            tnt = method == "tnt"
+            entries.append(Entry(label, loaded.model, method, reducer if tnt else "drop", threshold if tnt else None))
     return entries
 
 
@@ -138,7 +141,7 @@ def largest_gmacs_gap(rows: Iterable[dict]) -> float:
     return max(gaps, default=0.0)
 
 
-def _with_reducer(schedule: Schedule, reducer: str) -> Schedule:
+def _with_reducer(schedule: Schedule, reducer: str, merge_threshold: float | None = None) -> Schedule:
     if reducer == "drop" or not schedule.prune_layers:
         return schedule
-    return replace(schedule, reducer=reducer)
+    return replace(schedule, reducer=reducer, merge_threshold=merge_threshold if reducer == "merge" else None)

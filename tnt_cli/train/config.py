@@ -69,6 +69,12 @@ class TrainConfig:
         "drop (the paper), merge (into their most similar kept token) or fuse (into one token).",
         panel=RUN, summary=True,
     )  # fmt: skip
+    merge_threshold: float | None = setting(
+        None,
+        help="tnt with --reducer merge: a left-out token merges only when its cosine similarity to its nearest kept "
+        "token reaches this (gated merge); below it, it is dropped. Default: every left-out token merges.",
+        panel=RUN, summary=True,
+    )  # fmt: skip
     train: str | None = setting(
         help="heads: relevance heads only, backbone frozen; full: everything.", panel=RUN, from_recipe=True,
         summary=True,
@@ -94,6 +100,17 @@ class TrainConfig:
         help="tnt: what the noisy pass trains: all (heads and backbone) or heads (the backbone then learns only from "
         "the pruning pass, never from noise it will not see when deployed).",
         panel=NOISE, summary=True,
+    )  # fmt: skip
+    anchor: bool | None = setting(
+        help="tnt: the anchored step. The first pass is a clean dense pass that trains the backbone (as the "
+        "baselines' does) and the noise trains the relevance heads only: on --heads-fraction of the batch, from the "
+        "dense pass's tokens at the pruning pass's block(s), at the keep rate it drew. Off: the paper's noisy pass "
+        "trains heads and backbone. With it the noise blocks are the pruning pass's blocks.",
+        panel=NOISE, from_recipe=True, summary=True,
+    )  # fmt: skip
+    heads_fraction: float | None = setting(
+        help="Anchored step: the share of each batch the heads' noisy pass runs on.",
+        panel=NOISE, from_recipe=True, summary=True,
     )  # fmt: skip
     noise_blocks: tuple[int, ...] | None = setting(
         help="Blocks after which noise is added (and heads trained), e.g. 0,1,2,3,4.",
@@ -241,6 +258,12 @@ class TrainConfig:
             raise _choice("noise_trains", NOISE_TRAINS, self.noise_trains)
         if self.reducer not in REDUCERS:
             raise _choice("reducer", REDUCERS, self.reducer)
+        if self.merge_threshold is not None and self.reducer != "merge":
+            raise SettingError("{merge_threshold} gates {reducer} merge (this run's reducer is {value})",
+                               value=self.reducer)  # fmt: skip
+        if self.merge_threshold is not None and not -1 <= self.merge_threshold <= 1:
+            raise SettingError("{merge_threshold} is a cosine similarity in [-1, 1], got {value:g}",
+                               value=self.merge_threshold)  # fmt: skip
         if self.reducer != "drop" and self.method != "tnt":
             raise SettingError("{reducer} {value} is TNT's; {method} {method_value} has its own reducer",
                                value=self.reducer, method_value=self.method)  # fmt: skip
@@ -273,6 +296,7 @@ class TrainConfig:
             (self.head_lr_scale > 0, "{head_lr_scale} must be positive"),
             (self.distill_temp > 0, "{distill_temp} must be positive"),
             (self.rate_weight >= 0, "{rate_weight} must be >= 0"),
+            (0 < self.heads_fraction <= 1, "{heads_fraction} must be in (0, 1]"),
             (self.sigma0 >= 0, "{sigma0} must be >= 0, got {sigma0_value:g}"),
             (0 < self.target_rate <= 1, "{target_rate} must be in (0, 1], got {target_rate_value:g}"),
             (0 < self.scale[0] <= self.scale[1] <= 1, "{scale} must be two numbers 0 < min <= max <= 1"),

@@ -56,6 +56,17 @@ def default_drop_block(noise_blocks: tuple[int, ...], depth: int) -> int:
     return min(usable) if usable else min(noise_blocks)
 
 
+def pruning_pass_blocks(cfg: TrainConfig, noise_blocks: tuple[int, ...], depth: int) -> tuple[int, ...]:
+    """Where the hard-pruning pass prunes: `drop_block` if given; else the anchored step prunes after every noise
+    block before the last block (progressively, when there are several) and the noisy step after
+    `default_drop_block`."""
+    if cfg.drop_block is not None:
+        return (cfg.drop_block,)
+    if cfg.anchor and cfg.method == "tnt":
+        return tuple(b for b in noise_blocks if b < depth - 1) or (min(noise_blocks),)
+    return (default_drop_block(noise_blocks, depth),)
+
+
 def clamp_noise_blocks(blocks: tuple[int, ...], depth: int, note: Note) -> tuple[int, ...]:
     """The noise blocks that exist in a model of `depth` blocks (a recipe's blocks may outnumber a small model's)."""
     kept = tuple(b for b in blocks if 0 <= b < depth)
@@ -113,19 +124,24 @@ def build_training_model(cfg: TrainConfig, classes: list[str], device, note: Not
     depth = len(vit.blocks)
     label_map, model_classes = align_classes(cfg, loaded, classes, note)
     noise_blocks = clamp_noise_blocks(cfg.noise_blocks, depth, note)
+    pass_blocks = pruning_pass_blocks(cfg, noise_blocks, depth) if cfg.drop_weight > 0 else None
+    if cfg.anchor and cfg.method == "tnt" and pass_blocks is not None and pass_blocks != noise_blocks:
+        note(f"note: anchored step: noise and heads at block(s) {','.join(map(str, pass_blocks))}, where the "
+             "pruning pass prunes")  # fmt: skip
+        noise_blocks = pass_blocks
     noise = cfg.noise(blocks=noise_blocks)
     schedule = _eval_schedule(cfg, noise_blocks, depth)
     trained = set(loaded.model.head_blocks) if loaded.heads_trained else set()
     head_blocks = sorted(set(noise_blocks) | trained | set(schedule.prune_layers))
     model = attach_tnt(vit, head_blocks, noise=noise, head_norm=loaded.model.head_norm)
     pruning_pass = None
-    if cfg.drop_weight > 0:
-        block = cfg.drop_block if cfg.drop_block is not None else default_drop_block(noise_blocks, depth)
-        if str(block) not in model.heads:
-            raise SettingError("{drop_block} {block}: no relevance head there (heads at blocks {heads}; the model "
-                               "has blocks 0-{last})", block=block, heads=",".join(map(str, head_blocks)),
-                               last=depth - 1)  # fmt: skip
-        pruning_pass = PruningPass(block, cfg.drop_keeps, cfg.reducer)
+    if pass_blocks is not None:
+        for block in pass_blocks:
+            if str(block) not in model.heads:
+                raise SettingError("{drop_block} {block}: no relevance head there (heads at blocks {heads}; the "
+                                   "model has blocks 0-{last})", block=block, heads=",".join(map(str, head_blocks)),
+                                   last=depth - 1)  # fmt: skip
+        pruning_pass = PruningPass(pass_blocks, cfg.drop_keeps, cfg.reducer, cfg.merge_threshold)
     for block in trained:  # continue from the heads a tnt directory brought
         model.heads[str(block)].load_state_dict(loaded.model.heads[str(block)].state_dict())
     for block, head in model.heads.items():  # baselines rank tokens their own way: their heads stay as they are
@@ -152,7 +168,8 @@ def _eval_schedule(cfg: TrainConfig, noise_blocks: tuple[int, ...], depth: int) 
     else:
         schedule = default_eval_schedule(noise_blocks, depth)
     if cfg.method == "tnt" and schedule.prune_layers:
-        schedule = dataclasses.replace(schedule, reducer=cfg.reducer)  # OUT's schedule reduces as training did
+        # OUT's schedule reduces as training did
+        schedule = dataclasses.replace(schedule, reducer=cfg.reducer, merge_threshold=cfg.merge_threshold)
     return schedule
 
 
@@ -223,10 +240,12 @@ def build_loss(cfg: TrainConfig, num_classes: int) -> tuple[Callable | None, nn.
     return mixup, build_criterion(cfg.smoothing, soft_targets=mixup is not None)
 
 
-def loss_settings(cfg: TrainConfig, pruning_pass: PruningPass | None) -> LossSettings:
+def loss_settings(cfg: TrainConfig, pruning_pass: PruningPass | None, noise_blocks: tuple[int, ...]) -> LossSettings:
     """The loss terms' weights this run uses (the rate term only with sigmoid relevance, the pruning pass's
     only when there is one)."""
     return LossSettings(method=cfg.method, rate_weight=cfg.rate_weight if cfg.relevance == "sigmoid" else 0.0,
                         distill=cfg.distill, distill_weight=cfg.distill_weight, distill_temp=cfg.distill_temp,
                         drop_weight=cfg.drop_weight if pruning_pass is not None else 0.0,
-                        noise_trains_backbone=cfg.noise_trains == "all")  # fmt: skip
+                        noise_trains_backbone=cfg.noise_trains == "all", anchor=cfg.anchor,
+                        heads_fraction=cfg.heads_fraction, target_rate=cfg.target_rate,
+                        noise_blocks=tuple(noise_blocks))  # fmt: skip

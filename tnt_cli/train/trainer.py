@@ -34,10 +34,18 @@ from tnt_cli.train.finish import finish_run
 from tnt_cli.train.optim import build_optimizer, build_scheduler
 from tnt_cli.train.output import RunOutput
 from tnt_cli.train.plan import make_plan, resolve_amp
-from tnt_cli.train.progress import METRICS_FILE, MetricsLog, Throughput, TrainProgress, describe_run, step_record
+from tnt_cli.train.progress import (
+    METRICS_FILE,
+    LossWindow,
+    MetricsLog,
+    Throughput,
+    TrainProgress,
+    describe_run,
+    step_record,
+)
 from tnt_cli.train.resume import check_resumable
 from tnt_cli.train.setup import seed_everything
-from tnt_cli.train.task import PruningTask
+from tnt_cli.train.task import LOSS_PARTS, PruningTask
 
 # Test hooks (not user options): simulate Ctrl-C after optimizer step k, or a NaN loss at step k (1-based).
 INTERRUPT_ENV = "TNT_INTERRUPT_AT_STEP"
@@ -156,8 +164,8 @@ class Trainer:
         return RunState(epoch=saved["epoch"], step_in_epoch=saved["step_in_epoch"], step=saved["step"])
 
     def _wrap(self) -> None:
-        self.task = PruningTask(self.model, self.criterion, S.loss_settings(self.cfg, self.pruning_pass),
-                                teacher=self.teacher)  # fmt: skip
+        settings = S.loss_settings(self.cfg, self.pruning_pass, self.model.noise.blocks)
+        self.task = PruningTask(self.model, self.criterion, settings, teacher=self.teacher)
         self.forward_model: nn.Module = self.task
         self.ddp = None
         if self.dist.enabled:  # DDP wraps the whole step (both passes and the loss): one forward per backward
@@ -173,7 +181,7 @@ class Trainer:
         nan_at = _env_int(NAN_ENV)
         restore = self._install_signal_handlers()
         meter = Throughput()
-        window: list[float] = []
+        window = LossWindow()
         show = self.cfg.progress and self.dist.is_main
         progress = TrainProgress(self.console, plan.total_steps, state.step, enabled=show)
         try:
@@ -193,21 +201,21 @@ class Trainer:
         steps_this_epoch = min(plan.steps_per_epoch, state.step_in_epoch + plan.total_steps - state.step)
         batches = iter(self.loader)
         while state.step_in_epoch < steps_this_epoch:
-            loss = self._train_step(batches, state.step + 1, nan_at, state)
+            loss, parts = self._train_step(batches, state.step + 1, nan_at, state)
             state.step += 1
             state.step_in_epoch += 1
             state.last_loss = loss
-            window.append(loss)
+            window.add(loss, parts)
             meter.add(plan.global_batch)
             lr = self._lr_before_step(state.step)
             ips = meter.rate()
             if state.step % max(1, cfg.log_every) == 0 or state.step == plan.total_steps:
                 epoch = state.epoch + state.step_in_epoch / plan.steps_per_epoch
-                record = step_record(state.step, epoch, plan, losses=window, lr=lr, images_per_s=ips, model=self.model)
+                record = step_record(state.step, epoch, plan, window=window, lr=lr, images_per_s=ips, model=self.model)
                 self.metrics.write(record)
                 window.clear()
                 meter.reset()
-            progress.update(state.step, loss, lr, ips)
+            progress.update(state.step, loss, lr, ips, parts)
             requested = self._stop_requested or (interrupt_at is not None and state.step == interrupt_at)
             if D.any_rank(requested, self.dist, self.device):
                 path = self._save_checkpoint(state)
@@ -225,10 +233,12 @@ class Trainer:
         base = self.scheduler.base_lrs[0]
         return base * self.scheduler.lr_lambdas[0](step - 1)
 
-    def _train_step(self, batches, step: int, nan_at: int | None, state: RunState) -> float:
+    def _train_step(self, batches, step: int, nan_at: int | None, state: RunState) -> tuple[float, dict[str, float]]:
+        """One optimizer step; returns the loss and its parts (rank 0's, averaged over the micro-batches)."""
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
+        parts: dict[str, float] = {}
         for micro in range(cfg.accum):
             images, labels = next(batches)
             images = images.to(self.device, non_blocking=True)
@@ -239,7 +249,8 @@ class Trainer:
             sync = self.ddp.no_sync() if self.ddp is not None and micro < cfg.accum - 1 else nullcontext()
             with sync:
                 with self._autocast():
-                    loss = self._loss(images, targets, step, micro)
+                    out = self._loss(images, targets, step, micro)
+                loss = out["loss"]
                 if nan_at is not None and step == nan_at:
                     loss = loss * float("nan")
                 value = D.all_reduce_mean(loss.detach().float(), self.dist)
@@ -248,16 +259,20 @@ class Trainer:
                     self._non_finite(value, step, state)
                 self.scaler.scale(loss / cfg.accum).backward()
             total += value / cfg.accum
+            for name in LOSS_PARTS:
+                if name in out:
+                    parts[name] = parts.get(name, 0.0) + float(out[name]) / cfg.accum
         if cfg.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return total
+        return total, parts
 
-    def _loss(self, images: torch.Tensor, targets: torch.Tensor, step: int, micro: int) -> torch.Tensor:
-        """The step's loss from `PruningTask` (see tnt_cli.train.task), with this step's pruning-pass schedule."""
+    def _loss(self, images: torch.Tensor, targets: torch.Tensor, step: int, micro: int) -> dict[str, torch.Tensor]:
+        """The step's loss and its parts from `PruningTask` (see tnt_cli.train.task), with this step's pruning-pass
+        schedule."""
         cfg = self.cfg
         schedule = None
         if self.pruning_pass is not None:
