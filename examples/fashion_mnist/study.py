@@ -56,6 +56,8 @@ RUNS: dict[str, tuple[str, str, dict]] = {
     "tnt-rank": ("tnt", "drop", {**ANCHORED, "relevance": "rank"}),  # ... and the rank relevance
     "tnt-rank-merge": ("tnt", "merge", {**ANCHORED, "relevance": "rank"}),  # ... with merging
     "tnt-rank-gmerge": ("tnt", "merge", {**ANCHORED, "relevance": "rank", "merge_threshold": 0.5}),  # ... gated
+    # ... progressive: heads after blocks 1 and 3, the pruning pass prunes at both (keep split between them)
+    "tnt-rank-prog": ("tnt", "drop", {**ANCHORED, "relevance": "rank", "noise_blocks": (1, 3), "drop_block": None}),
     "random": ("random", "drop", {}),
     "evit": ("evit", "drop", {}),
     "evit-fuse": ("evit-fuse", "drop", {}),
@@ -151,8 +153,10 @@ def evaluate_run(bench: str, run: str, seed: int, steps: int, batch: int, loader
     train_s = json.loads((out / "study-run.json").read_text())["train_s"]
     names = {repr(s): name for name, s in schedules()}
 
-    def skip(entry, schedule) -> bool:
-        return (run, seed, steps, batch, names[repr(schedule)]) in done
+    heads = set(model.head_blocks)
+
+    def skip(entry, schedule) -> bool:  # a schedule needs heads where it prunes (anchored runs train only theirs)
+        return (run, seed, steps, batch, names[repr(schedule)]) in done or not set(schedule.prune_layers) <= heads
 
     def row(r: dict) -> dict:
         name = r["schedule_text"] if r["schedule_text"] == "dense" else names[repr(_drop_reducer(r["schedule"]))]
@@ -210,6 +214,53 @@ def run_bench(bench: str, runs: list[str], seeds: list[int], steps: int, batch: 
             train_run(bench, run, seed, steps, batch, log)
             rows = evaluate_run(bench, run, seed, steps, batch, loader, done, log)
             append_rows(bench, rows)
+
+
+# --------------------------------------------------------------------------- training budget
+_BUDGETS: dict[tuple[str, str], float] = {}
+
+
+def train_gmacs_per_image(bench: str, run: str) -> float:
+    """Training GMACs per image and step of `run`, from the settings it trains with (the analytic count
+    `tnt info` uses): a trainable pass costs 3x its forward (forward, and the backward's gradients of inputs and of
+    weights), a pass through a detached backbone 2x (no weight gradients), the teacher 1x. The pruning pass is
+    the mean over the keep rates it draws, at the method's own (matched) GMACs; the anchored step's heads pass
+    runs the blocks after the pruning block on `heads_fraction` of the batch."""
+    key = (bench, run)
+    if key in _BUDGETS:
+        return _BUDGETS[key]
+    from tnt_cli.engine import Schedule, plan_tokens
+    from tnt_cli.engine.gmacs import count_macs
+    from tnt_cli.eval.baselines import method_gmacs
+    from tnt_cli.io.sources import load_model
+    from tnt_cli.train.setup import pruning_pass_blocks
+    from tnt_cli.train.task import progressive
+
+    cfg = finetune_config(bench, run, 0, 300, 64)
+    model = load_model(str(BASE_DIRS[bench]), require_trained_heads=False).model
+    plan = plan_tokens(Schedule(), num_patches=model.num_patches, num_prefix=model.num_prefix_tokens,
+                       depth=model.depth)  # fmt: skip
+    dense = count_macs(model.vit, plan)
+    dim, n = int(model.vit.embed_dim), model.num_patches
+    head = n * dim * 5  # one relevance head on layer-normed patch tokens
+    tnt, anchored = cfg.method == "tnt", cfg.method == "tnt" and cfg.anchor
+    noise_blocks = tuple(b for b in cfg.noise_blocks if b < model.depth)
+    blocks = pruning_pass_blocks(cfg, noise_blocks, model.depth)
+    if tnt and not anchored:  # the noisy pass: the whole model, heads at every noise block
+        first = dense.total + head * len(noise_blocks)
+        total = (3 if cfg.noise_trains == "all" else 2) * first
+    else:
+        total = 3 * dense.total
+    total += dense.total if cfg.distill else 0
+    if cfg.drop_weight > 0:
+        pruned = [method_gmacs(model, cfg.method, progressive(blocks, k)) * 1e9 for k in cfg.drop_keeps]
+        total += 3 * sum(pruned) / len(pruned)
+    if anchored:
+        start = min(blocks)
+        rest = sum(dense.blocks[start + 1 :]) + dense.head + head * len(blocks)
+        total += cfg.heads_fraction * 2 * rest
+    _BUDGETS[key] = total / 1e9
+    return _BUDGETS[key]
 
 
 # --------------------------------------------------------------------------- report
@@ -276,14 +327,31 @@ def report(benches: tuple[str, ...] = BENCHES) -> str:
             row.append(margin)
             lines.append("| " + " | ".join(row) + " |")
         n = {c["n"] for k, c in stats.items() if k[:3] == (bench, steps, batch)}
-        wall = [float(r["train_s"]) for r in rows if (r["bench"], int(r["steps"]), int(r["batch"])) ==
-                (bench, steps, batch) and r["schedule"] == "dense"]  # fmt: skip
-        lines += ["", f"Seeds per cell: {sorted(n)}; fine-tuning wall time per run {statistics.fmean(wall):.0f}s "
-                  f"(one thread)." if wall else ""]  # fmt: skip
+        lines += ["", f"Seeds per cell: {sorted(n)}.", ""]
+        lines += budget_table(rows, bench, steps, batch, runs)
     lines += ["", f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, one thread per run.",
               "Reproduce a row: `study.py --commands BENCH RUN SEED SCHEDULE` prints its `tnt finetune` and "
               "`tnt evaluate` commands.", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def budget_table(rows: list[dict], bench: str, steps: int, batch: int, runs: list[str]) -> list[str]:
+    """Each run's training compute (`train_gmacs_per_image` x steps x batch) against ToMe's, and its wall time."""
+    reference = train_gmacs_per_image(bench, "tome")
+    lines = ["| run | training GMACs per image-step | training TMACs | vs ToMe | fine-tuning wall time (mean) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for run in runs:
+        per = train_gmacs_per_image(bench, run)
+        wall = [float(r["train_s"]) for r in rows if (r["bench"], int(r["steps"]), int(r["batch"]), r["run"]) ==
+                (bench, steps, batch, run) and r["schedule"] == "dense"]  # fmt: skip
+        wall_text = f"{statistics.fmean(wall):.0f} s" if wall else ""
+        lines.append(f"| {run} | {per:.4f} | {per * steps * batch / 1e3:.2f} | {per / reference - 1:+.1%} | "
+                     f"{wall_text} |")
+    lines.append("")
+    lines.append("Training compute counts every pass forward and backward (3x a forward; 2x through a detached "
+                 "backbone) plus the teacher's forward; wall time is one thread on a 2-core machine shared with "
+                 "other jobs (an upper bound).")  # fmt: skip
+    return lines
 
 
 def plot(path: Path, benches: tuple[str, ...] = BENCHES) -> Path | None:
