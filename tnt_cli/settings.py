@@ -83,6 +83,14 @@ def declarations(cls: type) -> tuple[Setting, ...]:
     return tuple(out)
 
 
+def check_positive(value: int | None, setting: str) -> None:
+    """Refuse a count that must be positive (`setting` is its Python name: `limit`, `batch_size`)."""
+    from tnt_cli.errors import SettingError
+
+    if value is not None and value <= 0:
+        raise SettingError(f"{{{setting}}} must be positive, got {{value}}", value=value)
+
+
 def recipe_default(name: str) -> str:
     """'Default: the recipe's (1; official: 0.02).': the default recipe's value, and where other recipes differ."""
     default = getattr(RECIPES[DEFAULT_RECIPE], name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from tnt_cli.errors import SettingError, TntError
+from tnt_cli.methods.registry import REFERENCE
 from tnt_cli.parsing import list_parts
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -45,7 +46,7 @@ class BenchConfig:
     threads: int | None = None
     tnt_dense: bool = True  # also time TNT at keep 1.0 (the heads' overhead bar)
     seed: int = 0
-    methods: tuple[str, ...] = ("tnt",)  # peers timed at TNT's GMACs (tome, evit, evit-fuse, random)
+    methods: tuple[str, ...] = (REFERENCE,)  # and the peers timed at TNT's GMACs
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

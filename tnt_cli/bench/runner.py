@@ -11,10 +11,11 @@ from torch import nn
 
 from tnt_cli.bench import env as benv
 from tnt_cli.bench.config import BenchConfig
-from tnt_cli.bench.timing import summarize, time_alternating
 from tnt_cli.bench.variants import DENSE, NOT_COMPILABLE, PRUNED, TNT_DENSE, add_peers, build_variants
 from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.errors import SettingError, SettingText, TntError, first_line
+from tnt_cli.methods.registry import REFERENCE
+from tnt_cli.methods.timing import make_input, summarize, time_alternating
 
 NOISY_SPREAD = 1.5  # p90 / p50 above this: something else was competing for the device
 
@@ -23,16 +24,6 @@ def autocast_context(device: str, dtype: str) -> contextlib.AbstractContextManag
     if dtype == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device, dtype=benv.TORCH_DTYPES[dtype])
-
-
-def make_input(vit: nn.Module, batch_size: int, *, device: str, channels_last: bool, seed: int) -> torch.Tensor:
-    """Random images of the model's own input shape (speed does not depend on pixel values)."""
-    embed = vit.patch_embed
-    height, width = embed.img_size
-    channels = int(getattr(embed.proj, "in_channels", 3))
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, channels, height, width, generator=generator).to(device)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def _raise_lost(exc: Exception, what: str) -> None:
@@ -137,7 +128,7 @@ def benchmark_model(
                 reason=str(exc),
             ) from None
     report = run_benchmark(loaded.model, config, source=loaded.source, progress=progress)
-    report["heads_trained"] = loaded.heads_trained
+    report["heads_trained"] = loaded.heads_trained  # the truth: False for --random-weights
     return report
 
 
@@ -156,7 +147,7 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
         model.to(memory_format=torch.channels_last)
     eager = build_variants(model, tnt_dense=config.tnt_dense)
     peers = add_peers(model, eager, tuple(config.methods), stack)
-    method_gmacs = {"tnt": gmacs_pruned, **{m: info["gmacs"] for m, info in peers.items()}}
+    method_gmacs = {REFERENCE: gmacs_pruned, **{m: info["gmacs"] for m, info in peers.items()}}
     notes = [
         f"{m} runs eager when the others are compiled: {NOT_COMPILABLE[m]}"
         for m in peers
@@ -254,10 +245,10 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
         },
         "gmacs": {"dense": gmacs_dense, "pruned": gmacs_pruned, "ratio": gmacs_ratio, "methods": method_gmacs},
         "methods": {
-            "tnt": {"gmacs": gmacs_pruned, "config": model.schedule.describe()},
+            REFERENCE: {"gmacs": gmacs_pruned, "config": model.schedule.describe()},
             **peers,
         },
-        "matching": "each peer at the GMACs closest to TNT's schedule (tnt_cli.eval.baselines.apply_method)",
+        "matching": "each peer at the GMACs closest to TNT's schedule (tnt_cli.methods.apply.apply_method)",
         "notes": notes,
         "memory": "cuda max_memory_allocated per variant"
         if device == "cuda"
@@ -287,7 +278,7 @@ def _batch_row(
     }
     methods = {}
     for method, gmacs in (method_gmacs or {}).items():
-        name = PRUNED if method == "tnt" else method
+        name = PRUNED if method == REFERENCE else method  # TNT is timed as the pruned variant
         method_speedup = stats[name]["images_per_s"] / stats[DENSE]["images_per_s"]
         methods[method] = {
             "variant": name,
@@ -313,7 +304,7 @@ def _row_warnings(row: dict) -> list[str]:
             f"batch {batch}: pruned is slower than dense (speedup {row['speedup']:.2f}x): pruning does not pay here"
         )
     for method, m in row.get("methods", {}).items():
-        if method != "tnt" and m["vs_tnt"] > 1:
+        if method != REFERENCE and m["vs_tnt"] > 1:
             out.append(
                 f"batch {batch}: {method} is faster than tnt ({m['speedup']:.2f}x vs {row['speedup']:.2f}x over dense)"
             )

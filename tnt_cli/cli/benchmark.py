@@ -11,6 +11,7 @@ from tnt_cli.cli import options as o
 from tnt_cli.cli._errors import spelled
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
+from tnt_cli.methods.registry import REFERENCE
 
 PANEL = "Measurement"
 
@@ -63,7 +64,7 @@ def benchmark(
             "(cls-attn = evit; tnt is always timed). random runs eager under --compile.",
             rich_help_panel=PANEL,
         ),
-    ] = "tnt",
+    ] = REFERENCE,
     random_weights: o.RandomWeights = False,
     out: Annotated[
         Path | None,

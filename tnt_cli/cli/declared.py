@@ -1,4 +1,4 @@
-"""Typer parameters derived from declared settings (`tnt_cli.train.settings`), the settings back from them, and
+"""Typer parameters derived from declared settings (`tnt_cli.settings`), the settings back from them, and
 the command line that gives a set of settings (`argv_from`, for printing reproducible commands).
 
 A command built this way restates none of its settings: flag, short alias, help, panel, default and the parsing
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tnt_cli.train.settings import Setting, shown
+from tnt_cli.settings import Setting, shown
 
 
 def parameter(s: Setting) -> inspect.Parameter:

@@ -10,6 +10,7 @@ from rich.table import Table
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
+from tnt_cli.methods.registry import DENSE
 
 MethodOpt = Annotated[
     str,
@@ -67,7 +68,7 @@ def evaluate(
     card_dir = evaluation.evaluation_card_dir(model) if update_card else None
     method, dev = evaluation.check_evaluation(method, limit=limit, batch_size=batch_size, device=device)
     schedule = schedule_flags.schedule()
-    if method == "dense" and schedule is not None:  # after the checks: a refusal stays one line
+    if method == DENSE and schedule is not None:  # after the checks: a refusal stays one line
         stderr.print("note: --method dense runs every token; the schedule flags are ignored")
     report = evaluation.evaluate(
         model, data, split=split, method=method, schedule=schedule, tome_r=tome_r, per_class=per_class, limit=limit,

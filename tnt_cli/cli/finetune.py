@@ -14,9 +14,10 @@ import typer
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.declared import parameter, settings_from
+from tnt_cli.methods.registry import REFERENCE
+from tnt_cli.settings import RUN
 from tnt_cli.train.config import SETTINGS, TrainConfig
 from tnt_cli.train.plan import LR_REFERENCE_BATCH
-from tnt_cli.train.settings import RUN
 
 # Flags of the command that are not training settings (they say how to run, not what is trained).
 RUN_FLAGS: dict[str, tuple[Any, Any]] = {
@@ -83,7 +84,7 @@ finetune.__signature__ = inspect.Signature(
 def _describe_recipe(summary: dict) -> str:
     s = summary.get("settings", {})
     parts = [
-        f"{s.get('method', 'tnt')}",
+        f"{s.get('method', REFERENCE)}",
         f"{summary.get('recipe')}",
         f"train {s.get('train')}",
         f"{s.get('relevance')} sigma0 {s.get('sigma0'):g}",

@@ -164,7 +164,7 @@ def schedule_from_flags(
 
 def check_reducer(reducer: str) -> str:
     """The reducer name, or one line listing the choices (checked before any model is loaded)."""
-    from tnt_cli.engine.schedule import REDUCERS
+    from tnt_cli.recipes import REDUCERS
 
     if reducer not in REDUCERS:
         raise ScheduleError(f"--reducer {reducer!r} is unknown: choose one of {', '.join(REDUCERS)}")

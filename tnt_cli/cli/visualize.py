@@ -52,7 +52,7 @@ def visualize(
     """
     o.apply_offline(offline)
     from tnt_cli.cli.targets import claim_output
-    from tnt_cli.eval.common import AUTO_METHOD
+    from tnt_cli.methods.loading import AUTO_METHOD
     from tnt_cli.viz.files import check_method
     from tnt_cli.viz.files import visualize as draw
 

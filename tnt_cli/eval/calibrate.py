@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import SettingError, TntError
-from tnt_cli.eval.common import check_positive
 from tnt_cli.eval.grid import DEFAULT_KEEP_GRID, DEFAULT_METHODS, DEFAULT_SIM_GRID
 from tnt_cli.eval.pareto import Target
 from tnt_cli.eval.sweep import SweepPoint
+from tnt_cli.methods.registry import DENSE, REDUCING_METHODS, lookup
+from tnt_cli.settings import check_positive
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +52,8 @@ class Calibration:
             check_positive(getattr(self, setting), setting)
         Schedule(reducer=self.reducer)  # the engine's check of the reducer's name
         if self.methods is not None and not self.methods:
-            raise SettingError("{methods} is empty: give at least one of tnt, random, evit, evit-fuse, tome")
+            choices = ", ".join(REDUCING_METHODS)
+            raise SettingError("{methods} is empty: give at least one of {choices}", choices=choices)
 
 
 @dataclass
@@ -118,8 +120,9 @@ def _sweep_and_write(
     tnt_model = loaded.model
     methods = list(s.methods if s.methods is not None else DEFAULT_METHODS)
     if s.methods is None and getattr(tnt_model.vit, "cls_token", None) is None:
-        methods.remove("evit")
-        note("this model has no class token, so the evit baseline is skipped")
+        for name in [m for m in methods if lookup(m).needs_class_token]:
+            methods.remove(name)
+            note(f"this model has no class token, so the {name} baseline is skipped")
     layers = list(s.grid_layers) if s.grid_layers is not None else sw.default_layer_grid(tnt_model)
     sims = sw.resolve_sim_grid(tnt_model, s.grid_sim)
     schedules, invalid = sw.build_grid(tnt_model, layers, s.grid_keep, sims, sim_seed=s.sim_seed, reducer=s.reducer)
@@ -130,7 +133,7 @@ def _sweep_and_write(
         )
     if invalid:
         note(f"skipped {invalid} grid combination(s) that cannot run on this model")
-    points = sw.build_points(tnt_model, schedules, methods, heads_trained=loaded.heads_trained)
+    points = sw.build_points(tnt_model, schedules, methods, heads_usable=loaded.heads_usable)
     check_reachable(points, s.target, speed_measured=s.measure_speed)  # fail before the sweep when compute decides
     label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source, split=s.split)
     loader = build_loader(
@@ -175,7 +178,7 @@ def write_results(
         chosen, failure = None, exc
     else:
         chosen.chosen, failure = True, None
-    dense = next(p for p in points if p.method == "dense")
+    dense = next(p for p in points if p.method == DENSE)
     title = f"{context['model']} on {context['data']} ({context['split']}, {dense.images} images)"
     if chosen is None:
         with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:

@@ -42,13 +42,14 @@ def evaluate(
     """
     from tnt_cli.data import build_loader
     from tnt_cli.data.classes import data_label_map
-    from tnt_cli.eval.accuracy import evaluate_model
-    from tnt_cli.eval.baselines import apply_method, check_tome_r, method_gmacs
-    from tnt_cli.eval.common import load_for_method
+    from tnt_cli.methods.accuracy import evaluate_model
+    from tnt_cli.methods.apply import apply_method, check_own_setting, dense_gmacs
+    from tnt_cli.methods.loading import load_for_method
+    from tnt_cli.methods.registry import lookup
 
     method, dev = check_evaluation(method, limit=limit, batch_size=batch_size, device=device)
     loaded, schedule, method = load_for_method(model, method, schedule, random_weights=random_weights)
-    check_tome_r(tome_r, method)
+    check_own_setting(lookup(method), "tome_r", tome_r)
     tnt_model = loaded.model
     label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source, split=split)  # by name
     loader = build_loader(
@@ -63,21 +64,22 @@ def evaluate(
             "limit": limit,
             "seed": seed,
             "method": method,
-            "schedule": setup.schedule.to_dict() if method != "tome" else None,
+            "schedule": setup.schedule.to_dict(),
             "schedule_text": setup.describe(),
-            "tome_r": setup.tome_r if method == "tome" else None,
-            "tome_r_per_block": list(setup.tome_rs) if method == "tome" else None,
-            "evit_keep": [s.keep for s in setup.evit_stages] if method.startswith("evit") else None,
+            "tome_r": None,  # these three: the method's own (its setup's details)
+            "tome_r_per_block": None,
+            "evit_keep": None,
             "top1": result["top1"],
             "top5": result["top5"],
             "loss": result["loss"],
             "images": result["images"],
             "images_per_s": result["images_per_s"],
             "gmacs": setup.gmacs,
-            "gmacs_dense": method_gmacs(tnt_model, "dense"),
+            "gmacs_dense": dense_gmacs(tnt_model),
             "device": str(dev),
             "batch_size": batch_size,
         }
+        report.update(setup.details)
     if per_class:
         names = _class_names(tnt_model.vit, loaded.tnt_config, loader, data, on_note)
         report["per_class"] = {
@@ -93,10 +95,11 @@ def check_evaluation(
     `auto`), then `limit` and `batch_size`, then the device (resolved). Callers that print before evaluating
     call it first, so a refusal is the only line."""
     from tnt_cli.devices import resolve_device
-    from tnt_cli.eval.baselines import check_method
-    from tnt_cli.eval.common import AUTO_METHOD, check_positive
+    from tnt_cli.methods.loading import AUTO_METHOD
+    from tnt_cli.methods.registry import lookup
+    from tnt_cli.settings import check_positive
 
-    method = method if method == AUTO_METHOD else check_method(method)
+    method = method if method == AUTO_METHOD else lookup(method).name
     check_positive(limit, "limit")
     check_positive(batch_size, "batch_size")
     return method, resolve_device(device) if isinstance(device, str) else device

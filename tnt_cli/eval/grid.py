@@ -7,12 +7,13 @@ layer; similarity-prune counts r: whole numbers, or 'auto' for about 1/8 of the 
 from __future__ import annotations
 
 from tnt_cli.errors import SettingError
+from tnt_cli.methods.registry import names
 from tnt_cli.parsing import list_parts
 
 DEFAULT_KEEP_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 AUTO_SIM = "auto"
 DEFAULT_SIM_GRID: tuple[int | str, ...] = (0, AUTO_SIM)
-DEFAULT_METHODS = ("tnt", "random", "evit", "tome")  # evit only on models with a class token
+DEFAULT_METHODS = names(calibrated_by_default=True)  # those that need a class token only on models with one
 
 
 def parse_layer_grid(text: str) -> list[tuple[int, ...]]:

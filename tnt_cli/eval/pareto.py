@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tnt_cli.errors import SettingError, TntError
 from tnt_cli.eval.sweep import SweepPoint
+from tnt_cli.methods.registry import DENSE, REFERENCE, REGISTRY
 
 EPS = 1e-12
 
@@ -74,8 +75,8 @@ def speedup_of(point: SweepPoint, dense: SweepPoint) -> float:
 
 def choose(points: Sequence[SweepPoint], target: Target) -> SweepPoint:
     """The best deployable (TNT or dense) point under `target`; a clear error naming the best reachable one."""
-    candidates = [p for p in points if p.group == "tnt"]
-    dense = next(p for p in points if p.method == "dense")
+    candidates = [p for p in points if p.group == REFERENCE]
+    dense = next(p for p in points if p.method == DENSE)
     if target.kind == "gmacs":
         ok = [p for p in candidates if p.gmacs <= target.value + EPS]
         if not ok:
@@ -112,13 +113,7 @@ def _name(p: SweepPoint) -> str:
     return f"{p.describe()} ({p.gmacs:.4g} GMACs{accuracy})"
 
 
-STYLE = {
-    "tnt": dict(color="tab:blue", marker="o", label="TNT"),
-    "random": dict(color="tab:gray", marker="x", label="random"),
-    "evit": dict(color="tab:orange", marker="^", label="EViT"),
-    "evit-fuse": dict(color="tab:red", marker="v", label="EViT + fusion"),
-    "tome": dict(color="tab:green", marker="s", label="ToMe"),
-}
+STYLE = {m.name: dict(color=m.style[0], marker=m.style[1], label=m.label) for m in REGISTRY if m.reduces}
 
 
 def plot_pareto(
@@ -131,13 +126,13 @@ def plot_pareto(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    dense = next(p for p in points if p.method == "dense")
+    dense = next(p for p in points if p.method == DENSE)
     for group, style in STYLE.items():
         members = [p for p in points if p.method == group]
         if not members:
             continue
         ax.scatter([p.gmacs for p in members], [100 * p.top1 for p in members], s=18, alpha=0.45, **style)
-        front = pareto_front(members + ([dense] if group == "tnt" else []))
+        front = pareto_front(members + ([dense] if group == REFERENCE else []))
         ax.plot([p.gmacs for p in front], [100 * p.top1 for p in front], color=style["color"], lw=1.4)
     ax.scatter([dense.gmacs], [100 * dense.top1], marker="*", s=160, color="black", label="dense", zorder=4)
     if chosen is not None:  # None: no schedule met the target, the sweep is still plotted

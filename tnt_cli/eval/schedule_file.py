@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import TntError
+from tnt_cli.methods.registry import REFERENCE
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule
@@ -33,7 +34,7 @@ def schedule_record(chosen: SweepPoint, dense: SweepPoint, target: Target, measu
         "format": FORMAT,
         "schedule": chosen.schedule.to_dict(),
         "schedule_text": chosen.describe(),
-        "method": "tnt",
+        "method": REFERENCE,
         "target": {"kind": target.kind, "value": target.value, "text": target.describe()},
         "top1": chosen.top1,
         "top5": chosen.top5,

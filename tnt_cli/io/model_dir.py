@@ -23,6 +23,7 @@ from tnt_cli.errors import TntError
 from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from tnt_cli.io.builder import IMPORTED_FROM, LoadedModel, Provenance, assemble, build_backbone
 from tnt_cli.io.jsonio import jsonable
+from tnt_cli.methods.registry import REFERENCE
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
@@ -154,7 +155,7 @@ def tnt_config(
         "head_blocks": list(model.head_blocks),
         "head_norm": bool(model.head_norm),
         "heads_trained": bool(heads_trained),
-        "method": str((training or {}).get("method", "tnt")),  # what `evaluate`, `prune`, ... run by default
+        "method": str((training or {}).get("method", REFERENCE)),  # what `evaluate`, `prune`, ... run by default
         "random_weights": bool(random_weights),
         "noise": model.noise.to_dict(),
         "schedule": model.schedule.to_dict(),
@@ -335,7 +336,7 @@ def load_model_dir(
         source=source or str(model_dir),
         architecture=config["architecture"],
         base_model=base,
-        heads_trained=heads_trained or random_weights,
+        heads_trained=heads_trained,
         tnt_config=dict(tnt or {}),
         random_weights=random_weights,
     )

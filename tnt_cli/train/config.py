@@ -1,4 +1,4 @@
-"""Fine-tuning settings, each declared once (`tnt_cli.train.settings`): `tnt finetune`'s options come from here.
+"""Fine-tuning settings, each declared once (`tnt_cli.settings`): `tnt finetune`'s options come from here.
 
 Fields left None are filled from the named recipe (`tnt_cli.recipes`, `--recipe`); anything given explicitly
 wins. After `__post_init__` every such field holds its resolved value, so the saved config says exactly what ran.
@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 from tnt_cli.errors import SettingError
-from tnt_cli.method_names import REDUCING_METHODS, canonical
+from tnt_cli.methods.registry import REDUCING_METHODS, REFERENCE, canonical, lookup
 from tnt_cli.parsing import float_list, float_pair, int_list
-from tnt_cli.recipes import DEFAULT_RECIPE, NOISE_VARIANTS, RECIPES, RELEVANCES, get_recipe
-from tnt_cli.train.settings import AUG, EVAL, NOISE, OPTIM, RUN, SCHEDULE, Setting, declarations, setting
+from tnt_cli.recipes import DEFAULT_RECIPE, NOISE_VARIANTS, RECIPES, REDUCERS, RELEVANCES, get_recipe
+from tnt_cli.settings import AUG, EVAL, NOISE, OPTIM, RUN, SCHEDULE, Setting, declarations, setting
 
 if TYPE_CHECKING:
     from tnt_cli.engine.noise import NoiseConfig
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 TRAIN_MODES = ("heads", "full")
 # Methods `tnt finetune --method` trains (the order the CLI lists them); `cls-attn` is accepted for `evit`.
 METHODS = REDUCING_METHODS
-REDUCERS = ("drop", "merge", "fuse")
 NOISE_TRAINS = ("all", "heads")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 _DEFAULT, _OFFICIAL = RECIPES[DEFAULT_RECIPE], RECIPES["official"]
@@ -56,7 +55,7 @@ class TrainConfig:
     )  # fmt: skip
     # what is fine-tuned: TNT, or a baseline fine-tuned the same way with its own reducer in the pruning pass
     method: str = setting(
-        "tnt",
+        REFERENCE,
         help="What to fine-tune: tnt, or a baseline trained the same way (same recipe, steps, distillation) with its "
         "own reducer in the pruning pass: random (random drop), evit (CLS-attention top-k inside the block; "
         "cls-attn is accepted), evit-fuse (EViT with the dropped tokens fused into one), tome (token merging in "
@@ -246,12 +245,12 @@ class TrainConfig:
             )
         if self.method not in METHODS:
             raise _choice("method", METHODS, self.method)
-        if self.method != "tnt" and self.train != "full":
+        if not lookup(self.method).uses_heads and self.train != "full":
             raise SettingError(
                 "{method} {value} fine-tunes the backbone (its reducer has no heads): use {train} full",
                 value=self.method,
             )
-        if self.method != "tnt" and self.drop_weight <= 0:
+        if not lookup(self.method).uses_heads and self.drop_weight <= 0:
             raise SettingError("{method} {value} trains through its pruning pass: {drop_weight} must be > 0",
                                value=self.method)  # fmt: skip
         if self.noise_trains not in NOISE_TRAINS:
@@ -264,7 +263,7 @@ class TrainConfig:
         if self.merge_threshold is not None and not -1 <= self.merge_threshold <= 1:
             raise SettingError("{merge_threshold} is a cosine similarity in [-1, 1], got {value:g}",
                                value=self.merge_threshold)  # fmt: skip
-        if self.reducer != "drop" and self.method != "tnt":
+        if self.reducer != "drop" and not lookup(self.method).takes_reducer:
             raise SettingError("{reducer} {value} is TNT's; {method} {method_value} has its own reducer",
                                value=self.reducer, method_value=self.method)  # fmt: skip
         if self.amp not in AMP_MODES:
@@ -308,10 +307,6 @@ class TrainConfig:
             if not ok:
                 raise SettingError(template, hflip_value=self.hflip, re_prob_value=self.re_prob,
                                    sigma0_value=self.sigma0, target_rate_value=self.target_rate)  # fmt: skip
-
-    @property
-    def base_lr(self) -> float:
-        return self.lr
 
     @property
     def heads_lr_scale(self) -> float:
