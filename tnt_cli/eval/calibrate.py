@@ -16,13 +16,14 @@ from tnt_cli.errors import SettingError, TntError
 from tnt_cli.eval.grid import DEFAULT_KEEP_GRID, DEFAULT_METHODS, DEFAULT_SIM_GRID
 from tnt_cli.eval.pareto import Target
 from tnt_cli.eval.sweep import SweepPoint
+from tnt_cli.io.names import PARETO, SCHEDULE, SWEEP
 from tnt_cli.methods.registry import DENSE, REDUCING_METHODS, lookup
 from tnt_cli.settings import check_positive
 
 if TYPE_CHECKING:
     import torch
 
-FILES = ("sweep.csv", "pareto.png", "schedule.json")
+FILES = (SWEEP, PARETO, SCHEDULE)
 
 
 @dataclass(frozen=True)
@@ -182,13 +183,13 @@ def write_results(
     title = f"{context['model']} on {context['data']} ({context['split']}, {dense.images} images)"
     if chosen is None:
         with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
-            atomic_write_text(tmp / "sweep.csv", _csv(points))
-            plot_pareto(points, None, tmp / "pareto.png", title=title, target=target)
+            atomic_write_text(tmp / SWEEP, _csv(points))
+            plot_pareto(points, None, tmp / PARETO, title=title, target=target)
         raise _no_schedule(failure, out)
     record = schedule_record(chosen, dense, target, context)
     with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
-        atomic_write_text(tmp / "sweep.csv", _csv(points))
-        plot_pareto(points, chosen, tmp / "pareto.png", title=title, target=target)
+        atomic_write_text(tmp / SWEEP, _csv(points))
+        plot_pareto(points, chosen, tmp / PARETO, title=title, target=target)
         atomic_write_json(tmp / FILE_NAME, record)
     return {"out": str(out), "files": list(FILES), "points": len(points), "chosen": record}
 

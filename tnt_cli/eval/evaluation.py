@@ -123,7 +123,8 @@ def _class_names(vit, config: dict, loader, data: str, on_note: Callable[[str], 
 
 def evaluation_card_dir(model: str) -> Path:
     """The local tnt model directory whose card an evaluation updates (checked before anything is evaluated)."""
-    from tnt_cli.io.model_dir import is_tnt_model_dir, read_config
+    from tnt_cli.io.model_dir import read_config
+    from tnt_cli.io.names import is_tnt_model_dir
 
     path = Path(model[len("local-dir:") :] if model.startswith("local-dir:") else model).expanduser()
     if not path.is_dir():

@@ -23,17 +23,13 @@ from tnt_cli.errors import TntError
 from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from tnt_cli.io.builder import IMPORTED_FROM, LoadedModel, Provenance, assemble, build_backbone
 from tnt_cli.io.jsonio import jsonable
+from tnt_cli.io.names import CARD, CONFIG, HEADS, REPORT, WEIGHTS
 from tnt_cli.methods.registry import REFERENCE
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
 
 FORMAT_VERSION = 1
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-HEADS = "tnt_heads.safetensors"
-CARD = "README.md"
-REPORT = "report.json"
 CORE_FILES = (CONFIG, WEIGHTS, HEADS, CARD, REPORT)
 # weights files timm's local-dir: loader accepts, in its order of preference
 TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
@@ -276,17 +272,6 @@ def read_config_file(path: str | Path) -> dict:
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
         raise TntError(f'{path} is not a timm model config (no "architecture")')
     return config
-
-
-def is_tnt_model_dir(path: str | Path) -> bool:
-    """A tnt model directory: its config.json (valid JSON) has a "tnt" object. False for anything else."""
-    config = Path(path) / CONFIG
-    if not config.is_file():
-        return False
-    try:
-        return isinstance(json.loads(config.read_text()).get("tnt"), dict)
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, or not a JSON object
-        return False
 
 
 def load_model_dir(

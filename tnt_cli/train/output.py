@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tnt_cli.errors import SettingError
+from tnt_cli.io.names import STAGING
 from tnt_cli.methods.registry import REFERENCE, lookup
 from tnt_cli.train.checkpoint import CHECKPOINT_DIR, checkpoint_path
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
-
-STAGING = ".final-model"
 
 
 def run_dir(out: Path) -> Path:
