@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
 
-    from tnt_cli.bench.variants import parse_methods
+    from tnt_cli.bench.config import parse_methods
 
     batches = [int(b) for b in args.batch_sizes.split(",")]
     iters = [int(i) for i in args.iters.split(",")]

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from tnt_cli.bench import env as benv
-from tnt_cli.bench.config import BenchConfig
-from tnt_cli.bench.variants import DENSE, NOT_COMPILABLE, PRUNED, TNT_DENSE, add_peers, build_variants
+from tnt_cli.bench.config import NOT_COMPILABLE, BenchConfig
+from tnt_cli.bench.variants import DENSE, PRUNED, TNT_DENSE, add_peers, build_variants
 from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.errors import SettingError, SettingText, TntError, first_line
 from tnt_cli.methods.registry import REFERENCE
@@ -23,7 +23,7 @@ NOISY_SPREAD = 1.5  # p90 / p50 above this: something else was competing for the
 def autocast_context(device: str, dtype: str) -> contextlib.AbstractContextManager:
     if dtype == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device, dtype=benv.TORCH_DTYPES[dtype])
+    return torch.autocast(device_type=torch.device(device).type, dtype=benv.TORCH_DTYPES[dtype])
 
 
 def _raise_lost(exc: Exception, what: str) -> None:
@@ -64,13 +64,13 @@ def _compare_logits(eager: dict[str, nn.Module], compiled: dict[str, Callable], 
     return out
 
 
-def _cuda_peak_mib(forward: Callable, x: torch.Tensor, ctx) -> float:
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+def _cuda_peak_mib(forward: Callable, x: torch.Tensor, ctx, device: str) -> float:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
     with ctx():
         forward(x)
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**20
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 @contextlib.contextmanager
@@ -136,6 +136,7 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
     from tnt_cli.analysis import describe_model
 
     device = benv.resolve_device(config.device)
+    on_gpu = torch.device(device).type == "cuda"
     threads = benv.set_threads(device, config.threads)
     warmup, iters = config.warmup_for(device), config.iters_for(device)
     description = describe_model(model)
@@ -213,9 +214,9 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
                     ) from None
                 raise
             row = _batch_row(batch, times, gmacs_ratio, gmacs_dense, method_gmacs)
-            if device == "cuda":
+            if on_gpu:
                 for name, forward in forwards.items():
-                    row["variants"][name]["peak_memory_mib"] = _cuda_peak_mib(forward, x, ctx)
+                    row["variants"][name]["peak_memory_mib"] = _cuda_peak_mib(forward, x, ctx, device)
             else:
                 row["process_peak_rss_mib"] = benv.peak_rss_mib()
             warnings.extend(_row_warnings(row))
@@ -251,7 +252,7 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
         "matching": "each peer at the GMACs closest to TNT's schedule (tnt_cli.methods.apply.apply_method)",
         "notes": notes,
         "memory": "cuda max_memory_allocated per variant"
-        if device == "cuda"
+        if on_gpu
         else "process RSS high-water mark (all variants together)",
         "results": results,
         "compile_check": compile_check,

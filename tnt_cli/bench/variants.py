@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from torch import nn
 
 from tnt_cli.engine import Schedule, TNTModel
-from tnt_cli.methods.registry import REFERENCE, REGISTRY, alias_note, canonical, names
+from tnt_cli.methods.registry import REFERENCE, REGISTRY
 
 # The variants: the plain timm model, TNT at keep 1.0, TNT at its schedule; peers are named by their method.
 DENSE, TNT_DENSE, PRUNED = "dense", "tnt_dense", "pruned"
@@ -24,9 +24,6 @@ LABELS = {
     PRUNED: "pruned (TNT)",
     **{m.name: m.label for m in REGISTRY if m.reduces},
 }
-PEERS = tuple(name for name in names(reduces=True) if name != REFERENCE)  # timed at TNT's GMACs
-# torch.compile cannot take these (the runner times them eager and says so)
-NOT_COMPILABLE = {m.name: m.compile_blocker for m in REGISTRY if m.compile_blocker}
 
 # Used when neither the flags nor the model give a pruning schedule: the paper's single-layer DeiT-S schedule.
 DEFAULT_SCHEDULE = Schedule(prune_layers=(2,), keep_rates=(0.6,), sim_prune=25)
@@ -53,26 +50,6 @@ def build_variants(model: TNTModel, *, tnt_dense: bool = True) -> dict[str, nn.M
         variants[TNT_DENSE] = with_schedule(model, keep_all(model.schedule))
     variants[PRUNED] = model.eval()
     return variants
-
-
-def parse_methods(text: str) -> tuple[str, ...]:
-    """'tnt,tome,cls-attn' -> ('tnt', 'tome', 'evit'): tnt always first (the peers are matched to it)."""
-    from tnt_cli.errors import SettingError
-
-    timed = (REFERENCE, *PEERS)
-    methods = [REFERENCE]
-    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
-        method = canonical(part)
-        if method not in timed:
-            raise SettingError(
-                "unknown method {name!r} in {methods}: choose from {choices}{aliases}",
-                name=part,
-                choices=", ".join(timed),
-                aliases=alias_note(timed),
-            )
-        if method not in methods:
-            methods.append(method)
-    return tuple(methods)
 
 
 def add_peers(

@@ -45,19 +45,19 @@ def finetune(**values: Any) -> None:
 
     Examples:
 
-      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_tnt --max-steps 300
+      tnt finetune models/fm_vit --data fashion-mnist -o runs/fm --max-steps 300
 
-      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_paper --recipe official --epochs 5
+      tnt finetune models/fm_vit --data fashion-mnist -o runs/p --recipe official
 
-      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/no_drop --drop-weight 0 --no-distill
+      tnt finetune models/fm_vit --data fashion-mnist -o runs/x --drop-weight 0
 
-      tnt finetune hf-hub:timm/deit_small_patch16_224.fb_in1k --data /data/imagenet --out runs/deit_s_tnt
+      tnt finetune deit_small_patch16_224 --data /data/imagenet -o runs/deit_s
 
-      tnt finetune runs/base --data fashion-mnist --out runs/heads --train heads --max-steps 500
+      tnt finetune runs/base --data fashion-mnist -o runs/heads --train heads
 
-      torchrun --nproc_per_node=8 -m tnt_cli finetune deit_small_patch16_224 --data /data/imagenet --out runs/x
+      torchrun --nproc_per_node 8 -m tnt_cli finetune runs/base --data /in1k -o x
 
-      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_tnt --epochs 5 --resume
+      tnt finetune models/fm_vit --data fashion-mnist -o runs/fm --resume
     """
     o.apply_offline(values.pop("offline"))
     from tnt_cli.cli.output import print_json, stderr

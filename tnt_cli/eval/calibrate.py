@@ -1,60 +1,29 @@
 """Calibration: sweep schedules (and the baselines at matched compute) on a subset, then choose one for a target.
 
-`Calibration` holds the settings and checks them when made, so bad input fails before a model is loaded;
-`calibrate(model, data, out, settings)` runs the sweep and writes sweep.csv, pareto.png and schedule.json (the
-`tnt-schedule/1` file, see `schedule_file`) into `out` in one atomic step.
+`Calibration` (declared in `grid`, torch-free) holds the settings and checks them when made, so bad input fails
+before a model is loaded; `calibrate(model, data, out, settings)` runs the sweep and writes sweep.csv, pareto.png
+and schedule.json (the `tnt-schedule/1` file, see `schedule_file`) into `out` in one atomic step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import SettingError, TntError
-from tnt_cli.eval.grid import DEFAULT_KEEP_GRID, DEFAULT_METHODS, DEFAULT_SIM_GRID
-from tnt_cli.eval.pareto import Target
+from tnt_cli.eval.grid import DEFAULT_METHODS, Calibration, Target
 from tnt_cli.eval.sweep import SweepPoint
 from tnt_cli.io.names import PARETO, SCHEDULE, SWEEP
-from tnt_cli.methods.registry import DENSE, REDUCING_METHODS, lookup
-from tnt_cli.settings import check_positive
+from tnt_cli.methods.registry import DENSE, lookup
+
+__all__ = ["Calibration", "CalibrationResult", "NoScheduleMeetsTarget", "calibrate", "write_results"]
 
 if TYPE_CHECKING:
     import torch
 
 FILES = (SWEEP, PARETO, SCHEDULE)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """What to sweep, on how many images, and the target to choose under."""
-
-    target: Target = field(default_factory=lambda: Target("max_drop", 1.0))
-    split: str = "val"
-    limit: int = 2000
-    grid_layers: tuple[tuple[int, ...], ...] | None = None  # None: every head block but the last block
-    grid_keep: tuple[float, ...] = DEFAULT_KEEP_GRID
-    grid_sim: tuple[int | str, ...] = DEFAULT_SIM_GRID  # "auto": about 1/8 of the patches
-    sim_seed: int = 0
-    reducer: str = "drop"
-    methods: tuple[str, ...] | None = None  # None: DEFAULT_METHODS
-    measure_speed: bool = False
-    speed_batch: int = 32
-    speed_rounds: int = 5
-    batch_size: int = 64
-    workers: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        from tnt_cli.engine import Schedule
-
-        for setting in ("limit", "batch_size", "speed_batch", "speed_rounds"):
-            check_positive(getattr(self, setting), setting)
-        Schedule(reducer=self.reducer)  # the engine's check of the reducer's name
-        if self.methods is not None and not self.methods:
-            choices = ", ".join(REDUCING_METHODS)
-            raise SettingError("{methods} is empty: give at least one of {choices}", choices=choices)
 
 
 @dataclass

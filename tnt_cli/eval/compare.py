@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.errors import TntError
 from tnt_cli.methods.registry import DENSE, REFERENCE, lookup
+from tnt_cli.settings import default_of
+
+if TYPE_CHECKING:
+    from tnt_cli.engine import Schedule, TNTModel
+
+# `tnt compare`'s defaults (its other settings take the shared ones): torch-free, so the CLI reads them here
+KEEPS, BLOCK, BATCH_SIZE = (0.7, 0.5, 0.3), 1, 256
 
 
 @dataclass
@@ -101,6 +108,8 @@ def load_entries(specs: Sequence[str], methods: Sequence[str] | None = None) -> 
 
 def keep_schedules(block: int, keeps: Iterable[float]) -> list[Schedule]:
     """Dense, then one single-stage schedule per keep rate after (for EViT: inside) `block`."""
+    from tnt_cli.engine import Schedule
+
     return [Schedule()] + [Schedule((block,), (k,)) for k in keeps]
 
 
@@ -108,15 +117,15 @@ def compare_models(
     models: Sequence[str],
     data: str,
     *,
-    split: str = "val",
+    split: str = default_of("split"),
     methods: Sequence[str] | None = None,
-    keeps: Iterable[float] = (0.7, 0.5, 0.3),
-    block: int = 1,
-    limit: int | None = None,
-    batch_size: int = 256,
-    workers: int = 0,
-    device: str = "auto",
-    seed: int = 0,
+    keeps: Iterable[float] = KEEPS,
+    block: int = BLOCK,
+    limit: int | None = default_of("limit"),
+    batch_size: int = BATCH_SIZE,
+    workers: int = default_of("workers"),
+    device: str = default_of("device"),
+    seed: int = default_of("seed"),
     on_note: Callable[[str], None] | None = None,
     on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import SettingError
+from tnt_cli.methods.loading import AUTO_METHOD
+from tnt_cli.settings import default_of
 
 if TYPE_CHECKING:
     import torch
@@ -22,17 +24,17 @@ def evaluate(
     model: str,
     data: str,
     *,
-    split: str = "val",
-    method: str = "auto",
+    split: str = default_of("split"),
+    method: str = AUTO_METHOD,
     schedule: Schedule | None = None,
     tome_r: int | None = None,
     per_class: bool = False,
-    limit: int | None = None,
-    batch_size: int = 64,
-    workers: int = 0,
-    device: str | torch.device = "auto",
-    seed: int = 0,
-    random_weights: bool = False,
+    limit: int | None = default_of("limit"),
+    batch_size: int = default_of("batch_size"),
+    workers: int = default_of("workers"),
+    device: str | torch.device = default_of("device"),
+    seed: int = default_of("seed"),
+    random_weights: bool = default_of("random_weights"),
     on_note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Top-1, top-5, loss, GMACs and images/s of MODEL on DATA running `method` at `schedule` (default: its own).
@@ -89,13 +91,16 @@ def evaluate(
 
 
 def check_evaluation(
-    method: str, *, limit: int | None = None, batch_size: int = 64, device: str | torch.device = "auto"
+    method: str,
+    *,
+    limit: int | None = default_of("limit"),
+    batch_size: int = default_of("batch_size"),
+    device: str | torch.device = default_of("device"),
 ) -> tuple[str, torch.device]:
     """The checks `evaluate` makes before loading anything, in its order: the method (its canonical name, or
     `auto`), then `limit` and `batch_size`, then the device (resolved). Callers that print before evaluating
     call it first, so a refusal is the only line."""
     from tnt_cli.devices import resolve_device
-    from tnt_cli.methods.loading import AUTO_METHOD
     from tnt_cli.methods.registry import lookup
     from tnt_cli.settings import check_positive
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from tnt_cli.errors import SettingError, TntError
+from tnt_cli.eval.grid import Target, make_target
 from tnt_cli.eval.sweep import SweepPoint
 from tnt_cli.methods.registry import DENSE, REFERENCE, REGISTRY
 
 EPS = 1e-12
+__all__ = ["Target", "check_reachable", "choose", "dominates", "make_target", "mark_pareto", "pareto_front"]
 
 
 def dominates(a: SweepPoint, b: SweepPoint) -> bool:
@@ -33,39 +34,6 @@ def mark_pareto(points: Sequence[SweepPoint]) -> None:
         front = {id(p) for p in pareto_front(members)}
         for p in members:
             p.pareto = id(p) in front
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the user asked calibrate to optimise under: one of gmacs, speedup, max_drop (top-1 points)."""
-
-    kind: str
-    value: float
-
-    def describe(self) -> str:
-        return {
-            "gmacs": f"at most {self.value:g} GMACs",
-            "speedup": f"at least {self.value:g}x speedup",
-            "max_drop": f"at most {self.value:g} top-1 points below dense",
-        }[self.kind]
-
-
-def make_target(target_gmacs: float | None, target_speedup: float | None, max_drop: float | None) -> Target:
-    given = [
-        (k, v)
-        for k, v in (("gmacs", target_gmacs), ("speedup", target_speedup), ("max_drop", max_drop))
-        if v is not None
-    ]
-    if len(given) > 1:
-        raise SettingError("give at most one of {target_gmacs}, {target_speedup} and {max_drop}")
-    kind, value = given[0] if given else ("max_drop", 1.0)
-    if kind == "gmacs" and value <= 0:
-        raise SettingError("{target_gmacs} must be positive, got {value:g}", value=value)
-    if kind == "speedup" and value <= 0:
-        raise SettingError("{target_speedup} must be positive, got {value:g}", value=value)
-    if kind == "max_drop" and value < 0:
-        raise SettingError("{max_drop} is in top-1 points and must be >= 0, got {value:g}", value=value)
-    return Target(kind, float(value))
 
 
 def speedup_of(point: SweepPoint, dense: SweepPoint) -> float:
