@@ -11,13 +11,11 @@ from tnt_cli.cli.app import COMMANDS
 WIDTHS = (80, 100, 120)
 CHOICES = {
     "finetune": ["--method [tnt|random|evit|evit-fuse|tome]", "--recipe [default|official]", "--train [heads|full]",
-                 "--reducer [drop|merge|fuse]", "--device [auto|cpu|cuda|cuda:N]"],
-    "evaluate": ["--method [auto|tnt|random|evit|evit-fuse|tome|dense]", "--reducer [drop|merge|fuse]",
-                 "--device [auto|cpu|cuda|cuda:N]"],
+                 "--reducer [drop|merge|fuse]"],
+    "evaluate": ["--method [auto|tnt|random|evit|evit-fuse|tome|dense]", "--reducer [drop|merge|fuse]"],
     "visualize": ["--method [auto|tnt|random|evit]"],
-    "calibrate": ["--reducer [drop|merge|fuse]", "--device [auto|cpu|cuda|cuda:N]"],
-    "benchmark": ["--dtype [fp32|bf16|fp16]", "--device [auto|cpu|cuda|cuda:N]"],
-    "compare": ["--device [auto|cpu|cuda|cuda:N]"],
+    "calibrate": ["--reducer [drop|merge|fuse]"],
+    "benchmark": ["--dtype [fp32|bf16|fp16]"],
 }  # fmt: skip
 ARGUMENTS = {"compare": "MODELS...", "push": "MODEL_DIR REPO", "visualize": "MODEL IMAGES..."}
 

@@ -111,7 +111,7 @@ SHARED: dict[str, Setting] = {
         Setting("batch_size", int, 64, "Images per batch.", None, "--batch-size", "-b"),
         Setting("workers", int, 0, "Data-loading worker processes.", None, "--workers", "-w"),
         Setting("device", str, "auto", "auto (CUDA when available), cpu, cuda or cuda:N (the Nth GPU).", None,
-                "--device", choices=DEVICES),
+                "--device"),
         Setting("seed", int, 0, "Seed of the --limit subset and of the random baseline's scores.", None, "--seed"),
         Setting("random_weights", bool, False, "Random backbone and heads, no download: for speed and compute work "
                 "only.", None, "--random-weights"),
