@@ -20,7 +20,7 @@ def resolve_device(requested: str) -> torch.device:
     try:
         return torch.device(requested)
     except RuntimeError:
-        raise TntError(f"unknown device {requested!r}: use auto, cpu or cuda") from None
+        raise TntError(f"unknown device {requested!r}: use auto, cpu, cuda or cuda:N") from None
 
 
 def synchronize(device: str | torch.device) -> None:

@@ -6,11 +6,10 @@ from pathlib import Path
 
 from tnt_cli.bench.variants import DENSE, LABELS, PRUNED
 from tnt_cli.io.atomic import atomic_write_json, atomic_write_text
-from tnt_cli.io.model_dir import is_tnt_model_dir
+from tnt_cli.io.names import BENCHMARK_JSON, BENCHMARK_MD, REPORT, REPORT_MD, is_tnt_model_dir
 
-REPORT_JSON, REPORT_MD = "report.json", "report.md"
-# inside a tnt model directory report.json is the model's own metrics file (update_card merges into it)
-MODEL_DIR_JSON, MODEL_DIR_MD = "benchmark.json", "benchmark.md"
+# inside a tnt model directory report.json is the model's own metrics file (update_card merges into it): there
+# the benchmark writes BENCHMARK_JSON / BENCHMARK_MD
 
 
 def headline(report: dict) -> str:
@@ -141,7 +140,7 @@ def report_paths(out_dir: str | Path, *, overwrite: bool = True) -> tuple[Path, 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a directory")
-    json_name, md_name = (MODEL_DIR_JSON, MODEL_DIR_MD) if is_tnt_model_dir(out) else (REPORT_JSON, REPORT_MD)
+    json_name, md_name = (BENCHMARK_JSON, BENCHMARK_MD) if is_tnt_model_dir(out) else (REPORT, REPORT_MD)
     paths = out / json_name, out / md_name
     existing = next((p for p in paths if p.exists()), None)
     if existing is not None and not overwrite:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import errno
 
+from tnt_cli.bench.config import BenchConfig
 from tnt_cli.errors import ClassMismatch, Interrupted, SettingError, SettingText, TntError
+from tnt_cli.eval.grid import Calibration
+from tnt_cli.settings import SHARED, declarations
 from tnt_cli.train.config import SETTINGS
 
 EXIT_USER = 1
@@ -23,8 +26,9 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errn
 
 # How the CLI spells each declared setting (`scale` is --crop-scale, `model` the MODEL argument), and the library
 # parameters whose flag differs from their name; others are `--` + the Python name with dashes.
+DECLARED = (*SHARED.values(), *SETTINGS, *declarations(Calibration), *declarations(BenchConfig))
 FLAG_SPELLING = {
-    **{s.name: s.flag for s in SETTINGS},
+    **{s.name: s.flag for s in DECLARED},
     "out_dir": "--out",  # visualize_files / visualize
     "schedule": "--prune-layers and --keep-rates",  # a Schedule is given as the schedule flags
     "schedule_file": "--schedule",  # prune(schedule_file=...) is `tnt prune --schedule FILE`

@@ -1,93 +1,36 @@
-"""`tnt calibrate`: sweep schedules on a calibration subset, find the Pareto front, pick one for a budget."""
+"""`tnt calibrate`: sweep schedules on a calibration subset, find the Pareto front, pick one for a budget.
+
+The sweep's options are derived from `tnt_cli.eval.grid.Calibration`'s declarations (MODEL, --data and --device
+from the shared ones); this module adds the flags that say how to run, calls `calibrate` and prints the choice.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from tnt_cli.cli import options as o
+from tnt_cli.cli.declared import settings_from, signature
 from tnt_cli.cli.output import print_json, stderr, stdout
-from tnt_cli.eval.grid import DEFAULT_KEEP_GRID, DEFAULT_METHODS, DEFAULT_SIM_GRID
-from tnt_cli.parsing import list_parts
+from tnt_cli.eval.grid import Calibration
+from tnt_cli.settings import declarations, declared
 
-GRID = "Grid"
-TARGET = "Target (one of)"
+INPUTS = (declared("model"), declared("data"))
+SETTINGS = declarations(Calibration)
+DEVICE = (declared("device"),)
+OUT = {"out": (Annotated[str, typer.Option("--out", "-o", help="Directory for sweep.csv, pareto.png, schedule.json.",
+                                           show_default=False)], ...)}  # fmt: skip
+RUN_FLAGS: dict[str, tuple[Any, Any]] = {
+    "overwrite": (Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out directory.")], False),
+    "random_weights": (o.option("random_weights"), o.default("random_weights")),
+    "offline": (o.Offline, False),
+    "json_out": (o.JsonOut, False),
+}
 
 
-def calibrate(
-    model: o.ModelArg,
-    data: o.DataOpt,
-    out: Annotated[str, typer.Option("--out", "-o", help="Directory for sweep.csv, pareto.png, schedule.json.")],
-    split: o.SplitOpt = "val",
-    limit: Annotated[int, typer.Option("--limit", help="Calibration subset: a seeded draw of N images.")] = 2000,
-    grid_layers: Annotated[
-        str | None,
-        typer.Option(
-            "--grid-layers",
-            help="Prune layers to try: 2,3 tries each; 2+4 is one multi-layer schedule. Default: every head block "
-            "but the last block.",
-            rich_help_panel=GRID,
-        ),
-    ] = None,
-    grid_keep: Annotated[
-        str, typer.Option("--grid-keep", help="Keep rates to try (the same rate at every layer).", rich_help_panel=GRID)
-    ] = ",".join(f"{k:g}" for k in DEFAULT_KEEP_GRID),
-    grid_sim: Annotated[
-        str,
-        typer.Option(
-            "--grid-sim", help="Similarity-prune counts r to try; 'auto' is 1/8 of the patches.", rich_help_panel=GRID
-        ),
-    ] = ",".join(map(str, DEFAULT_SIM_GRID)),
-    sim_seed: o.SimSeed = 0,
-    reducer: o.Reducer = None,
-    methods: Annotated[
-        str | None,
-        typer.Option(
-            "--methods",
-            help="Methods to sweep: tnt plus baselines at matched GMACs (tnt, random, evit, evit-fuse, tome). "
-            f"Default: {','.join(DEFAULT_METHODS)} (evit only with a class token).",
-            rich_help_panel=GRID,
-        ),
-    ] = None,
-    target_gmacs: Annotated[
-        float | None,
-        typer.Option("--target-gmacs", help="Most accurate schedule within G GMACs.", rich_help_panel=TARGET),
-    ] = None,
-    target_speedup: Annotated[
-        float | None,
-        typer.Option(
-            "--target-speedup",
-            help="Most accurate schedule at least S times faster than dense (measured with --measure-speed, "
-            "else the GMACs ratio).",
-            rich_help_panel=TARGET,
-        ),
-    ] = None,
-    max_drop: Annotated[
-        float | None,
-        typer.Option(
-            "--max-drop",
-            help="Cheapest schedule within D top-1 points of dense (the default, with D = 1).",
-            rich_help_panel=TARGET,
-        ),
-    ] = None,
-    measure_speed: Annotated[
-        bool, typer.Option("--measure-speed", help="Time every point against dense, alternating, on this machine.")
-    ] = False,
-    speed_batch: Annotated[int, typer.Option("--speed-batch", help="Batch size for --measure-speed.")] = 32,
-    speed_rounds: Annotated[
-        int, typer.Option("--speed-rounds", help="Alternating dense/pruned timing rounds per point (median kept).")
-    ] = 5,
-    batch_size: o.BatchSizeOpt = 64,
-    workers: o.WorkersOpt = 0,
-    device: o.DeviceOpt = "auto",
-    seed: o.SeedOpt = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out directory.")] = False,
-    random_weights: o.RandomWeights = False,
-    offline: o.Offline = False,
-    json_out: o.JsonOut = False,
-) -> None:
+def calibrate(**values: Any) -> None:
     """Sweep prune layers x keep rates x similarity-prune counts (and the baselines at matched compute) on a
     calibration subset, then choose the best TNT schedule under one target.
 
@@ -98,34 +41,20 @@ def calibrate(
 
     Examples:
 
-      tnt calibrate runs/deit_s_tnt --data /data/imagenet --target-gmacs 3.2 --out runs/deit_s_tnt/calib
+      tnt calibrate runs/deit_s --data /data/imagenet --target-gmacs 3.2 -o calib
 
-      tnt calibrate runs/vit_fm --data fashion-mnist --max-drop 0.5 --grid-layers 2,3 --out calib --measure-speed
+      tnt calibrate runs/vit_fm --data fashion-mnist --max-drop 0.5 -o calib
+
+      tnt calibrate runs/vit_fm --data fashion-mnist --grid-layers 2,3 -o calib
     """
-    o.apply_offline(offline)
+    o.apply_offline(values.pop("offline"))
     from tnt_cli.devices import resolve_device
-    from tnt_cli.eval.calibrate import Calibration
     from tnt_cli.eval.calibrate import calibrate as sweep_and_choose
-    from tnt_cli.eval.grid import parse_layer_grid, parse_sim_grid
-    from tnt_cli.eval.pareto import make_target
 
-    settings = Calibration(
-        target=make_target(target_gmacs, target_speedup, max_drop),
-        split=split,
-        limit=limit,
-        grid_layers=tuple(parse_layer_grid(grid_layers)) if grid_layers is not None else None,
-        grid_keep=o.parse_float_list(grid_keep, "--grid-keep") if grid_keep.strip() else (),
-        grid_sim=parse_sim_grid(grid_sim),
-        sim_seed=sim_seed,
-        reducer=o.check_reducer(reducer or o.DEFAULT_REDUCER),
-        methods=tuple(list_parts(methods)) if methods is not None else None,
-        measure_speed=measure_speed,
-        speed_batch=speed_batch,
-        speed_rounds=speed_rounds,
-        batch_size=batch_size,
-        workers=workers,
-        seed=seed,
-    )
+    model, data, out = values.pop("model"), values.pop("data"), values.pop("out")
+    overwrite, random_weights, json_out = values.pop("overwrite"), values.pop("random_weights"), values.pop("json_out")
+    device = values.pop("device")
+    settings = Calibration(**settings_from(SETTINGS, values))
     dev = resolve_device(device)
     # --out is checked (and locked) before the sweep, not after it; progress on stderr also under --json: a
     # sweep takes minutes, and stdout carries only the JSON
@@ -133,12 +62,15 @@ def calibrate(
         model, data, out, settings, device=dev, overwrite=overwrite, random_weights=random_weights,
         on_note=lambda text: stderr.print(f"note: {text}"),
     )  # fmt: skip
-    if settings.target.kind == "speedup" and not measure_speed:  # after: a refusal stays one line
+    if settings.target.kind == "speedup" and not settings.measure_speed:  # after: a refusal stays one line
         stderr.print("note: without --measure-speed, speedup is estimated as the GMACs ratio")
     if json_out:
         print_json(result.summary)
         return
     render(result.summary, result.points)
+
+
+calibrate.__signature__ = signature(INPUTS, OUT, SETTINGS, DEVICE, RUN_FLAGS)  # type: ignore[attr-defined]
 
 
 def summary_line(chosen: dict) -> str:

@@ -28,9 +28,9 @@ def info(
 
     Examples:
 
-      tnt info deit_small_distilled_patch16_224 --prune-layers 2 --keep-rates 0.6 --sim-prune 25
+      tnt info deit_small_patch16_224 --prune-layers 2 --keep-rates 0.6
 
-      tnt info runs/deit_s_tnt --json
+      tnt info runs/deit_s --json
     """
     o.apply_offline(offline)
     from tnt_cli.api import describe

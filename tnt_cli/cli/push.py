@@ -33,9 +33,9 @@ def push(
 
     Examples:
 
-      tnt push models/deit_s_tnt_3.2g my-org/deit_s_tnt_3.2g
+      tnt push models/deit_s_3.2g my-org/deit_s_3.2g
 
-      tnt push models/deit_s_tnt_3.2g my-org/deit_s_tnt_3.2g --private --dry-run
+      tnt push models/deit_s_3.2g my-org/deit_s_3.2g --private --dry-run
     """
     o.apply_offline(offline)
     from tnt_cli.io.push import push_folder, upload_plan

@@ -11,12 +11,9 @@ import operator
 from dataclasses import dataclass, field
 
 from tnt_cli.errors import ScheduleError
+from tnt_cli.recipes import REDUCERS  # drop (the paper), merge or fuse the tokens the top-k does not keep
 
 BEFORE_BLOCKS = -1  # a stage at this "block" runs on the patch embeddings, before block 0
-
-# What a pruning stage does with the tokens the relevance top-k does not keep (engine/reducers.py):
-# drop: discard them (the paper); merge: each joins its most similar kept token; fuse: all become one token.
-REDUCERS = ("drop", "merge", "fuse")
 
 
 @dataclass(frozen=True)

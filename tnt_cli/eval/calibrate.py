@@ -1,57 +1,29 @@
 """Calibration: sweep schedules (and the baselines at matched compute) on a subset, then choose one for a target.
 
-`Calibration` holds the settings and checks them when made, so bad input fails before a model is loaded;
-`calibrate(model, data, out, settings)` runs the sweep and writes sweep.csv, pareto.png and schedule.json (the
-`tnt-schedule/1` file, see `schedule_file`) into `out` in one atomic step.
+`Calibration` (declared in `grid`, torch-free) holds the settings and checks them when made, so bad input fails
+before a model is loaded; `calibrate(model, data, out, settings)` runs the sweep and writes sweep.csv, pareto.png
+and schedule.json (the `tnt-schedule/1` file, see `schedule_file`) into `out` in one atomic step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import SettingError, TntError
-from tnt_cli.eval.common import check_positive
-from tnt_cli.eval.grid import DEFAULT_KEEP_GRID, DEFAULT_METHODS, DEFAULT_SIM_GRID
-from tnt_cli.eval.pareto import Target
+from tnt_cli.eval.grid import DEFAULT_METHODS, Calibration, Target
 from tnt_cli.eval.sweep import SweepPoint
+from tnt_cli.io.names import PARETO, SCHEDULE, SWEEP
+from tnt_cli.methods.registry import DENSE, lookup
+
+__all__ = ["Calibration", "CalibrationResult", "NoScheduleMeetsTarget", "calibrate", "write_results"]
 
 if TYPE_CHECKING:
     import torch
 
-FILES = ("sweep.csv", "pareto.png", "schedule.json")
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """What to sweep, on how many images, and the target to choose under."""
-
-    target: Target = field(default_factory=lambda: Target("max_drop", 1.0))
-    split: str = "val"
-    limit: int = 2000
-    grid_layers: tuple[tuple[int, ...], ...] | None = None  # None: every head block but the last block
-    grid_keep: tuple[float, ...] = DEFAULT_KEEP_GRID
-    grid_sim: tuple[int | str, ...] = DEFAULT_SIM_GRID  # "auto": about 1/8 of the patches
-    sim_seed: int = 0
-    reducer: str = "drop"
-    methods: tuple[str, ...] | None = None  # None: DEFAULT_METHODS
-    measure_speed: bool = False
-    speed_batch: int = 32
-    speed_rounds: int = 5
-    batch_size: int = 64
-    workers: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        from tnt_cli.engine import Schedule
-
-        for setting in ("limit", "batch_size", "speed_batch", "speed_rounds"):
-            check_positive(getattr(self, setting), setting)
-        Schedule(reducer=self.reducer)  # the engine's check of the reducer's name
-        if self.methods is not None and not self.methods:
-            raise SettingError("{methods} is empty: give at least one of tnt, random, evit, evit-fuse, tome")
+FILES = (SWEEP, PARETO, SCHEDULE)
 
 
 @dataclass
@@ -118,8 +90,9 @@ def _sweep_and_write(
     tnt_model = loaded.model
     methods = list(s.methods if s.methods is not None else DEFAULT_METHODS)
     if s.methods is None and getattr(tnt_model.vit, "cls_token", None) is None:
-        methods.remove("evit")
-        note("this model has no class token, so the evit baseline is skipped")
+        for name in [m for m in methods if lookup(m).needs_class_token]:
+            methods.remove(name)
+            note(f"this model has no class token, so the {name} baseline is skipped")
     layers = list(s.grid_layers) if s.grid_layers is not None else sw.default_layer_grid(tnt_model)
     sims = sw.resolve_sim_grid(tnt_model, s.grid_sim)
     schedules, invalid = sw.build_grid(tnt_model, layers, s.grid_keep, sims, sim_seed=s.sim_seed, reducer=s.reducer)
@@ -130,7 +103,7 @@ def _sweep_and_write(
         )
     if invalid:
         note(f"skipped {invalid} grid combination(s) that cannot run on this model")
-    points = sw.build_points(tnt_model, schedules, methods, heads_trained=loaded.heads_trained)
+    points = sw.build_points(tnt_model, schedules, methods, heads_usable=loaded.heads_usable)
     check_reachable(points, s.target, speed_measured=s.measure_speed)  # fail before the sweep when compute decides
     label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source, split=s.split)
     loader = build_loader(
@@ -175,17 +148,17 @@ def write_results(
         chosen, failure = None, exc
     else:
         chosen.chosen, failure = True, None
-    dense = next(p for p in points if p.method == "dense")
+    dense = next(p for p in points if p.method == DENSE)
     title = f"{context['model']} on {context['data']} ({context['split']}, {dense.images} images)"
     if chosen is None:
         with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
-            atomic_write_text(tmp / "sweep.csv", _csv(points))
-            plot_pareto(points, None, tmp / "pareto.png", title=title, target=target)
+            atomic_write_text(tmp / SWEEP, _csv(points))
+            plot_pareto(points, None, tmp / PARETO, title=title, target=target)
         raise _no_schedule(failure, out)
     record = schedule_record(chosen, dense, target, context)
     with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
-        atomic_write_text(tmp / "sweep.csv", _csv(points))
-        plot_pareto(points, chosen, tmp / "pareto.png", title=title, target=target)
+        atomic_write_text(tmp / SWEEP, _csv(points))
+        plot_pareto(points, chosen, tmp / PARETO, title=title, target=target)
         atomic_write_json(tmp / FILE_NAME, record)
     return {"out": str(out), "files": list(FILES), "points": len(points), "chosen": record}
 

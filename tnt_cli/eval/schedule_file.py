@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import TntError
+from tnt_cli.io.names import SCHEDULE
+from tnt_cli.methods.registry import REFERENCE
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from tnt_cli.eval.sweep import SweepPoint
 
 FORMAT = "tnt-schedule/1"
-FILE_NAME = "schedule.json"
+FILE_NAME = SCHEDULE
 # what the card keeps of a calibration, and of the images it was measured on
 METRIC_KEYS = ("top1", "top5", "loss", "gmacs", "gmacs_dense", "dense_top1", "drop_points", "speedup", "speedup_source")
 MEASURED_ON_KEYS = ("data", "split", "images", "limit", "seed", "batch_size", "device")
@@ -33,7 +35,7 @@ def schedule_record(chosen: SweepPoint, dense: SweepPoint, target: Target, measu
         "format": FORMAT,
         "schedule": chosen.schedule.to_dict(),
         "schedule_text": chosen.describe(),
-        "method": "tnt",
+        "method": REFERENCE,
         "target": {"kind": target.kind, "value": target.value, "text": target.describe()},
         "top1": chosen.top1,
         "top5": chosen.top5,

@@ -47,8 +47,10 @@ class Provenance:
 class LoadedModel:
     """A TNT model plus what we know about where it came from.
 
-    `heads_trained` says whether relevance pruning is allowed (trained heads, or a random-weights model meant
-    for speed work); `provenance` holds the plain facts `save_model_dir` needs to write a truthful config.
+    `heads_trained` says whether the relevance heads were trained (the same fact as `Provenance.heads_trained`
+    and config.json's); `heads_usable` whether relevance pruning may run on them (trained, or random weights
+    meant for speed and compute work). `provenance` holds the plain facts `save_model_dir` needs to write a
+    truthful config.
     """
 
     model: TNTModel
@@ -60,6 +62,11 @@ class LoadedModel:
     random_weights: bool = False
     notes: list[str] = field(default_factory=list)
     provenance: Provenance | None = None
+
+    @property
+    def heads_usable(self) -> bool:
+        """Relevance pruning may run: the heads were trained, or every weight is random anyway (speed work)."""
+        return self.heads_trained or self.random_weights
 
     def record_provenance(
         self, *, heads_trained: bool, training: dict | None = None, imported_from: str | None = None

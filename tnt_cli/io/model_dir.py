@@ -23,16 +23,13 @@ from tnt_cli.errors import TntError
 from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from tnt_cli.io.builder import IMPORTED_FROM, LoadedModel, Provenance, assemble, build_backbone
 from tnt_cli.io.jsonio import jsonable
+from tnt_cli.io.names import CARD, CONFIG, HEADS, REPORT, WEIGHTS
+from tnt_cli.methods.registry import REFERENCE
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
 
 FORMAT_VERSION = 1
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-HEADS = "tnt_heads.safetensors"
-CARD = "README.md"
-REPORT = "report.json"
 CORE_FILES = (CONFIG, WEIGHTS, HEADS, CARD, REPORT)
 # weights files timm's local-dir: loader accepts, in its order of preference
 TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
@@ -154,7 +151,7 @@ def tnt_config(
         "head_blocks": list(model.head_blocks),
         "head_norm": bool(model.head_norm),
         "heads_trained": bool(heads_trained),
-        "method": str((training or {}).get("method", "tnt")),  # what `evaluate`, `prune`, ... run by default
+        "method": str((training or {}).get("method", REFERENCE)),  # what `evaluate`, `prune`, ... run by default
         "random_weights": bool(random_weights),
         "noise": model.noise.to_dict(),
         "schedule": model.schedule.to_dict(),
@@ -277,17 +274,6 @@ def read_config_file(path: str | Path) -> dict:
     return config
 
 
-def is_tnt_model_dir(path: str | Path) -> bool:
-    """A tnt model directory: its config.json (valid JSON) has a "tnt" object. False for anything else."""
-    config = Path(path) / CONFIG
-    if not config.is_file():
-        return False
-    try:
-        return isinstance(json.loads(config.read_text()).get("tnt"), dict)
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, or not a JSON object
-        return False
-
-
 def load_model_dir(
     model_dir: str | Path,
     *,
@@ -335,7 +321,7 @@ def load_model_dir(
         source=source or str(model_dir),
         architecture=config["architecture"],
         base_model=base,
-        heads_trained=heads_trained or random_weights,
+        heads_trained=heads_trained,
         tnt_config=dict(tnt or {}),
         random_weights=random_weights,
     )

@@ -15,7 +15,6 @@ Errors here are typed and name no CLI flag: the CLI's error table adds the hint 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import shutil
@@ -25,13 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tnt_cli.errors import TntError
-
-# Names tnt writes into its output directories (model dirs, finetune runs, calibrate, benchmark).
-TNT_NAMES = frozenset({
-    "config.json", "model.safetensors", "tnt_heads.safetensors", "README.md", "report.json", "report.md",
-    "benchmark.json", "benchmark.md", "metrics.jsonl", "checkpoint", "sweep.csv", "pareto.png", "schedule.json",
-    ".final-model",
-})  # fmt: skip
+from tnt_cli.io.names import CONFIG, WRITTEN, is_tnt_model_dir
 
 
 class OutputError(TntError):
@@ -69,13 +62,9 @@ def is_tnt_output(path: str | Path) -> bool:
     entries = [p.name for p in path.iterdir() if not p.name.startswith(".")]
     if not entries:
         return True
-    config = path / "config.json"
-    if config.is_file():
-        try:
-            return isinstance(json.loads(config.read_text()).get("tnt"), dict)
-        except (OSError, ValueError, AttributeError):
-            return False
-    return set(entries) <= TNT_NAMES
+    if (path / CONFIG).is_file():
+        return is_tnt_model_dir(path)
+    return set(entries) <= WRITTEN
 
 
 REPLACE, INTO, FILE = "replace", "into", "file"

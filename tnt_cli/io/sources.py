@@ -124,7 +124,7 @@ def load_timm_name(spec: str, *, random_weights: bool, schedule: Schedule | None
         source=spec,
         architecture=spec,
         base_model=base,
-        heads_trained=random_weights,
+        heads_trained=False,
         random_weights=random_weights,
     )
     loaded.record_provenance(heads_trained=False)
@@ -245,7 +245,7 @@ def backbone_from_arch(arch: str, backbone: dict[str, torch.Tensor], *, where: s
 
 def install_schedule(loaded: LoadedModel, schedule: Schedule, *, require_trained_heads: bool = True) -> None:
     """Set the schedule, refusing relevance pruning with heads that were never trained."""
-    if require_trained_heads and schedule.prune_layers and not schedule.is_dense and not loaded.heads_trained:
+    if require_trained_heads and schedule.prune_layers and not schedule.is_dense and not loaded.heads_usable:
         raise SettingError(
             "{source} has no trained relevance heads: fine-tune it first (`tnt finetune`), use a baseline method, "
             "or pass {random_weights} for speed work",

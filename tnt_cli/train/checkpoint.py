@@ -17,8 +17,9 @@ import torch
 
 from tnt_cli.errors import SettingError, first_line
 from tnt_cli.io.atomic import atomic_write_bytes, atomic_write_json
+from tnt_cli.io.names import CHECKPOINT
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = CHECKPOINT
 CHECKPOINT_FILE = "last.pt"
 FORMAT = 1
 

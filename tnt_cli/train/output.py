@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tnt_cli.errors import SettingError
+from tnt_cli.io.names import STAGING
+from tnt_cli.methods.registry import REFERENCE, lookup
 from tnt_cli.train.checkpoint import CHECKPOINT_DIR, checkpoint_path
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
-
-STAGING = ".final-model"
 
 
 def run_dir(out: Path) -> Path:
@@ -128,7 +128,7 @@ def save_final(
     staging = out / STAGING
     if staging.exists():
         shutil.rmtree(staging)
-    heads_trained = training.get("method", "tnt") == "tnt"  # a baseline's directory has untrained heads
+    heads_trained = lookup(training.get("method", REFERENCE)).uses_heads  # a baseline's directory: untrained heads
     save_model_dir(staging, model, base_model=base_model, training=training, metrics=metrics, overwrite=True,
                    heads_trained=heads_trained, provenance=provenance)  # fmt: skip
     names = sorted(p.name for p in staging.iterdir())

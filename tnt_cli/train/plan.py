@@ -65,8 +65,8 @@ def make_plan(cfg: TrainConfig, *, train_images: int, world_size: int, amp: str 
         total_steps=total,
         epochs=math.ceil(total / steps_per_epoch),
         warmup_steps=min(round(cfg.warmup_epochs * steps_per_epoch), total // 2),
-        base_lr=cfg.base_lr,
-        lr=cfg.base_lr * global_batch / LR_REFERENCE_BATCH,
+        base_lr=cfg.lr,
+        lr=cfg.lr * global_batch / LR_REFERENCE_BATCH,
         train_images=train_images,
         amp=amp,
     )

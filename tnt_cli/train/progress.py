@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tnt_cli.io.jsonio import dumps_line
+from tnt_cli.io.names import METRICS
 from tnt_cli.progress import Progress
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from tnt_cli.train.config import TrainConfig
     from tnt_cli.train.plan import Plan
 
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = METRICS
 
 
 class MetricsLog:

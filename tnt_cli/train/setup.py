@@ -17,6 +17,7 @@ import torch
 
 from tnt_cli.engine import Schedule, TNTModel, attach_tnt
 from tnt_cli.errors import SettingError, TntError
+from tnt_cli.methods.registry import lookup
 from tnt_cli.train.config import TrainConfig
 from tnt_cli.train.losses import build_criterion, build_mixup
 from tnt_cli.train.task import LossSettings, PruningPass
@@ -62,7 +63,7 @@ def pruning_pass_blocks(cfg: TrainConfig, noise_blocks: tuple[int, ...], depth: 
     `default_drop_block`."""
     if cfg.drop_block is not None:
         return (cfg.drop_block,)
-    if cfg.anchor and cfg.method == "tnt":
+    if cfg.anchor and lookup(cfg.method).uses_heads:
         return tuple(b for b in noise_blocks if b < depth - 1) or (min(noise_blocks),)
     return (default_drop_block(noise_blocks, depth),)
 
@@ -125,13 +126,13 @@ def build_training_model(cfg: TrainConfig, classes: list[str], device, note: Not
     label_map, model_classes = align_classes(cfg, loaded, classes, note)
     noise_blocks = clamp_noise_blocks(cfg.noise_blocks, depth, note)
     pass_blocks = pruning_pass_blocks(cfg, noise_blocks, depth) if cfg.drop_weight > 0 else None
-    if cfg.anchor and cfg.method == "tnt" and pass_blocks is not None and pass_blocks != noise_blocks:
+    if cfg.anchor and lookup(cfg.method).uses_heads and pass_blocks is not None and pass_blocks != noise_blocks:
         note(f"note: anchored step: noise and heads at block(s) {','.join(map(str, pass_blocks))}, where the "
              "pruning pass prunes")  # fmt: skip
         noise_blocks = pass_blocks
     noise = cfg.noise(blocks=noise_blocks)
     schedule = _eval_schedule(cfg, noise_blocks, depth)
-    trained = set(loaded.model.head_blocks) if loaded.heads_trained else set()
+    trained = set(loaded.model.head_blocks) if loaded.heads_usable else set()
     head_blocks = sorted(set(noise_blocks) | trained | set(schedule.prune_layers))
     model = attach_tnt(vit, head_blocks, noise=noise, head_norm=loaded.model.head_norm)
     pruning_pass = None
@@ -145,7 +146,7 @@ def build_training_model(cfg: TrainConfig, classes: list[str], device, note: Not
     for block in trained:  # continue from the heads a tnt directory brought
         model.heads[str(block)].load_state_dict(loaded.model.heads[str(block)].state_dict())
     for block, head in model.heads.items():  # baselines rank tokens their own way: their heads stay as they are
-        head.requires_grad_(int(block) in noise_blocks and cfg.method == "tnt")
+        head.requires_grad_(int(block) in noise_blocks and lookup(cfg.method).uses_heads)
     vit.requires_grad_(cfg.train == "full")
     teacher = None
     if cfg.distill and cfg.train == "full":
@@ -162,12 +163,12 @@ def _eval_schedule(cfg: TrainConfig, noise_blocks: tuple[int, ...], depth: int) 
     if cfg.eval_prune_layers:
         schedule = Schedule(prune_layers=cfg.eval_prune_layers, keep_rates=cfg.eval_keep_rates or ())
         untrained = [b for b in schedule.prune_layers if b not in noise_blocks]
-        if untrained and cfg.method == "tnt":
+        if untrained and lookup(cfg.method).uses_heads:
             raise SettingError("{eval_prune_layers} {block}: only noise blocks get trained heads (noise blocks "
                                "{blocks})", block=untrained[0], blocks=",".join(map(str, noise_blocks)))  # fmt: skip
     else:
         schedule = default_eval_schedule(noise_blocks, depth)
-    if cfg.method == "tnt" and schedule.prune_layers:
+    if lookup(cfg.method).takes_reducer and schedule.prune_layers:
         # OUT's schedule reduces as training did
         schedule = dataclasses.replace(schedule, reducer=cfg.reducer, merge_threshold=cfg.merge_threshold)
     return schedule

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tnt_cli.errors import SettingError, TntError
+from tnt_cli.methods.registry import lookup
 
 if TYPE_CHECKING:
     from tnt_cli.viz.result import ImageResult, StageView
@@ -93,7 +94,7 @@ def titles(result: ImageResult) -> tuple[str, list[str], list[str]]:
     pred = f"{result.class_label(result.prediction)} ({result.probability:.1%})"
     kept = [f"{s.label}: {s.n_out}/{s.n_in} kept" for s in result.stages]
     heat = [
-        f"{'relevance' if result.method == 'tnt' else result.method} scores, {s.label}"
+        f"{'relevance' if lookup(result.method).uses_heads else result.method} scores, {s.label}"
         if s.relevance is not None
         else f"{s.label}: similarity only"
         for s in result.stages
