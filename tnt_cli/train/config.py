@@ -232,6 +232,11 @@ class TrainConfig:
             if recipe.drop_weight > 0:
                 self.notes.append(f"heads-only training: the {self.recipe} recipe's hard-pruning pass is off (it "
                                   "trains only the backbone)")  # fmt: skip
+        if self.new_classes and self.distill is None and recipe.distill:
+            # the dense model's classifier predicts the old classes: it cannot teach the new one
+            self.distill = False
+            self.notes.append("new classes: distillation is off (the dense model's classifier predicts other "
+                              "classes, so it cannot teach the new one)")  # fmt: skip
         if self.lr is None:
             self.lr = recipe.lr[self.train]
         for s in RECIPE_SETTINGS:
@@ -244,6 +249,9 @@ class TrainConfig:
                 "{drop_weight} needs {train} full: the hard-pruning pass trains only the backbone (top-k gives the "
                 "heads no gradient), which heads-only training freezes; use {drop_weight} 0"
             )
+        if self.new_classes and self.distill:
+            raise SettingError("{distill} learns from the dense model's classifier, which predicts other classes than "
+                               "the new one {new_classes} trains: turn {distill} off")  # fmt: skip
         if self.method not in METHODS:
             raise _choice("method", METHODS, self.method)
         if self.method != "tnt" and self.train != "full":
