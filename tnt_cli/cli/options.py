@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tnt_cli.errors import ScheduleError, TntError
-from tnt_cli.parsing import float_list, int_list, split_list
+from tnt_cli.parsing import check_seed, float_list, int_list, split_list
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule
@@ -42,8 +42,20 @@ SimPrune = Annotated[
         rich_help_panel="Schedule",
     ),
 ]
+def seed_value(value: int) -> int:
+    """--seed's check (a typer callback): a whole number that fits in 64 bits, else one `error:` line, exit 1."""
+    return check_seed(value, "seed")
+
+
+def _sim_seed(value: int) -> int:
+    return check_seed(value, "sim_seed")
+
+
 SimSeed = Annotated[
-    int, typer.Option("--sim-seed", help="Seed of the similarity-pruning partition.", rich_help_panel="Schedule")
+    int,
+    typer.Option(
+        "--sim-seed", help="Seed of the similarity-pruning partition.", rich_help_panel="Schedule", callback=_sim_seed
+    ),
 ]
 # The CLI's reducer when --reducer is not given (a model directory's own schedule keeps its reducer).
 DEFAULT_REDUCER = "drop"
@@ -91,7 +103,10 @@ SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split to evaluat
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="Data-loading worker processes.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA when available).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --limit subset and of the random baseline's scores.")]
+SeedOpt = Annotated[
+    int,
+    typer.Option("--seed", help="Seed of the --limit subset and of the random baseline's scores.", callback=seed_value),
+]
 TomeR = Annotated[
     int | None,
     typer.Option(

@@ -26,7 +26,7 @@ def visualize(
             "(cls-attn).",
         ),
     ] = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random method.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random method.", callback=o.seed_value)] = 0,
     data: Annotated[
         str | None,
         typer.Option("--data", help="Dataset whose class names label predictions (default: the model's label_names)."),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from tnt_cli.errors import SettingError
 from tnt_cli.method_names import REDUCING_METHODS, canonical
-from tnt_cli.parsing import float_list, float_pair, int_list
+from tnt_cli.parsing import check_seed, float_list, float_pair, int_list
 from tnt_cli.recipes import DEFAULT_RECIPE, NOISE_VARIANTS, RECIPES, RELEVANCES, get_recipe
 from tnt_cli.train.settings import AUG, EVAL, NOISE, OPTIM, RUN, SCHEDULE, Setting, declarations, setting
 
@@ -282,6 +282,7 @@ class TrainConfig:
         if self.noise_variant not in NOISE_VARIANTS:
             raise _choice("noise_variant", NOISE_VARIANTS, self.noise_variant)
         _check_finite_numbers(self)
+        check_seed(self.seed)
         checks = [
             (self.epochs >= 1, "{epochs} must be at least 1"),
             (self.max_steps is None or self.max_steps >= 1, "{max_steps} must be at least 1"),

@@ -34,10 +34,11 @@ Note = Callable[[str], None]  # prints a remark for the user (on rank 0 only)
 
 
 def seed_everything(seed: int) -> None:
-    """Seed the global RNGs a run draws from (python, numpy, torch): before building, so the heads start alike."""
+    """Seed the global RNGs a run draws from (python, numpy, torch): before building, so the heads start alike.
+    Any whole number: torch's seed is taken modulo 2**64 (the same seed for every value torch accepts itself)."""
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
+    torch.manual_seed(seed % (1 << 64))
 
 
 def default_eval_schedule(noise_blocks: tuple[int, ...], depth: int) -> Schedule:
