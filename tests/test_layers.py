@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tnt_cli"
 # Lowest first. A module may import its own top-level package (`tnt_cli.io.x` -> `tnt_cli.io.y`) and anything in a
 # lower layer; never a sibling in its own layer, never upward.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("tnt_cli._version", "tnt_cli.errors", "tnt_cli.method_names"),
-    ("tnt_cli.recipes", "tnt_cli.devices", "tnt_cli.progress", "tnt_cli.parsing"),
+    ("tnt_cli._version", "tnt_cli.errors", "tnt_cli.method_names", "tnt_cli.terminal"),
+    ("tnt_cli.recipes", "tnt_cli.devices", "tnt_cli.progress", "tnt_cli.parsing", "tnt_cli.stopping"),
     ("tnt_cli.engine",),
     ("tnt_cli.analysis",),
     ("tnt_cli.io",),
