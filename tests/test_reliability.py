@@ -566,6 +566,13 @@ def test_names_are_printed_literally_escaped_and_saved_whatever_their_bytes(alwa
     result = run_cli("evaluate", trained, "--data", raw, "--device", "cpu", "--method", "dense", "--per-class")
     assert result.exit_code == 0, result.output
     assert "caf\\xe9" in result.stdout
+    # figures draw names as written: `$...$` is not mathtext (a stray `$\\x{$` raised after all the work)
+    math = folder(tmp_path / "d$\\bogus{$", ["bee", "cat"])
+    for command in (["calibrate", always_cat, "--data", math, "--out", tmp_path / "calib", "--grid-layers", "1",
+                     "--grid-keep", "0.5", "--grid-sim", "0", "--methods", "tnt", "--device", "cpu"],
+                    ["visualize", always_cat, math / "val" / "cat" / "0.png", "--out", tmp_path / "viz"]):  # fmt: skip
+        result = run_cli(*command)
+        assert result.exit_code == 0, result.output
 
 
 # ----------------------------------------------------------------------------- 2. links and special files

@@ -9,6 +9,9 @@ Such text is data, never instructions:
   encoded, so printing or saving it raised UnicodeEncodeError. `readable` writes each such byte as `\\xNN`.
 
 tnt's own styling (a bold cell, a coloured warning) goes through `styled`, which escapes the text it styles.
+Figures follow the same rule: matplotlib reads `$...$` as mathtext, so a path or class name holding `$` was drawn
+wrongly or raised after all the work was done: text from outside goes into a figure `printable` (matplotlib's
+and Pillow's fonts cannot encode an undecodable byte's stand-in) and with mathtext off (`LITERAL`).
 """
 
 from __future__ import annotations
@@ -74,3 +77,7 @@ def _safe_console_class() -> type[Console]:
             return super().render_str(printable(text), **kwargs)
 
     return SafeConsole
+
+
+# matplotlib Text keywords that draw a string as written (no `$...$` mathtext): `ax.set_title(t, **LITERAL)`
+LITERAL = {"parse_math": False}
