@@ -43,6 +43,8 @@ TNT_NAMES = frozenset({
 # What only a tnt output holds (besides a config.json with a "tnt" object): a README.md or report.json alone may
 # be the user's.
 TNT_SIGNATURES = frozenset({"metrics.jsonl", "checkpoint", "sweep.csv", ".final-model"})
+# What a killed tnt process can leave inside its own output (a temporary file, a lock): tnt's, not the user's.
+TNT_LEFTOVER = re.compile(r"^\..+\.(lock|partial-\d+-.*|old-\d+)$")
 # Room kept for the longest suffix tnt puts after `.NAME` (`.partial-PID-XXXXXXXX.tmp`).
 _SIBLING_ROOM = 40
 
@@ -100,7 +102,7 @@ def foreign_entries(path: str | Path) -> list[str]:
     tnt = _tnt_config(path)
     extra = tnt.get("extra_files") if tnt is not None else None
     own = TNT_NAMES | {str(name) for name in extra} if isinstance(extra, list) else TNT_NAMES
-    foreign = [name for name in entries if name not in own]
+    foreign = [name for name in entries if name not in own and not TNT_LEFTOVER.match(name)]
     if foreign:
         return foreign
     if "config.json" in entries and tnt is None:
