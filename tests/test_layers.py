@@ -18,8 +18,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tnt_cli"
 # timing) sits below everything that runs a method. eval, train, viz, bench and export are one layer: none of
 # them imports another (training and benchmarking use methods, never eval).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("tnt_cli._version", "tnt_cli.errors"),
-    ("tnt_cli.recipes", "tnt_cli.devices", "tnt_cli.progress", "tnt_cli.parsing", "tnt_cli.methods.registry"),
+    ("tnt_cli._version", "tnt_cli.errors", "tnt_cli.terminal"),
+    ("tnt_cli.recipes", "tnt_cli.devices", "tnt_cli.progress", "tnt_cli.parsing", "tnt_cli.stopping",
+     "tnt_cli.methods.registry"),
     ("tnt_cli.engine", "tnt_cli.settings"),
     ("tnt_cli.analysis",),
     ("tnt_cli.io",),

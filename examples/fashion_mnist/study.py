@@ -231,8 +231,8 @@ def train_gmacs_per_image(bench: str, run: str) -> float:
         return _BUDGETS[key]
     from tnt_cli.engine import Schedule, plan_tokens
     from tnt_cli.engine.gmacs import count_macs
-    from tnt_cli.methods.apply import method_gmacs
     from tnt_cli.io.sources import load_model
+    from tnt_cli.methods.apply import method_gmacs
     from tnt_cli.train.setup import pruning_pass_blocks
     from tnt_cli.train.task import progressive
 

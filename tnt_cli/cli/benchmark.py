@@ -18,6 +18,7 @@ from tnt_cli.cli.declared import settings_from, signature
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
 from tnt_cli.settings import declarations, declared
+from tnt_cli.terminal import styled
 
 INPUTS = (declared("model"),)
 SETTINGS = declarations(BenchConfig)
@@ -72,7 +73,7 @@ def benchmark(schedule_flags: ScheduleFlags = ScheduleFlags(), **values: Any) ->
     # progress goes to stderr, also with --json
     report = benchmark_model(model, config, schedule=schedule, random_weights=random_weights, on_note=stderr.print)
     for warning in report["warnings"]:
-        stderr.print(f"[yellow]warning:[/] {spelled(warning)}")
+        stderr.print(styled("warning:", "yellow"), spelled(warning))
     if out is not None:
         paths = write_reports(out, report, overwrite=overwrite)
         stderr.print(f"wrote {paths[0]} and {paths[1]}")
@@ -112,7 +113,7 @@ def to_table(report: dict):
                 speed, eff = f"{peer['speedup']:.2f}x", f"{peer['efficiency']:.2f}"
             if name == PRUNED:
                 style = "green" if row["speedup"] >= 1 else "red"
-                speed, eff = f"[{style}]{row['speedup']:.2f}x[/]", f"{row['efficiency']:.2f}"
+                speed, eff = styled(f"{row['speedup']:.2f}x", style), f"{row['efficiency']:.2f}"
             elif name == TNT_DENSE:
                 speed = f"{stats['images_per_s'] / row['variants'][DENSE]['images_per_s']:.3f}x"
             table.add_row(

@@ -10,12 +10,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.declared import settings_from, signature
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.eval.grid import Calibration
 from tnt_cli.settings import declarations, declared
+from tnt_cli.terminal import printable, styled
 
 INPUTS = (declared("model"), declared("data"))
 SETTINGS = declarations(Calibration)
@@ -73,16 +75,17 @@ def calibrate(**values: Any) -> None:
 calibrate.__signature__ = signature(INPUTS, OUT, SETTINGS, DEVICE, RUN_FLAGS)  # type: ignore[attr-defined]
 
 
-def summary_line(chosen: dict) -> str:
+def summary_line(chosen: dict) -> Text:
     """The choice in one line: accuracy with its signed change against dense, compute, and speed if measured."""
     c = chosen
-    line = (
-        f"chosen ({c['target']['text']}): [bold]{c['schedule_text']}[/bold]  top-1 {100 * c['top1']:.2f}% "
-        f"(dense {100 * c['dense_top1']:.2f}%, {0.0 - c['drop_points']:+.2f} pts)  {c['gmacs']:.4g} GMACs "
-        f"({c['gmacs_ratio']:.3f}x dense, {1 / c['gmacs_ratio']:.2f}x fewer MACs)"
+    line = Text(printable(f"chosen ({c['target']['text']}): "))
+    line.append_text(styled(c["schedule_text"], "bold"))
+    line.append(
+        f"  top-1 {100 * c['top1']:.2f}% (dense {100 * c['dense_top1']:.2f}%, {0.0 - c['drop_points']:+.2f} pts)  "
+        f"{c['gmacs']:.4g} GMACs ({c['gmacs_ratio']:.3f}x dense, {1 / c['gmacs_ratio']:.2f}x fewer MACs)"
     )
     if c["speedup_source"] == "measured":
-        line += f"  speedup {c['speedup']:.2f}x (measured)"
+        line.append(f"  speedup {c['speedup']:.2f}x (measured)")
     return line
 
 

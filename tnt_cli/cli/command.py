@@ -1,6 +1,7 @@
-"""Help screens for people: on/off flags shown as flags (`--json`, not an option taking a `<bool>`), arguments named
-as the help text names them (`MODEL`, not typer's `{model}`), and prose that wraps at the terminal's width (a
-docstring's line breaks are not kept; an indented paragraph, an example command, is kept as written)."""
+"""Every `tnt` command's click class: help screens for people (on/off flags shown as flags, `--json`, not an option
+taking a `<bool>`; arguments named as the help text names them, `MODEL`, not typer's `{model}`; prose that wraps at
+the terminal's width: a docstring's line breaks are not kept, an indented paragraph, an example command, is kept as
+written), and whole numbers that fit in 64 bits (click reads any size)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def hide_flag_types(params: Iterable[Any]) -> None:
 
 
 class TntCommand(TyperCommand):
-    """Every `tnt` command: typer's command with flag-aware help."""
+    """Every `tnt` command: typer's command with flag-aware help and bounded whole numbers."""
 
     def format_help(self, ctx, formatter) -> None:
         hide_flag_types(self.get_params(ctx))
@@ -55,3 +56,31 @@ class TntCommand(TyperCommand):
             is_argument = getattr(param, "param_type_name", "") == "argument"
             pieces += [usage_name(param)] if is_argument else param.get_usage_pieces(ctx)
         return pieces
+
+    def invoke(self, ctx):
+        check_whole_numbers(self.get_params(ctx), ctx.params)
+        return super().invoke(ctx)
+
+
+# Parameters that take a seed (the shared --seed, --sim-seed): any whole number torch accepts, up to 2**64 - 1
+# (`tnt_cli.parsing.check_seed`, which names the setting, so the error line names its flag).
+SEED_PARAMETERS = frozenset({"seed", "sim_seed"})
+
+
+def check_whole_numbers(params: Iterable[Any], values: dict[str, Any]) -> None:
+    """A whole number given to any option must fit in a signed 64-bit integer (what Python's sizes, slices and
+    torch take), a seed in torch's seed range: 10**30 is one `error:` line naming the flag, not an OverflowError
+    deep inside the run. One check for every command, whichever way its options are declared."""
+    from tnt_cli.errors import TntError
+    from tnt_cli.parsing import check_seed
+
+    limit = (1 << 63) - 1
+    for param in params:
+        value = values.get(param.name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        if param.name in SEED_PARAMETERS:
+            check_seed(value, param.name)
+        elif not -limit - 1 <= value <= limit:
+            name = param.opts[0] if getattr(param, "opts", None) else param.name
+            raise TntError(f"{name} must be a whole number that fits in 64 bits (at most {limit}), got {value}")

@@ -9,6 +9,7 @@ import typer
 from tnt_cli.cli import options as o
 from tnt_cli.eval.compare import BATCH_SIZE, BLOCK, KEEPS
 from tnt_cli.methods.registry import METHODS, metavar
+from tnt_cli.terminal import styled
 
 
 def compare(
@@ -100,6 +101,6 @@ def render(rows: list[dict], gap: float) -> None:
         for label in labels:
             c = cells.get(label)
             text = "" if c is None else f"{100 * c['top1']:.2f}%"
-            values.append(f"[bold]{text}[/bold]" if c is not None and c["top1"] == best and len(cells) > 1 else text)
+            values.append(styled(text, "bold") if c is not None and c["top1"] == best and len(cells) > 1 else text)
         table.add_row(name, f"{ref['gmacs_tnt']:.4g}", *values)
     stdout.print(table)

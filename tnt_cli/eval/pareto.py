@@ -93,6 +93,8 @@ def plot_pareto(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tnt_cli.terminal import LITERAL, printable
+
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     dense = next(p for p in points if p.method == DENSE)
     for group, style in STYLE.items():
@@ -114,7 +116,7 @@ def plot_pareto(
         ax.axhline(100 * dense.top1 - target.value, color="red", ls="--", lw=0.8)
     ax.set_xlabel("GMACs per image")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(printable(title), fontsize=9, **LITERAL)  # names the model and the data: drawn as written
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

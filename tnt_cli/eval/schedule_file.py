@@ -7,7 +7,6 @@ too, without measurements.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,13 +54,14 @@ def schedule_record(chosen: SweepPoint, dense: SweepPoint, target: Target, measu
 def read_schedule_file(path: str | Path) -> tuple[Schedule, dict | None]:
     """(Schedule, the calibration record or None) from a schedule.json or a bare schedule object."""
     from tnt_cli.engine import Schedule
+    from tnt_cli.io.jsonio import read_json
 
+    if not Path(path).exists():
+        raise TntError(f"schedule file {path} does not exist")
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise TntError(f"schedule file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise TntError(f"schedule file {path} is not valid JSON: {exc}") from None
+        data = read_json(path)
+    except TntError as exc:
+        raise TntError(f"schedule file {exc}") from None
     if not isinstance(data, dict):
         raise TntError(f"schedule file {path} must hold a JSON object")
     written_as = data.get("format", FORMAT)

@@ -14,7 +14,6 @@ leaves either the old directory or none, never one that looks complete.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from tnt_cli._version import __version__
 from tnt_cli.errors import TntError
 from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from tnt_cli.io.builder import IMPORTED_FROM, LoadedModel, Provenance, assemble, build_backbone
-from tnt_cli.io.jsonio import jsonable
+from tnt_cli.io.jsonio import jsonable, read_json
 from tnt_cli.io.names import CARD, CONFIG, HEADS, REPORT, WEIGHTS
 from tnt_cli.methods.registry import REFERENCE
 
@@ -81,6 +80,8 @@ def save_model_dir(
             training=training,
             imported_from=provenance.imported_from,
         )
+        if extra_files:  # recorded, so a later overwrite knows them as tnt's (`tnt_cli.io.outdir.foreign_entries`)
+            tnt["extra_files"] = sorted({PurePosixPath(name).parts[0] for name in extra_files})
         config = {**timm_config, "tnt": tnt}
         _write_tensors(tmp, model, timm_config, tnt)
         atomic_write_text(tmp / CARD, render(config, metrics, name=_card_name(out_dir)))
@@ -123,7 +124,7 @@ def timm_config_of(vit: Any, scratch: Path, *, label_names: list[str] | None = N
     path = scratch / ".timm_config.json"
     try:
         save_config_for_hf(vit, str(path), model_config={"label_names": label_names} if label_names else None)
-        return json.loads(path.read_text())
+        return read_json(path)
     except Exception as exc:
         raise TntError(f"could not write timm's config for this model: {type(exc).__name__}: {exc}") from None
     finally:
@@ -202,10 +203,7 @@ def read_report(model_dir: str | Path) -> dict:
     path = Path(model_dir) / REPORT
     if not path.is_file():
         return {}
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TntError(f"{path} is not valid JSON: {exc}") from None
+    report = read_json(path)
     return report if isinstance(report, dict) else {}
 
 
@@ -265,10 +263,7 @@ def read_config(model_dir: str | Path) -> dict:
 def read_config_file(path: str | Path) -> dict:
     """A timm config.json (any file name), with one-line errors for broken JSON or a missing architecture."""
     path = Path(path)
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TntError(f"{path} is not valid JSON: {exc}") from None
+    config = read_json(path)
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
         raise TntError(f'{path} is not a timm model config (no "architecture")')
     return config

@@ -8,8 +8,10 @@ finishes); `tnt calibrate` writes SWEEP, PARETO and SCHEDULE.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from tnt_cli.errors import TntError
+from tnt_cli.io.jsonio import read_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -33,6 +35,6 @@ def is_tnt_model_dir(path: str | Path) -> bool:
     if not config.is_file():
         return False
     try:
-        return isinstance(json.loads(config.read_text()).get("tnt"), dict)
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, or not a JSON object
+        return isinstance(read_json(config).get("tnt"), dict)
+    except (TntError, AttributeError):  # unreadable, not JSON (deeply nested too), or not a JSON object
         return False

@@ -25,12 +25,22 @@ class UploadFile:
 
 
 def upload_plan(model_dir: str | Path) -> list[UploadFile]:
-    """The files `upload_folder` sends: huggingface_hub's own filter with the same patterns as the upload."""
+    """The files `upload_folder` sends: huggingface_hub's own filter with the same patterns as the upload.
+
+    A file that is a link resolving outside MODEL_DIR (a planted `notes.txt -> ~/.ssh/id_rsa`, or a Hub cache
+    snapshot's links into its blobs) is refused: uploading it would publish a file that is not the directory's.
+    """
     from huggingface_hub.utils import filter_repo_objects
 
     root = Path(model_dir)
+    inside = root.resolve()
     paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    kept = filter_repo_objects(paths, ignore_patterns=IGNORE_PATTERNS)
+    kept = list(filter_repo_objects(paths, ignore_patterns=IGNORE_PATTERNS))
+    for rel in kept:
+        real = (root / rel).resolve()
+        if not real.is_relative_to(inside):
+            raise TntError(f"{root / rel} is a link to {real}, outside {root}: tnt push uploads only the "
+                           "directory's own files (remove the link, or copy the file into the directory)")  # fmt: skip
     return [UploadFile(rel, (root / rel).stat().st_size) for rel in kept]
 
 
@@ -86,6 +96,7 @@ def push_folder(
     With `dry_run` nothing is sent and no token is needed: call `upload_plan` to list the files.
     """
     path = check_model_dir(model_dir)
+    upload_plan(path)  # refuses a link out of the directory (also for a dry run) before anything else
     repo = check_repo_id(repo)
     url = f"https://huggingface.co/{repo}"
     if dry_run:

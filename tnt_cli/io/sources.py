@@ -13,7 +13,6 @@ MODEL may be:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from tnt_cli.io.builder import (
     build_backbone,
     default_head_blocks,
 )
+from tnt_cli.io.jsonio import loads
 from tnt_cli.io.offline import set_offline
 
 if TYPE_CHECKING:
@@ -165,10 +165,7 @@ def load_safetensors_file(path: Path, *, arch: str | None, schedule: Schedule | 
         if same_dir:  # DIR/model.safetensors of a tnt directory: load the directory, heads included
             return load_model_dir(parent, source=str(path))
     if arch is None and "timm_config" in metadata:
-        try:
-            config = json.loads(metadata["timm_config"])
-        except ValueError:
-            raise TntError(f"{path}: its timm_config metadata is not valid JSON") from None
+        config = loads(metadata["timm_config"], f"{path}'s timm_config metadata")
         vit = backbone_from_config(config, where=str(path))
         return from_state(vit, state, path, architecture=config.get("architecture", "?"), schedule=schedule)
     if arch is None and not any(k.startswith("alpha_heads.") for k in state):

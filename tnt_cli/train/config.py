@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from tnt_cli.errors import SettingError
 from tnt_cli.methods.registry import REDUCING_METHODS, REFERENCE, canonical, lookup
-from tnt_cli.parsing import float_list, float_pair, int_list
+from tnt_cli.parsing import check_seed, float_list, float_pair, int_list
 from tnt_cli.recipes import DEFAULT_RECIPE, NOISE_VARIANTS, RECIPES, REDUCERS, RELEVANCES, get_recipe
 from tnt_cli.settings import AUG, EVAL, NOISE, OPTIM, RUN, SCHEDULE, Setting, declarations, setting, shared
 
@@ -226,6 +226,11 @@ class TrainConfig:
             if recipe.drop_weight > 0:
                 self.notes.append(f"heads-only training: the {self.recipe} recipe's hard-pruning pass is off (it "
                                   "trains only the backbone)")  # fmt: skip
+        if self.new_classes and self.distill is None and recipe.distill:
+            # the dense model's classifier predicts the old classes: it cannot teach the new one
+            self.distill = False
+            self.notes.append("new classes: distillation is off (the dense model's classifier predicts other "
+                              "classes, so it cannot teach the new one)")  # fmt: skip
         if self.lr is None:
             self.lr = recipe.lr[self.train]
         for s in RECIPE_SETTINGS:
@@ -238,6 +243,9 @@ class TrainConfig:
                 "{drop_weight} needs {train} full: the hard-pruning pass trains only the backbone (top-k gives the "
                 "heads no gradient), which heads-only training freezes; use {drop_weight} 0"
             )
+        if self.new_classes and self.distill:
+            raise SettingError("{distill} learns from the dense model's classifier, which predicts other classes than "
+                               "the new one {new_classes} trains: turn {distill} off")  # fmt: skip
         if self.method not in METHODS:
             raise _choice("method", METHODS, self.method)
         if not lookup(self.method).uses_heads and self.train != "full":
@@ -268,6 +276,7 @@ class TrainConfig:
         if self.noise_variant not in NOISE_VARIANTS:
             raise _choice("noise_variant", NOISE_VARIANTS, self.noise_variant)
         _check_finite_numbers(self)
+        check_seed(self.seed)
         checks = [
             (self.epochs >= 1, "{epochs} must be at least 1"),
             (self.max_steps is None or self.max_steps >= 1, "{max_steps} must be at least 1"),

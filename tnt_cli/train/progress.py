@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tnt_cli.io.jsonio import dumps_line
+from tnt_cli.errors import TntError
+from tnt_cli.io.atomic import atomic_write_text
+from tnt_cli.io.jsonio import dumps_line, loads
 from tnt_cli.io.names import METRICS
+from tnt_cli.io.outdir import open_own
 from tnt_cli.progress import Progress
 
 if TYPE_CHECKING:
@@ -35,19 +38,19 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return
         kept = []
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(errors="replace").splitlines():
             try:
-                if json.loads(line).get("step", 0) <= step:
+                if loads(line, self.path).get("step", 0) <= step:
                     kept.append(line)
-            except json.JSONDecodeError:
+            except (TntError, AttributeError):  # a line cut short by the kill, or not a record
                 continue
-        self.path.write_text("".join(f"{line}\n" for line in kept))
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))  # replaces a link, never follows it
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as fh:
+        with os.fdopen(open_own(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8") as fh:
             fh.write(dumps_line(record) + "\n")
 
 

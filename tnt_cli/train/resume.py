@@ -45,3 +45,19 @@ def _same_place(a, b) -> bool:
         return True
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def check_same_classes(saved: dict, classes: list[str]) -> None:
+    """Refuse to resume when DATA's classes are not the checkpoint's (a class folder added, removed or renamed):
+    the classifier and the label order were built for the old ones. Checkpoints that predate the record pass
+    (the trainer then reports a model that does not fit)."""
+    before = saved.get("data_classes")
+    if before is None or list(before) == list(classes):
+        return
+    added = [c for c in classes if c not in before]
+    removed = [c for c in before if c not in classes]
+    change = "; ".join(part for part in (
+        f"added {', '.join(added)}" if added else "", f"removed {', '.join(removed)}" if removed else "",
+    ) if part) or "the same classes in another order"  # fmt: skip
+    raise SettingError("{resume}: DATA's classes changed since the checkpoint ({change}): resume with the data the run "
+                       "started with, or start a new run", change=change)  # fmt: skip

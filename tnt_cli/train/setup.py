@@ -35,10 +35,11 @@ Note = Callable[[str], None]  # prints a remark for the user (on rank 0 only)
 
 
 def seed_everything(seed: int) -> None:
-    """Seed the global RNGs a run draws from (python, numpy, torch): before building, so the heads start alike."""
+    """Seed the global RNGs a run draws from (python, numpy, torch): before building, so the heads start alike.
+    Any whole number: torch's seed is taken modulo 2**64 (the same seed for every value torch accepts itself)."""
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
+    torch.manual_seed(seed % (1 << 64))
 
 
 def default_eval_schedule(noise_blocks: tuple[int, ...], depth: int) -> Schedule:
@@ -116,13 +117,17 @@ class TrainingModel:
 
 
 def build_training_model(cfg: TrainConfig, classes: list[str], device, note: Note) -> TrainingModel:
-    """Load MODEL, map the data's classes onto it, attach the heads the run trains and evaluates, choose what
-    trains (heads and/or backbone), and copy the teacher."""
+    """Load MODEL, copy the teacher (the model as loaded: distillation learns from its classifier), map the data's
+    classes onto it, attach the heads the run trains and evaluates, and choose what trains (heads and/or
+    backbone)."""
     from tnt_cli.io.sources import load_model
 
     loaded = load_model(cfg.model)
     vit = loaded.model.vit
     depth = len(vit.blocks)
+    teacher = None
+    if cfg.distill and cfg.train == "full":  # the model as it was, before its classifier is mapped or replaced
+        teacher = copy.deepcopy(vit).eval().requires_grad_(False).to(device)
     label_map, model_classes = align_classes(cfg, loaded, classes, note)
     noise_blocks = clamp_noise_blocks(cfg.noise_blocks, depth, note)
     pass_blocks = pruning_pass_blocks(cfg, noise_blocks, depth) if cfg.drop_weight > 0 else None
@@ -148,9 +153,6 @@ def build_training_model(cfg: TrainConfig, classes: list[str], device, note: Not
     for block, head in model.heads.items():  # baselines rank tokens their own way: their heads stay as they are
         head.requires_grad_(int(block) in noise_blocks and lookup(cfg.method).uses_heads)
     vit.requires_grad_(cfg.train == "full")
-    teacher = None
-    if cfg.distill and cfg.train == "full":
-        teacher = copy.deepcopy(vit).eval().requires_grad_(False).to(device)
     model = model.to(device)
     if not any(p.requires_grad for p in model.parameters()):
         raise TntError("nothing to train: no noise block has a relevance head")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,6 +24,8 @@ from torch import nn
 
 from tnt_cli import errors
 from tnt_cli.errors import TntError
+from tnt_cli.stopping import StopRequests
+from tnt_cli.terminal import console as safe_console
 from tnt_cli.train import distributed as D
 from tnt_cli.train import setup as S
 from tnt_cli.train.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -43,7 +43,7 @@ from tnt_cli.train.progress import (
     describe_run,
     step_record,
 )
-from tnt_cli.train.resume import check_resumable
+from tnt_cli.train.resume import check_resumable, check_same_classes
 from tnt_cli.train.setup import seed_everything
 from tnt_cli.train.task import LOSS_PARTS, PruningTask
 
@@ -59,9 +59,10 @@ class NonFiniteLoss(TntError):
 class Interrupted(errors.Interrupted):
     """Ctrl-C (or SIGTERM): a checkpoint was written at the last finished step; resuming continues from it."""
 
-    def __init__(self, message: str, checkpoint: Path) -> None:
+    def __init__(self, message: str, checkpoint: Path, signum: int | None = None) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
+        self.signum = signum
 
 
 @dataclass
@@ -86,9 +87,9 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.resume = resume
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or safe_console(stderr=True)
         self.output = RunOutput(cfg.out, resume=resume, overwrite=overwrite, push_to_hub=push_to_hub)
-        self._stop_requested = False
+        self.stop = StopRequests(self._stopping)
 
     @property
     def work(self) -> Path:
@@ -116,7 +117,11 @@ class Trainer:
         if saved is not None:
             check_resumable(saved, cfg, self.dist.world_size)
         seed_everything(cfg.seed)
-        self._build(S.open_training_data(cfg))
+        data = S.open_training_data(cfg)
+        self.data_classes = data.classes
+        if saved is not None:
+            check_same_classes(saved, data.classes)
+        self._build(data)
         state = RunState()
         if saved is not None:
             state = self._restore(saved)
@@ -156,7 +161,11 @@ class Trainer:
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
     def _restore(self, saved: dict) -> RunState:
-        self.model.load_state_dict(saved["model"])
+        try:
+            self.model.load_state_dict(saved["model"])
+        except RuntimeError as exc:  # a checkpoint from before data_classes were recorded, or another MODEL
+            raise errors.SettingError("{resume}: the checkpoint's model does not fit this run's ({reason}): did MODEL "
+                                      "or DATA change since it was written?", reason=errors.first_line(exc)) from None
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
@@ -179,17 +188,13 @@ class Trainer:
         plan = self.plan
         interrupt_at = _env_int(INTERRUPT_ENV)
         nan_at = _env_int(NAN_ENV)
-        restore = self._install_signal_handlers()
         meter = Throughput()
         window = LossWindow()
         show = self.cfg.progress and self.dist.is_main
         progress = TrainProgress(self.console, plan.total_steps, state.step, enabled=show)
-        try:
-            with progress:
-                while state.step < plan.total_steps:
-                    self._train_epoch(state, progress, meter, window, interrupt_at, nan_at)
-        finally:
-            restore()
+        with self.stop, progress:  # first Ctrl-C / SIGTERM: finish the step, checkpoint, stop; a second: at once
+            while state.step < plan.total_steps:
+                self._train_epoch(state, progress, meter, window, interrupt_at, nan_at)
 
     def _train_epoch(self, state, progress, meter, window, interrupt_at, nan_at) -> None:
         cfg, plan = self.cfg, self.plan
@@ -216,11 +221,11 @@ class Trainer:
                 window.clear()
                 meter.reset()
             progress.update(state.step, loss, lr, ips, parts)
-            requested = self._stop_requested or (interrupt_at is not None and state.step == interrupt_at)
+            requested = self.stop.requested or (interrupt_at is not None and state.step == interrupt_at)
             if D.any_rank(requested, self.dist, self.device):
                 path = self._save_checkpoint(state)
                 done = f"{state.step}/{plan.total_steps}"
-                raise Interrupted(f"interrupted after step {done}: checkpoint saved to {path}", path)
+                raise Interrupted(f"interrupted after step {done}: checkpoint saved to {path}", path, self.stop.signum)
         del batches
         if state.step_in_epoch >= plan.steps_per_epoch or state.step >= plan.total_steps:
             state.epoch += 1
@@ -320,6 +325,7 @@ class Trainer:
                 "step": state.step,
                 "world_size": self.dist.world_size,
                 "config": self.cfg.to_dict(),
+                "data_classes": list(self.data_classes),  # a resume with other classes is refused by name
             }
             summary = {"epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "step": state.step,
                        "total_steps": self.plan.total_steps, "time": time.time()}  # fmt: skip
@@ -327,27 +333,9 @@ class Trainer:
         D.barrier(self.dist)
         return path
 
-    def _install_signal_handlers(self):
-        """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. A second one stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            if self.dist.is_main:
-                self.console.print("stopping after this step (Ctrl-C again to stop now, without a checkpoint)")
-
-        for s in previous:
-            signal.signal(s, handler)
-
-        def restore():
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-        return restore
+    def _stopping(self, signum: int) -> None:
+        if self.dist.is_main:
+            self.console.print("stopping after this step (Ctrl-C again to stop now, without a checkpoint)")
 
     # ------------------------------------------------------------------ end
     def _finish(self, state: RunState) -> dict | None:
