@@ -35,8 +35,11 @@ def calibrate(
     ] = "val",
     eval_limit: Annotated[
         int | None,
-        typer.Option("--eval-limit", help="Measure the choice on a seeded subset of N images (0: not at all).",
-                     show_default="the whole split"),
+        typer.Option(
+            "--eval-limit",
+            help="Measure the choice on a seeded subset of N images (0: not at all).",
+            show_default="the whole split",
+        ),
     ] = None,
     grid_layers: Annotated[
         str | None,

@@ -163,6 +163,7 @@ def _sweep_and_write(
         "speed_batch": s.speed_batch if s.measure_speed else None,
         "speed_rounds": s.speed_rounds if s.measure_speed else None,
     }  # fmt: skip
+
     def measure(chosen: SweepPoint) -> dict | None:
         if s.eval_limit == 0:
             return None
@@ -173,9 +174,7 @@ def _sweep_and_write(
     return CalibrationResult(summary, list(points))
 
 
-def measure_choice(
-    model, chosen: SweepPoint, data: str, s: Calibration, *, label_map, device, progress: bool
-) -> dict:
+def measure_choice(model, chosen: SweepPoint, data: str, s: Calibration, *, label_map, device, progress: bool) -> dict:
     """The chosen schedule and dense on the evaluation split (images the choice was not made on)."""
     from tnt_cli.data import build_loader
     from tnt_cli.data.datasets import split_label

@@ -73,7 +73,7 @@ def tensorboard_hook(out: Path, *, resumed_at: int | None = None) -> Callable[[d
     def write(record: dict) -> None:
         step = record.get("step")
         for key, value in record.items():
-            for name, number in (value.items() if isinstance(value, dict) else [(None, value)]):
+            for name, number in value.items() if isinstance(value, dict) else [(None, value)]:
                 if key != "step" and isinstance(number, int | float) and not isinstance(number, bool):
                     writer.add_scalar(f"train/{key}" + (f"/{name}" if name is not None else ""), number, step)
         writer.flush()
