@@ -10,8 +10,9 @@ from _helpers import run_cli
 from PIL import Image
 
 from tnt_cli.engine import Schedule
-from tnt_cli.eval.pareto import SAME_COST, better_baselines
 from tnt_cli.eval.sweep import SweepPoint
+
+SAME_COST = 0.02  # GMACs within 2% are the same cost (tnt_cli.eval.pareto.SAME_COST)
 
 
 def point(method: str, gmacs: float, top1: float, keep: float = 0.5) -> SweepPoint:
@@ -20,6 +21,10 @@ def point(method: str, gmacs: float, top1: float, keep: float = 0.5) -> SweepPoi
 
 
 def test_better_baselines_are_named_and_worse_ones_are_not():
+    from tnt_cli.eval import pareto
+    from tnt_cli.eval.pareto import better_baselines
+
+    assert pareto.SAME_COST == SAME_COST
     chosen = point("tnt", 0.0100, 0.80)
     points = [
         point("dense", 0.02, 0.85), chosen,

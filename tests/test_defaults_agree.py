@@ -8,13 +8,11 @@ import json
 import pytest
 from _helpers import read_config, run_cli
 
-from tnt_cli.data.datasets import base_dataset, split_label
-from tnt_cli.data.holdout import LABEL, holdout_indices, holdout_size
 from tnt_cli.engine import Schedule
 from tnt_cli.train.config import TrainConfig
-from tnt_cli.train.setup import deployed_schedule, open_training_data, trained_keep
 from tnt_cli.train.task import PruningPass
 
+LABEL = "train (held-out slice)"  # the held-out slice's name in reports (tnt_cli.data.holdout.LABEL)
 SPLITS_FASHION_MNIST_HAS = {"train", "test", LABEL}
 
 
@@ -57,6 +55,8 @@ def test_no_report_names_a_split_the_data_lacks(finetuned, tmp_path):
 
 
 def test_split_label_is_the_name_the_data_gives_it(tmp_path):
+    from tnt_cli.data.datasets import split_label
+
     assert split_label("fashion-mnist", "val") == "test" and split_label("cluttered-fashion-mnist", "train") == "train"
     assert split_label("fashion-mnist", "holdout") == LABEL
     assert split_label("hfds/org/data", "val") == "validation"
@@ -66,6 +66,10 @@ def test_split_label_is_the_name_the_data_gives_it(tmp_path):
 
 
 def test_finetune_leaves_the_held_out_slice_out_of_training():
+    from tnt_cli.data.datasets import base_dataset
+    from tnt_cli.data.holdout import holdout_indices, holdout_size
+    from tnt_cli.train.setup import open_training_data
+
     held = base_dataset("fashion-mnist", "holdout")
     assert len(held) == holdout_size(60000) == 5000
     trained = open_training_data(TrainConfig(model="m", data="fashion-mnist", out="o")).base
@@ -75,6 +79,10 @@ def test_finetune_leaves_the_held_out_slice_out_of_training():
 
 
 def test_deployed_schedule_is_the_pruning_pass_at_a_rate_it_trained():
+    from tnt_cli.data.holdout import LABEL as label
+    from tnt_cli.train.setup import deployed_schedule, trained_keep
+
+    assert label == LABEL
     cfg = TrainConfig(model="m", data="d", out="o", reducer="merge")
     one = PruningPass(2, (0.7, 0.5, 0.3), "merge")
     assert deployed_schedule(cfg, one, (0, 1, 2, 3), 6) == Schedule((2,), (0.5,), reducer="merge")

@@ -99,3 +99,24 @@ def test_version_names_tnt_torch_and_timm_without_importing_them():
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert not imported & {"torch", "timm"}
     assert json.dumps(proc.stdout)  # one line of plain text
+
+
+def test_a_checkpoint_of_the_previous_version_resumes_or_says_why():
+    """Checkpoints written before timm's scheduler and the held-out slice: the lr is recomputed from the step, and
+    a run that would now hold images out is refused rather than continued on other data."""
+    from tnt_cli.train.config import TrainConfig
+    from tnt_cli.train.optim import build_optimizer, build_scheduler
+    from tnt_cli.train.resume import resume_mismatch
+
+    model = torch.nn.Linear(2, 2)
+    schedule = build_scheduler(build_optimizer(model, 0.1, 0.0), total=10, warmup=2, min_lr=0.0)
+    schedule.load_state_dict({"last_epoch": 4, "base_lrs": [0.1], "_step_count": 5})  # torch's LambdaLR state
+    assert schedule.updates == 4 and schedule.lr_at(4) == schedule.timm.optimizer.param_groups[0]["lr"]
+    old = {k: v for k, v in TrainConfig(model="m", data="d", out="o").to_dict().items()
+           if k not in ("holdout", "opt", "ema_decay")}  # fmt: skip
+    from tnt_cli.cli._errors import describe
+
+    refused = resume_mismatch(old, TrainConfig(model="m", data="d", out="o"))
+    assert describe(refused)[0] == "--resume: the checkpoint was made with --no-holdout; resume with the original " \
+                                   "settings"  # fmt: skip
+    assert resume_mismatch(old, TrainConfig(model="m", data="d", out="o", holdout=False)) is None

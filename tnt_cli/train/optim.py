@@ -114,8 +114,11 @@ class Schedule:
         return {"updates": self.updates, "timm": self.timm.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.timm.load_state_dict(state["timm"])
-        self.updates = int(state["updates"])
+        if "timm" in state:
+            self.timm.load_state_dict(state["timm"])
+            self.updates = int(state["updates"])
+        else:  # a checkpoint of tnt <= 0.1.0 (torch's LambdaLR): the lr is a function of the updates done alone
+            self.updates = int(state["last_epoch"])
         self._apply()
 
 
