@@ -31,8 +31,8 @@ def _fmt_overhead(row: dict) -> str:
 def memory_text(row: dict, name: str) -> str:
     mib = row["variants"][name].get("peak_memory_mib")
     if mib is None:
-        mib = row.get("process_peak_rss_mib")
-    return "-" if mib is None else f"{mib:,.0f}"
+        return "-"
+    return f"{mib:,.0f}" if mib >= 10 else f"{mib:.3g}"  # a small model's few MiB keep their digits
 
 
 def gmacs_text(value: float) -> str:
@@ -40,16 +40,12 @@ def gmacs_text(value: float) -> str:
 
 
 def _memory_cell(report: dict, row: dict) -> str:
-    if report["environment"]["device"] == "cpu":
-        return memory_text(row, DENSE)  # one process-wide high-water mark
     return f"{memory_text(row, DENSE)} / {memory_text(row, PRUNED)}"
 
 
 def to_markdown(report: dict) -> str:
     g = report["gmacs"]
-    memory_header = (
-        "peak RSS MiB (process)" if report["environment"]["device"] == "cpu" else "peak MiB (dense / pruned)"
-    )
+    memory_header = "peak MiB (dense / pruned)"
     lines = [
         f"**tnt benchmark**: {headline(report)}",
         "",

@@ -64,6 +64,23 @@ def _compare_logits(eager: dict[str, nn.Module], compiled: dict[str, Callable], 
     return out
 
 
+def _tensor_peak_mib(module: nn.Module, x: torch.Tensor, ctx) -> float | None:
+    """The peak tensor memory of one eager forward of `module`: its parameters, buffers and activations, counted
+    by torch's MemTracker (a dispatch mode), so it is this model's and not the process's (CPU has no allocator
+    statistics). None when the tracker cannot run here."""
+    try:
+        from torch.distributed._tools.mem_tracker import MemTracker
+
+        tracker = MemTracker()
+        tracker.track_external(module, x)
+        with ctx(), tracker:
+            module(x)
+        peak = tracker.get_tracker_snapshot("peak")
+        return sum(device.get("Total", 0) for device in peak.values()) / 2**20
+    except Exception:  # private torch API: a measurement we can do without
+        return None
+
+
 def _cuda_peak_mib(forward: Callable, x: torch.Tensor, ctx, device: str) -> float:
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -218,7 +235,8 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
                 for name, forward in forwards.items():
                     row["variants"][name]["peak_memory_mib"] = _cuda_peak_mib(forward, x, ctx, device)
             else:
-                row["process_peak_rss_mib"] = benv.peak_rss_mib()
+                for name, module in eager.items():
+                    row["variants"][name]["peak_memory_mib"] = _tensor_peak_mib(module, x, ctx)
             warnings.extend(_row_warnings(row))
             results.append(row)
             del x
@@ -253,7 +271,7 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
         "notes": notes,
         "memory": "cuda max_memory_allocated per variant"
         if on_gpu
-        else "process RSS high-water mark (all variants together)",
+        else "tensor memory of one eager forward per variant (parameters, buffers, activations; torch MemTracker)",
         "results": results,
         "compile_check": compile_check,
         "peak_rss_mib": benv.peak_rss_mib(),

@@ -135,15 +135,32 @@ app = typer.Typer(
 )
 
 
+def version_line() -> str:
+    """tnt's version and those of what it runs on, for bug reports: read from the installed packages' metadata,
+    so torch and timm are not imported."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for package in ("torch", "timm", "huggingface_hub"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} not installed")
+    return f"tnt {__version__} ({', '.join(parts)}, Python {platform.python_version()})"
+
+
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"tnt {__version__}")
+        typer.echo(version_line())
         raise typer.Exit()
 
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True, help="Print the version (and torch's, timm's)."
+    ),
     offline: bool = typer.Option(
         False, "--offline", help="Use only the local Hugging Face cache (same as HF_HUB_OFFLINE=1)."
     ),

@@ -93,7 +93,10 @@ def render(report: dict) -> None:
     grid.add_column(style="bold")
     grid.add_column()
     ratio = report["gmacs"] / report["gmacs_dense"]
-    limit = f" (subset of {report['limit']}, seed {report['seed']})" if report["limit"] else ""
+    limit = ""
+    if report["limit"]:
+        of = report.get("split_images")
+        limit = f" (seeded subset of {of}, seed {report['seed']})" if of else f" (the first {report['limit']})"
     rows = [
         ("model", report["model"]),
         ("data", f"{report['data']} ({report['split']}): {report['images']} images{limit}"),

@@ -40,8 +40,10 @@ def finetune(**values: Any) -> None:
     --recipe official reproduces the paper: softmax relevance, sigma0 0.02, relevance heads only (backbone
     frozen, bit-identical), no distillation, no pruning pass. Any explicit flag overrides the recipe; the
     resolved settings are recorded in OUT/config.json. The lr is scaled by global batch / 512; a checkpoint is
-    written every epoch and on Ctrl-C; metrics go to OUT/metrics.jsonl. At the end the dense and the pruned model
-    (default: block 2, keep 0.5; or --prune-layers/--keep-rates) are evaluated on the val split.
+    written every epoch and on Ctrl-C; metrics go to OUT/metrics.jsonl. OUT runs the schedule it was trained for
+    (the pruning pass's block at keep 0.5; or --prune-layers/--keep-rates); at the end the dense and the pruned
+    model are evaluated on the val split. A tenth of the train split (at most 5000 images) is held out for
+    `tnt calibrate` (--no-holdout trains on all of it).
 
     Examples:
 

@@ -71,7 +71,8 @@ def read_idx(path: Path) -> np.ndarray:
 def load_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N, 28, 28), labels int64 (N,)) for 'train' or 'test' (alias 'val')."""
     if split not in SPLIT_ALIASES:
-        raise TntError(f"Fashion-MNIST has splits train and test (alias val), not {split!r}")
+        raise TntError(f"Fashion-MNIST has splits train and test (alias val), and holdout (a slice of train), "
+                       f"not {split!r}")  # fmt: skip
     split = SPLIT_ALIASES[split]
     root = data_dir()
     image_file, label_file = (root / name for name in _FILES[split])

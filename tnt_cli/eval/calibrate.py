@@ -16,7 +16,7 @@ from tnt_cli.errors import SettingError, TntError
 from tnt_cli.eval.grid import DEFAULT_METHODS, Calibration, Target
 from tnt_cli.eval.sweep import SweepPoint
 from tnt_cli.io.names import PARETO, SCHEDULE, SWEEP
-from tnt_cli.methods.registry import DENSE, lookup
+from tnt_cli.methods.registry import DENSE, REFERENCE, lookup
 
 __all__ = ["Calibration", "CalibrationResult", "NoScheduleMeetsTarget", "calibrate", "write_results"]
 
@@ -119,25 +119,69 @@ def _sweep_and_write(
                 tnt_model, points, device=dev, batch_size=s.speed_batch, rounds=s.speed_rounds, seed=s.seed,
                 on_point=bar.advance,
             )  # fmt: skip
+    from tnt_cli.data.datasets import split_label
+
     measured_on = {
-        "model": loaded.source, "data": str(data), "split": s.split, "limit": s.limit, "seed": s.seed,
+        "model": loaded.source, "data": str(data), "split": split_label(data, s.split), "limit": s.limit,
+        "seed": s.seed,
         "batch_size": s.batch_size, "device": str(dev), "speed_measured": s.measure_speed,
         "speed_batch": s.speed_batch if s.measure_speed else None,
         "speed_rounds": s.speed_rounds if s.measure_speed else None,
     }  # fmt: skip
-    summary = write_results(out, points, s.target, overwrite=overwrite, context=measured_on, inputs=(model, data))
+
+    def measure(chosen: SweepPoint) -> dict | None:
+        if s.eval_limit == 0:
+            return None
+        return measure_choice(tnt_model, chosen, data, s, label_map=label_map, device=dev, progress=progress)
+
+    summary = write_results(out, points, s.target, overwrite=overwrite, context=measured_on, inputs=(model, data),
+                            measure=measure)  # fmt: skip
     return CalibrationResult(summary, list(points))
 
 
+def measure_choice(model, chosen: SweepPoint, data: str, s: Calibration, *, label_map, device, progress: bool) -> dict:
+    """The chosen schedule and dense on the evaluation split (images the choice was not made on)."""
+    from tnt_cli.data import build_loader
+    from tnt_cli.data.datasets import split_label
+    from tnt_cli.methods.accuracy import evaluate_model
+    from tnt_cli.methods.apply import apply_method
+
+    loader = build_loader(data, s.eval_split, model.vit, batch_size=s.batch_size, workers=s.workers,
+                          limit=s.eval_limit, seed=s.seed, label_map=label_map)  # fmt: skip
+    results = {}
+    for name, schedule in (("dense", None), ("chosen", chosen.schedule)):
+        method = DENSE if schedule is None or schedule.is_dense else REFERENCE
+        with apply_method(model, method, schedule or chosen.schedule) as setup:
+            results[name] = evaluate_model(setup.module, loader, device=device, progress=progress,
+                                           description=f"measuring {setup.describe()} on {s.eval_split}")  # fmt: skip
+    split_images = len(loader.dataset)
+    subset = s.eval_limit is not None and s.eval_limit < split_images
+    return {
+        "split": split_label(data, s.eval_split), "images": results["chosen"]["images"],
+        "limit": s.eval_limit if subset else None, "seed": s.seed,
+        "top1": results["chosen"]["top1"], "top5": results["chosen"]["top5"], "loss": results["chosen"]["loss"],
+        "dense_top1": results["dense"]["top1"], "dense_top5": results["dense"]["top5"],
+    }  # fmt: skip
+
+
 def write_results(
-    out: str | Path, points: Sequence[SweepPoint], target: Target, *, overwrite: bool, context: dict, inputs=()
+    out: str | Path,
+    points: Sequence[SweepPoint],
+    target: Target,
+    *,
+    overwrite: bool,
+    context: dict,
+    inputs=(),
+    measure: Callable[[SweepPoint], dict | None] | None = None,
 ) -> dict[str, Any]:
     """Mark the Pareto fronts, choose, and write sweep.csv, pareto.png and schedule.json in one atomic step.
 
-    When no schedule meets the target, the finished sweep is still written (sweep.csv, pareto.png; no
-    schedule.json), then NoScheduleMeetsTarget says why.
+    `measure(chosen)` measures the choice on the evaluation split (kept in schedule.json as `evaluation`).
+    `warnings` in the summary name the baselines of the sweep that beat the choice on its own images. When no
+    schedule meets the target, the finished sweep is still written (sweep.csv, pareto.png; no schedule.json),
+    then NoScheduleMeetsTarget says why.
     """
-    from tnt_cli.eval.pareto import choose, mark_pareto, plot_pareto
+    from tnt_cli.eval.pareto import better_baselines, choose, mark_pareto, plot_pareto
     from tnt_cli.eval.schedule_file import FILE_NAME, schedule_record
     from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 
@@ -149,18 +193,22 @@ def write_results(
     else:
         chosen.chosen, failure = True, None
     dense = next(p for p in points if p.method == DENSE)
-    title = f"{context['model']} on {context['data']} ({context['split']}, {dense.images} images)"
+    where = f"{context['model']} on {context['data']} ({context['split']}, {dense.images} images)"
     if chosen is None:
         with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
             atomic_write_text(tmp / SWEEP, _csv(points))
-            plot_pareto(points, None, tmp / PARETO, title=title, target=target)
+            plot_pareto(points, None, tmp / PARETO, where=where, target=target)
         raise _no_schedule(failure, out)
     record = schedule_record(chosen, dense, target, context)
+    evaluation = measure(chosen) if measure is not None else None
+    if evaluation is not None:
+        record["evaluation"] = evaluation
     with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
         atomic_write_text(tmp / SWEEP, _csv(points))
-        plot_pareto(points, chosen, tmp / PARETO, title=title, target=target)
+        plot_pareto(points, chosen, tmp / PARETO, where=where, target=target)
         atomic_write_json(tmp / FILE_NAME, record)
-    return {"out": str(out), "files": list(FILES), "points": len(points), "chosen": record}
+    warnings = better_baselines(points, chosen)
+    return {"out": str(out), "files": list(FILES), "points": len(points), "chosen": record, "warnings": warnings}
 
 
 def _no_schedule(failure: TntError, out: str | Path) -> NoScheduleMeetsTarget:

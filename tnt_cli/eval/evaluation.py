@@ -57,13 +57,18 @@ def evaluate(
     loader = build_loader(
         data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed, label_map=label_map
     )
+    from tnt_cli.data.datasets import split_label
+
+    split_images = _size(loader.dataset)  # None: a streamed source (its first `limit` images)
+    subset = limit is not None and (split_images is None or limit < split_images)  # else the limit is all of it
     with apply_method(tnt_model, method, schedule, tome_r=tome_r, seed=seed) as setup:
         result = evaluate_model(setup.module, loader, device=dev, per_class=per_class, on_batch=setup.begin_batch)
         report = {
             "model": loaded.source,
             "data": str(data),
-            "split": split,
-            "limit": limit,
+            "split": split_label(data, split),
+            "split_images": split_images,
+            "limit": limit if subset else None,
             "seed": seed,
             "method": method,
             "schedule": setup.schedule.to_dict(),
@@ -88,6 +93,13 @@ def evaluate(
             (names[int(c)] if names and int(c) < len(names) else c): v for c, v in result["per_class"].items()
         }
     return report
+
+
+def _size(dataset) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
 
 
 def check_evaluation(

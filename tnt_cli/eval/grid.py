@@ -101,8 +101,15 @@ class Calibration:
     """What to sweep, on how many images, and the target to choose under; each field is one setting's only
     declaration. `target` (a `Target`) may be given instead of the three target settings."""
 
-    split: str = shared("split")
+    split: str = shared(
+        "split", default="holdout", help="Where the schedule is chosen: holdout is the slice of the train split `tnt "
+        "finetune` holds out (images the fine-tune never saw), so the test split plays no part in the choice.",
+    )  # fmt: skip  # "holdout": tnt_cli.data.holdout.HOLDOUT (that module needs torch; this one must not)
     limit: int = shared("limit", default=2000, help="Calibration subset: a seeded draw of N images.")
+    eval_split: str = setting("val", help="Where the chosen schedule and dense are then measured.")
+    eval_limit: int | None = setting(
+        None, help="Measure the choice on a seeded subset of N images (0: not at all). Default: the whole split."
+    )
     grid_layers: tuple[tuple[int, ...], ...] | None = setting(
         None, help="Prune layers to try: 2,3 tries each; 2+4 is one multi-layer schedule. Default: every head block "
         "but the last block.", panel=GRID, parse=_layer_grid,
@@ -149,6 +156,12 @@ class Calibration:
             raise SettingError("give {target} or one of {target_gmacs}, {target_speedup} and {max_drop}, not both")
         for name in ("limit", "batch_size", "speed_batch", "speed_rounds"):
             check_positive(getattr(self, name), name)
+        if self.eval_limit is not None and self.eval_limit < 0:
+            raise SettingError("{eval_limit} must be >= 0 (0: do not measure the choice), got {value}",
+                               value=self.eval_limit)  # fmt: skip
+        if self.eval_limit != 0 and self.eval_split == self.split:
+            raise SettingError("{eval_split} is the split the schedule is chosen on ({value}): measure the choice "
+                               "on another split, or give {eval_limit} 0", value=self.split)  # fmt: skip
         if self.reducer not in REDUCERS:
             raise SettingError("{reducer} must be one of {choices}, got {value!r}", choices=", ".join(REDUCERS),
                                value=self.reducer)  # fmt: skip

@@ -76,6 +76,46 @@ def check_reachable(points: Sequence[SweepPoint], target: Target, *, speed_measu
         choose([SweepPoint(p.method, p.schedule, p.tome_r, gmacs=p.gmacs, top1=0.0) for p in points], target)
 
 
+SAME_COST = 0.02  # GMACs within 2% count as the same cost (the matching rule's tolerance for baselines)
+
+
+def better_baselines(points: Sequence[SweepPoint], chosen: SweepPoint) -> list[str]:
+    """One sentence per baseline method whose sweep has a point at least as good as the chosen schedule: as cheap
+    and at least as accurate, or more accurate at the same cost (the best such point; none for a dense choice).
+    Measured on the calibration images: a reason to try `tnt finetune --method`, not a verdict."""
+    if chosen.method == DENSE or chosen.top1 is None:
+        return []
+    out = []
+    for method in dict.fromkeys(p.method for p in points if p.group != REFERENCE):
+        better = [p for p in points if p.method == method and p.top1 is not None and _beats(p, chosen)]
+        if better:
+            best = max(better, key=lambda p: (p.top1, -p.gmacs))
+            out.append(
+                f"{method} at {_name(best)} is {'cheaper' if best.gmacs < chosen.gmacs - EPS else 'as cheap'} and "
+                f"{'more accurate than' if best.top1 > chosen.top1 + EPS else 'as accurate as'} the chosen tnt "
+                f"schedule {_name(chosen)} on these images: compare them fine-tuned (`tnt finetune --method "
+                f"{method}`, `tnt compare`)"
+            )
+    return out
+
+
+def _beats(p: SweepPoint, chosen: SweepPoint) -> bool:
+    cheaper = p.gmacs <= chosen.gmacs + EPS and p.top1 >= chosen.top1 - EPS
+    same_cost = abs(p.gmacs - chosen.gmacs) <= SAME_COST * chosen.gmacs and p.top1 > chosen.top1 + EPS
+    return cheaper or same_cost
+
+
+def plot_title(points: Sequence[SweepPoint], chosen: SweepPoint | None, *, where: str, target: Target) -> str:
+    """The plot's title, from what `plot_pareto` draws: which methods, what the lines and marks are."""
+    drawn = [STYLE[m]["label"] for m in STYLE if any(p.method == m for p in points)]
+    mark = f"circle: chosen ({target.describe()})" if chosen is not None else f"no schedule meets {target.describe()}"
+    line = {"gmacs": "; dashed: the GMACs budget", "max_drop": "; dashed: the accuracy floor"}.get(target.kind, "")
+    return (
+        f"top-1 vs GMACs of {', '.join(drawn)} and dense (star) on {where}\n"
+        f"lines: each method's Pareto front; {mark}{line}"
+    )
+
+
 def _name(p: SweepPoint) -> str:
     accuracy = f", top-1 {100 * p.top1:.2f}%" if p.images else ""
     return f"{p.describe()} ({p.gmacs:.4g} GMACs{accuracy})"
@@ -85,9 +125,11 @@ STYLE = {m.name: dict(color=m.style[0], marker=m.style[1], label=m.label) for m 
 
 
 def plot_pareto(
-    points: Sequence[SweepPoint], chosen: SweepPoint | None, path: Path, *, title: str, target: Target
+    points: Sequence[SweepPoint], chosen: SweepPoint | None, path: Path, *, where: str, target: Target
 ) -> None:
-    """Top-1 vs GMACs: every method's points, each method's Pareto front as a line, dense and the choice marked."""
+    """Top-1 vs GMACs: every method's points, each method's Pareto front as a line, dense and the choice marked.
+
+    `where` names the model, data and images; the title (also the PNG's Title) says what is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,9 +158,10 @@ def plot_pareto(
         ax.axhline(100 * dense.top1 - target.value, color="red", ls="--", lw=0.8)
     ax.set_xlabel("GMACs per image")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(printable(title), fontsize=9, **LITERAL)  # names the model and the data: drawn as written
+    title = printable(plot_title(points, chosen, where=where, target=target))  # names the model and the data
+    ax.set_title(title, fontsize=8, **LITERAL)  # drawn as written
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Title": title.replace("\n", " ")})
     plt.close(fig)

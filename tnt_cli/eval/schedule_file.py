@@ -24,6 +24,7 @@ FILE_NAME = SCHEDULE
 # what the card keeps of a calibration, and of the images it was measured on
 METRIC_KEYS = ("top1", "top5", "loss", "gmacs", "gmacs_dense", "dense_top1", "drop_points", "speedup", "speedup_source")
 MEASURED_ON_KEYS = ("data", "split", "images", "limit", "seed", "batch_size", "device")
+EVALUATION_KEYS = ("split", "images", "limit", "seed", "top1", "top5", "dense_top1", "dense_top5")
 
 
 def schedule_record(chosen: SweepPoint, dense: SweepPoint, target: Target, measured_on: dict) -> dict[str, Any]:
@@ -82,4 +83,6 @@ def calibration_metrics(record: dict) -> dict | None:
     calibration = {k: record.get(k) for k in METRIC_KEYS if record.get(k) is not None}
     calibration["target"] = (record.get("target") or {}).get("text")
     calibration["measured_on"] = {k: measured.get(k) for k in MEASURED_ON_KEYS}
+    if isinstance(record.get("evaluation"), dict):  # the choice measured on the evaluation split
+        calibration["evaluation"] = {k: v for k, v in record["evaluation"].items() if k in EVALUATION_KEYS}
     return {"data": measured.get("data"), "calibration": calibration}

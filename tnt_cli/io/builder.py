@@ -86,18 +86,22 @@ class LoadedModel:
 
 def create_timm_model(name: str, *, pretrained: bool, **kwargs):
     """timm.create_model with timm's and the Hub's errors turned into one-line messages."""
+    import contextlib
+
     import timm
 
-    from tnt_cli.io.hub import hub_error
+    from tnt_cli.io.hub import hub_access, hub_error
 
-    if "/" not in name and ":" not in name and not timm.is_model(name):
+    bare = "/" not in name and ":" not in name  # a timm name (its weights come from the Hub)
+    if bare and not timm.is_model(name):
         raise TntError(f"unknown timm model {name!r} (see `timm.list_models()` for names)")
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        with hub_access() if pretrained and not name.startswith("local-dir:") else contextlib.nullcontext():
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
     except TntError:
         raise
     except Exception as exc:  # timm and the Hub raise many types; the user needs the reason, not a trace
-        mapped = hub_error(exc, name)
+        mapped = hub_error(exc, name, timm_name=bare)
         if mapped is not None:
             raise mapped from None
         raise TntError(f"could not create {name!r}: {type(exc).__name__}: {first_line(exc)}") from exc

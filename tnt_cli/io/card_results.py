@@ -125,13 +125,14 @@ def result_rows(config: dict, metrics: dict) -> list[dict]:
                     "split": finetune.get("split"),
                     "images": finetune.get("images"),
                     "limit": finetune.get("limit"),
+                    "seed": finetune.get("seed"),
                     "method": tnt.get("method", REFERENCE) if pruned else DENSE,
                     "schedule_text": schedule,
                     "gmacs": (gmacs.get("pruned") if same else None) if pruned else gmacs.get("dense"),
                     "top1": result.get("top1"),
                     "top5": result.get("top5"),
                     "source": "end of `tnt finetune`",
-                    "full": True,
+                    "full": not finetune.get("limit"),
                 }
             )
     calibration = metrics.get("calibration")
@@ -159,7 +160,23 @@ def result_rows(config: dict, metrics: dict) -> list[dict]:
         if calibration.get("dense_top1") is not None:
             dense = {"method": DENSE, "schedule_text": "dense", "gmacs": calibration.get("gmacs_dense")}
             rows.append({**common, **dense, "top1": calibration.get("dense_top1"), "top5": None})
+        rows += _calibration_evaluation(calibration, tnt, common["data"])
     return rows
+
+
+def _calibration_evaluation(calibration: dict, tnt: dict, data: Any) -> list[dict]:
+    """The chosen schedule and dense as calibrate measured them on the evaluation split, after choosing."""
+    e = calibration.get("evaluation")
+    if not isinstance(e, dict) or e.get("top1") is None:
+        return []
+    common = {"data": data, "split": e.get("split"), "images": e.get("images"), "limit": e.get("limit"),
+              "seed": e.get("seed"), "source": "`tnt calibrate`, after choosing (not on the images it chose on)",
+              "full": not e.get("limit")}  # fmt: skip
+    chosen = {"method": tnt.get("method", REFERENCE), "schedule_text": tnt.get("schedule_text"),
+              "gmacs": calibration.get("gmacs"), "top1": e.get("top1"), "top5": e.get("top5")}  # fmt: skip
+    dense = {"method": DENSE, "schedule_text": "dense", "gmacs": calibration.get("gmacs_dense"),
+             "top1": e.get("dense_top1"), "top5": e.get("dense_top5")}  # fmt: skip
+    return [{**common, **chosen}] + ([{**common, **dense}] if dense["top1"] is not None else [])
 
 
 def eval_results(config: dict, metrics: dict) -> list[EvalResult]:

@@ -71,7 +71,7 @@ def save_model_dir(
     _check_extra_files(extra_files or {})
 
     with atomic_directory(out_dir, overwrite=overwrite, inputs=inputs) as tmp:
-        timm_config = timm_config_of(model.vit, tmp, label_names=names)
+        timm_config = timm_config_of(model.vit, tmp, label_names=names, fine_tuned=bool(training))
         tnt = tnt_config(
             model,
             base_model=base_model,
@@ -114,21 +114,26 @@ def _label_names(vit: Any, explicit: list[str] | None, training: dict | None) ->
     return model_class_names(vit)
 
 
-def timm_config_of(vit: Any, scratch: Path, *, label_names: list[str] | None = None) -> dict:
+def timm_config_of(vit: Any, scratch: Path, *, label_names: list[str] | None = None, fine_tuned: bool = False) -> dict:
     """timm's own config.json for the backbone (timm's exporter, so the format is exactly timm's).
 
-    `label_names` go where timm puts them (top level; timm moves them into `pretrained_cfg` on load).
+    `label_names` go where timm puts them (top level; timm moves them into `pretrained_cfg` on load). A
+    `fine_tuned` backbone drops timm's pretrained `tag` (e.g. augreg_in21k_ft_in1k): timm names a model
+    `architecture.tag`, and these are no longer that tag's weights.
     """
     from timm.models._hub import save_config_for_hf
 
     path = scratch / ".timm_config.json"
     try:
         save_config_for_hf(vit, str(path), model_config={"label_names": label_names} if label_names else None)
-        return read_json(path)
+        config = read_json(path)
     except Exception as exc:
         raise TntError(f"could not write timm's config for this model: {type(exc).__name__}: {exc}") from None
     finally:
         path.unlink(missing_ok=True)
+    if fine_tuned and isinstance(config.get("pretrained_cfg"), dict):
+        config["pretrained_cfg"].pop("tag", None)
+    return config
 
 
 def tnt_config(
@@ -251,22 +256,50 @@ def merge_metrics(old: dict, new: dict) -> dict:
     return out
 
 
-def read_config(model_dir: str | Path) -> dict:
-    """config.json of a model directory, with one-line errors for a missing or broken file."""
+def read_config(model_dir: str | Path, *, what: str | None = None) -> dict:
+    """config.json of a model directory, with one-line errors for a missing or broken file (`what` names the
+    model in them, e.g. the Hub id whose cached snapshot this is)."""
     model_dir = Path(model_dir)
     path = model_dir / CONFIG
     if not path.is_file():
         raise TntError(f"{model_dir} is not a model directory: it has no config.json")
-    return read_config_file(path)
+    return read_config_file(path, what=what)
 
 
-def read_config_file(path: str | Path) -> dict:
-    """A timm config.json (any file name), with one-line errors for broken JSON or a missing architecture."""
+def read_config_file(path: str | Path, *, what: str | None = None) -> dict:
+    """A timm config.json (any file name), with one-line errors for broken JSON, a transformers config or a
+    missing architecture."""
     path = Path(path)
     config = read_json(path)
+    if is_transformers_config(config):
+        raise TntError(transformers_refusal(what or str(path), config))
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
-        raise TntError(f'{path} is not a timm model config (no "architecture")')
+        raise TntError(f'{what or path} is not a timm model config (no "architecture")')
     return config
+
+
+def is_transformers_config(config: Any) -> bool:
+    """A Hugging Face transformers config.json (`architectures`, `model_type`) rather than timm's (`architecture`)."""
+    return (
+        isinstance(config, dict)
+        and not isinstance(config.get("architecture"), str)
+        and (isinstance(config.get("architectures"), list) or "model_type" in config)
+    )
+
+
+def transformers_refusal(what: str, config: dict) -> str:
+    """Why a transformers checkpoint does not load, and the timm model to use instead when its name says which."""
+    import timm
+
+    kind = ", ".join(str(a) for a in config.get("architectures") or []) or config.get("model_type", "?")
+    repo = what.removeprefix("hf-hub:").split("@")[0].rstrip("/")
+    guess = repo.split("/")[-1].lower().replace("-", "_")
+    instead = (
+        f"use timm's {guess} (pretrained weights: hf-hub:timm/{guess}.<tag>)"
+        if timm.is_model(guess)
+        else "use a timm ViT or DeiT (https://huggingface.co/timm)"
+    )
+    return f"{what} is a transformers model ({kind}), not a timm model: tnt works on timm ViTs; {instead}"
 
 
 def load_model_dir(

@@ -55,7 +55,10 @@ def check_model_dir(model_dir: str | Path) -> Path:
         raise TntError(f"{path} is not a directory: push uploads a model directory written by tnt")
     tnt = read_config(path).get("tnt")
     if not isinstance(tnt, dict):
-        raise TntError(f'{path} is not a tnt model directory: config.json has no "tnt" object (`tnt prune` writes one)')
+        raise TntError(
+            f'{path} is a plain timm model directory, not a tnt one (config.json has no "tnt" object): `tnt prune` '
+            "makes a tnt model of it; `hf upload` uploads it as it is"
+        )
     heads = tnt.get("heads_file", HEADS)
     missing = [name for name in (WEIGHTS, heads) if not (path / name).is_file()]
     if missing:

@@ -107,9 +107,22 @@ def classify(spec: str) -> tuple[str, str]:
         or path.suffix.lower() in FILE_SUFFIXES
     )
     if looks_like_path:
-        hint = f" (for a Hugging Face Hub model write hf-hub:{spec})" if REPO_ID.match(spec) else ""
-        raise TntError(f"no such file or directory: {path_text}{hint}")
+        if REPO_ID.match(spec):
+            raise TntError(_not_a_path(spec))
+        raise TntError(f"no such file or directory: {path_text}")
     return "timm", spec
+
+
+def _not_a_path(spec: str) -> str:
+    """`org/name` that is no local path: what the Hub's repo of that name is (from the cache, or one request)."""
+    from tnt_cli.io.hub import peek_config
+    from tnt_cli.io.model_dir import is_transformers_config, transformers_refusal
+
+    config = peek_config(spec)
+    if is_transformers_config(config):
+        return transformers_refusal(spec, config)
+    found = "the Hub has a timm model of that name" if config is not None else "for a timm model on the Hub"
+    return f"no such file or directory: {spec} ({found}: write hf-hub:{spec})"
 
 
 # ----------------------------------------------------------------------------- timm names and the Hub
@@ -133,18 +146,19 @@ def load_timm_name(spec: str, *, random_weights: bool, schedule: Schedule | None
 
 def load_hub(spec: str) -> LoadedModel:
     """A tnt directory or timm model repo from the Hub (through the local cache; offline when asked)."""
-    from tnt_cli.io.hub import download, download_first, parse_hub_spec
+    from tnt_cli.io.hub import download, download_first, hub_access, parse_hub_spec
     from tnt_cli.io.model_dir import HEADS, TIMM_WEIGHTS, WEIGHTS, load_model_dir, read_config
 
     repo, revision = parse_hub_spec(spec)
-    config_path = download(repo, "config.json", revision, what=spec)
-    snapshot = config_path.parent
-    tnt = read_config(snapshot).get("tnt")
-    if isinstance(tnt, dict):
-        download(repo, WEIGHTS, revision, what=spec)
-        download(repo, tnt.get("heads_file", HEADS), revision, what=spec)
-    else:
-        download_first(repo, TIMM_WEIGHTS, revision, what=spec)
+    with hub_access():
+        config_path = download(repo, "config.json", revision, what=spec)
+        snapshot = config_path.parent
+        tnt = read_config(snapshot, what=spec).get("tnt")
+        if isinstance(tnt, dict):
+            download(repo, WEIGHTS, revision, what=spec)
+            download(repo, tnt.get("heads_file", HEADS), revision, what=spec)
+        else:
+            download_first(repo, TIMM_WEIGHTS, revision, what=spec)
     base = tnt.get("base_model") if isinstance(tnt, dict) and tnt.get("base_model") else repo
     return load_model_dir(snapshot, source=spec, base_model=base)
 

@@ -71,6 +71,12 @@ class TrainConfig:
         summary=True, choices=TRAIN_MODES,
     )  # fmt: skip
     split: str = setting("train", help="Training split.", panel=RUN)
+    holdout: bool = setting(
+        True,
+        help="Train on the whole train split: without it a fixed slice (10%, at most 5000 images) is held out, "
+        "where `tnt calibrate` chooses a schedule on images the fine-tune never saw (--split holdout, its default).",
+        panel=RUN, flag="--no-holdout",
+    )  # fmt: skip
     new_classes: bool = setting(
         False,
         help="Train a new classifier for DATA's classes (needs --train full). Without it DATA's classes are matched "
@@ -85,6 +91,10 @@ class TrainConfig:
     keep_checkpoint: bool = setting(
         False, help="Keep OUT/checkpoint after a finished run.", panel=RUN, resume=False
     )
+    tensorboard: bool = setting(
+        False, help="Also log the metrics as TensorBoard scalars in OUT/tensorboard (needs pip install tensorboard).",
+        panel=RUN, resume=False,
+    )  # fmt: skip
     # ------------------------------------------------------------------ noise, distillation, the pruning pass
     noise_trains: str = setting(
         "all",
@@ -166,9 +176,20 @@ class TrainConfig:
         help="--train full: the relevance heads (fresh layers) train at lr x this.",
         panel=OPTIM, from_recipe=True, summary=True,
     )  # fmt: skip
-    min_lr: float = setting(1e-6, help="Final lr of the cosine schedule.", panel=OPTIM)
-    weight_decay: float = setting(0.05, help="AdamW weight decay (not on norms, biases, tokens).", panel=OPTIM)
+    opt: str = setting(
+        "adamw", help="Optimizer, by its timm name (timm.optim.create_optimizer_v2): adamw, lamb, sgd, adamp, ...",
+        panel=OPTIM,
+    )  # fmt: skip
+    min_lr: float = setting(
+        1e-6, help="Final lr of the cosine schedule (timm's CosineLRScheduler, per step), for every group.",
+        panel=OPTIM,
+    )  # fmt: skip
+    weight_decay: float = setting(0.05, help="Weight decay (not on norms, biases, tokens).", panel=OPTIM)
     warmup_epochs: float = setting(1.0, help="Linear warmup length in epochs (at most half the run).", panel=OPTIM)
+    ema_decay: float | None = setting(
+        None, help="Keep an exponential moving average of the weights (timm's ModelEmaV3) with this decay, e.g. "
+        "0.999; OUT then holds, and the final evaluation measures, the average. Default: off.", panel=OPTIM,
+    )  # fmt: skip
     clip_grad: float | None = setting(None, help="Clip the gradient norm to this value.", panel=OPTIM)
     amp: str = setting("auto", help="auto (bf16, else fp16, on CUDA; off on CPU), bf16, fp16 or off.", panel=OPTIM,
                        choices=AMP_MODES)  # fmt: skip
@@ -196,11 +217,13 @@ class TrainConfig:
         None, help="Evaluation batch size (default 2 x --batch-size).", panel=EVAL, resume=False
     )
     eval_prune_layers: tuple[int, ...] | None = setting(
-        None, help="Blocks after which the end-of-run evaluation prunes, e.g. 2 or 2,3,4 (default: block 2).",
+        None, help="OUT's schedule (evaluated at the end, saved, on the card): blocks after which it prunes, e.g. 2 or "
+        "2,3,4. Default: the schedule it trained for, the pruning pass's block(s) (without a pass: block 2).",
         panel=SCHEDULE, flag="--prune-layers", parse=int_list, resume=False,
     )  # fmt: skip
     eval_keep_rates: tuple[float, ...] | None = setting(
-        None, help="Fraction of patch tokens kept at each prune layer, e.g. 0.6 or 0.8,0.8,0.8 (default: 0.5).",
+        None, help="Fraction of patch tokens kept at each prune layer, e.g. 0.6 or 0.8,0.8,0.8. Default: the "
+        "pruning pass's rate nearest 0.5 (0.5 with the default --drop-keeps).",
         panel=SCHEDULE, flag="--keep-rates", parse=float_list, resume=False,
     )  # fmt: skip
 
@@ -277,6 +300,7 @@ class TrainConfig:
             raise _choice("noise_variant", NOISE_VARIANTS, self.noise_variant)
         _check_finite_numbers(self)
         check_seed(self.seed)
+        _check_packages(self)
         checks = [
             (self.epochs >= 1, "{epochs} must be at least 1"),
             (self.max_steps is None or self.max_steps >= 1, "{max_steps} must be at least 1"),
@@ -287,6 +311,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "{weight_decay} must be >= 0"),
             (self.warmup_epochs >= 0, "{warmup_epochs} must be >= 0"),
             (self.clip_grad is None or self.clip_grad > 0, "{clip_grad} must be positive"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1, "{ema_decay} must be in (0, 1), e.g. 0.999"),
             (0.0 <= self.smoothing < 1.0, "{smoothing} must be in [0, 1)"),
             (self.mixup >= 0 and self.cutmix >= 0, "{mixup} and {cutmix} must be >= 0"),
             (0.0 <= self.hflip <= 1.0, "{hflip} is a probability in [0, 1], got {hflip_value:g}"),
@@ -352,6 +377,25 @@ def _check_finite_numbers(cfg: TrainConfig) -> None:
         for v in value if isinstance(value, tuple) else (value,):
             if isinstance(v, float) and not math.isfinite(v):
                 raise SettingError(f"{{{f.name}}} must be a finite number, got {{value}}", value=v)
+
+
+def _check_packages(cfg: TrainConfig) -> None:
+    """Settings that need an optional package, or timm's optimizer registry: refused before any work."""
+    from importlib.util import find_spec
+
+    if cfg.tensorboard and find_spec("tensorboard") is None:
+        raise SettingError("{tensorboard} needs the tensorboard package: pip install tensorboard")
+    if cfg.opt != "adamw":  # the default needs no look-up (and keeps this module free of timm)
+        from timm.optim import list_optimizers
+
+        names = list_optimizers()
+        if cfg.opt.lower().split("_")[-1] not in names:  # timm accepts lookahead_NAME too
+            from difflib import get_close_matches
+
+            close = get_close_matches(cfg.opt.lower(), names, n=3)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise SettingError("{opt} {value!r} is not a timm optimizer ({hint}timm.optim.list_optimizers() lists "
+                               "them)", value=cfg.opt, hint=hint)  # fmt: skip
 
 
 def recipe_settings(cfg: TrainConfig) -> dict:

@@ -125,9 +125,13 @@ def final_evaluation(
     except TntError as exc:
         note(f"note: no evaluation ({exc})")
         return None
+    from tnt_cli.data.datasets import split_label
+
     dense = evaluate_accuracy(model, loader, device, Schedule(), progress=progress)
     pruned = evaluate_accuracy(model, loader, device, schedule, method=cfg.method, progress=progress)
-    return {"split": cfg.val_split, "images": dense.get("images"), "schedule": schedule.describe(),
+    subset = cfg.eval_limit is not None and cfg.eval_limit < len(loader.dataset)
+    return {"split": split_label(cfg.data, cfg.val_split), "images": dense.get("images"),
+            **({"limit": cfg.eval_limit, "seed": cfg.seed} if subset else {}), "schedule": schedule.describe(),
             "dense": _slim(dense), "pruned": _slim(pruned)}  # fmt: skip
 
 

@@ -31,7 +31,7 @@ from tnt_cli.train import setup as S
 from tnt_cli.train.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tnt_cli.train.config import TrainConfig, recipe_settings
 from tnt_cli.train.finish import finish_run
-from tnt_cli.train.optim import build_optimizer, build_scheduler
+from tnt_cli.train.optim import build_ema, build_optimizer, build_scheduler
 from tnt_cli.train.output import RunOutput
 from tnt_cli.train.plan import make_plan, resolve_amp
 from tnt_cli.train.progress import (
@@ -42,6 +42,7 @@ from tnt_cli.train.progress import (
     TrainProgress,
     describe_run,
     step_record,
+    tensorboard_hook,
 )
 from tnt_cli.train.resume import check_resumable, check_same_classes
 from tnt_cli.train.setup import seed_everything
@@ -133,6 +134,8 @@ class Trainer:
         self.metrics = MetricsLog(self.work / METRICS_FILE, enabled=self.dist.is_main)
         if saved is not None:
             self.metrics.truncate_after(state.step)
+        if cfg.tensorboard and self.dist.is_main:
+            self.metrics.hooks.append(tensorboard_hook(self.work, resumed_at=state.step if saved else None))
         for line in describe_run(cfg, self.plan, drop_block=self.drop_block, device=self.device):
             self.note(line)
         if self.resume:
@@ -152,10 +155,10 @@ class Trainer:
         self.plan = plan = make_plan(cfg, train_images=len(self.sampler.indices), world_size=self.dist.world_size,
                                      amp=resolve_amp(cfg.amp, self.device))  # fmt: skip
         self.mixup, self.criterion = S.build_loss(cfg, self.model.vit.num_classes)
-        self.optimizer = build_optimizer(self.model, plan.lr, cfg.weight_decay, cfg.heads_lr_scale)
-        self.scheduler = build_scheduler(
-            self.optimizer, total=plan.total_steps, warmup=plan.warmup_steps, lr=plan.lr, min_lr=cfg.min_lr
-        )
+        self.optimizer = build_optimizer(self.model, plan.lr, cfg.weight_decay, cfg.heads_lr_scale, opt=cfg.opt)
+        self.scheduler = build_scheduler(self.optimizer, total=plan.total_steps, warmup=plan.warmup_steps,
+                                         min_lr=cfg.min_lr)  # fmt: skip
+        self.ema = build_ema(self.model, cfg.ema_decay)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=plan.amp == "fp16")
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -169,6 +172,8 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
         set_rng_state(saved["rng"][self.dist.rank])
         return RunState(epoch=saved["epoch"], step_in_epoch=saved["step_in_epoch"], step=saved["step"])
 
@@ -235,8 +240,7 @@ class Trainer:
 
     def _lr_before_step(self, step: int) -> float:
         """The lr that step `step` (1-based) used."""
-        base = self.scheduler.base_lrs[0]
-        return base * self.scheduler.lr_lambdas[0](step - 1)
+        return self.scheduler.lr_at(step - 1)
 
     def _train_step(self, batches, step: int, nan_at: int | None, state: RunState) -> tuple[float, dict[str, float]]:
         """One optimizer step; returns the loss and its parts (rank 0's, averaged over the micro-batches)."""
@@ -273,6 +277,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step=step)
         return total, parts
 
     def _loss(self, images: torch.Tensor, targets: torch.Tensor, step: int, micro: int) -> dict[str, torch.Tensor]:
@@ -319,6 +325,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
                 "rng": rng,
                 "epoch": state.epoch,
                 "step_in_epoch": state.step_in_epoch,
@@ -342,6 +349,8 @@ class Trainer:
         D.barrier(self.dist)
         if not self.dist.is_main:
             return None
+        if self.ema is not None:  # the averaged weights are the run's result: evaluated and written
+            self.model.load_state_dict(self.ema.module.state_dict())
         return finish_run(self.cfg, self.built, self.output, self.plan, device=self.device, settings=self.settings(),
                           steps=state.step, final_loss=state.last_loss, note=self.note)  # fmt: skip
 
