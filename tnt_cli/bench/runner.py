@@ -22,7 +22,7 @@ NOISY_SPREAD = 1.5  # p90 / p50 above this: something else was competing for the
 def autocast_context(device: str, dtype: str) -> contextlib.AbstractContextManager:
     if dtype == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device, dtype=benv.TORCH_DTYPES[dtype])
+    return torch.autocast(device_type=torch.device(device).type, dtype=benv.TORCH_DTYPES[dtype])  # 'cuda:1' too
 
 
 def make_input(vit: nn.Module, batch_size: int, *, device: str, channels_last: bool, seed: int) -> torch.Tensor:
@@ -73,13 +73,14 @@ def _compare_logits(eager: dict[str, nn.Module], compiled: dict[str, Callable], 
     return out
 
 
-def _cuda_peak_mib(forward: Callable, x: torch.Tensor, ctx) -> float:
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    with ctx():
-        forward(x)
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**20
+def _peak_mib(forward: Callable, x: torch.Tensor, ctx, device: str) -> float | None:
+    from tnt_cli.devices import peak_memory_mib
+
+    def run() -> None:
+        with ctx():
+            forward(x)
+
+    return peak_memory_mib(device, run)
 
 
 @contextlib.contextmanager
@@ -162,6 +163,7 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
         for m in peers
         if config.compile and m in NOT_COMPILABLE
     ]
+    on_cuda = torch.device(device).type == "cuda"
     ctx = lambda: autocast_context(device, config.dtype)  # noqa: E731 - a fresh context per use
 
     results, warnings = [], []
@@ -222,9 +224,9 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
                     ) from None
                 raise
             row = _batch_row(batch, times, gmacs_ratio, gmacs_dense, method_gmacs)
-            if device == "cuda":
+            if on_cuda:
                 for name, forward in forwards.items():
-                    row["variants"][name]["peak_memory_mib"] = _cuda_peak_mib(forward, x, ctx)
+                    row["variants"][name]["peak_memory_mib"] = _peak_mib(forward, x, ctx, device)
             else:
                 row["process_peak_rss_mib"] = benv.peak_rss_mib()
             warnings.extend(_row_warnings(row))
@@ -260,7 +262,7 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
         "matching": "each peer at the GMACs closest to TNT's schedule (tnt_cli.eval.baselines.apply_method)",
         "notes": notes,
         "memory": "cuda max_memory_allocated per variant"
-        if device == "cuda"
+        if on_cuda
         else "process RSS high-water mark (all variants together)",
         "results": results,
         "compile_check": compile_check,

@@ -28,7 +28,14 @@ from tnt_cli import errors
 from tnt_cli.errors import TntError
 from tnt_cli.train import distributed as D
 from tnt_cli.train import setup as S
-from tnt_cli.train.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tnt_cli.train.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    restore_scaler,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from tnt_cli.train.config import TrainConfig, recipe_settings
 from tnt_cli.train.finish import finish_run
 from tnt_cli.train.optim import build_optimizer, build_scheduler
@@ -159,7 +166,7 @@ class Trainer:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
+        restore_scaler(self.scaler, saved["scaler"])
         set_rng_state(saved["rng"][self.dist.rank])
         return RunState(epoch=saved["epoch"], step_in_epoch=saved["step_in_epoch"], step=saved["step"])
 
