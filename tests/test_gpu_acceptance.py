@@ -33,13 +33,19 @@ def load_acceptance():
     return module
 
 
-def alive(pid: int) -> bool:
-    """Running (a killed process nobody has reaped yet, a zombie, counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+def alive(pid: int, wait: float = 2.0) -> bool:
+    """Still running after `wait` seconds (a killed process nobody has reaped yet, a zombie, counts as ended)."""
+    end = time.monotonic() + wait
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        if state in ("Z", "X"):
+            return False
+        if time.monotonic() > end:
+            return True
+        time.sleep(0.05)
 
 
 def test_a_failing_or_slow_part_never_stops_the_others(tmp_path):
@@ -52,7 +58,7 @@ def test_a_failing_or_slow_part_never_stops_the_others(tmp_path):
             f" open({str(grandchild)!r}, 'w').write(str(p.pid)); time.sleep(60)")  # fmt: skip
     parts = [
         acc.Part("broken", [*py, "import sys; print('error: it broke', file=sys.stderr); sys.exit(3)"], cap=30),
-        acc.Part("slow", [*py, slow], cap=3),
+        acc.Part("slow", [*py, slow], cap=6),
         acc.Part("after-broken", [*py, "pass"], cap=30, needs=("broken",)),
         acc.Part("not-here", [*py, "pass"], cap=30, noted="needs 2 GPUs"),
         acc.Part("fine", [*py, "print('hello')"], cap=30, check=lambda run: ("passed", "checked")),
