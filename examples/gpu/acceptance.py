@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import functools
 import json
 import os
@@ -439,12 +440,14 @@ def execute(run: Run, parts: list[Part], only: set[str] | None) -> None:
 
 # ----------------------------------------------------------------------------------------------------------- results
 def write_summary(run: Run) -> None:
-    data = {"kind": KIND, "mode": "tiny" if run.tiny else "full", "device": run.device,
+    created = dt.datetime.fromtimestamp(run.started, dt.timezone.utc).isoformat(timespec="seconds")
+    data = {"kind": KIND, "mode": "tiny" if run.tiny else "full", "device": run.device, "created_utc": created,
             "wall_s": round(time.time() - run.started, 1), "machine": run.machine,
             "parts": [asdict(r) for r in run.records.values()]}  # fmt: skip
     run.path("summary.json").write_text(json.dumps(data, indent=2) + "\n")
-    run.path("results-table.md").write_text(results_tables(run))
-    run.path("summary.md").write_text(summary_markdown(run, data))
+    text = results_tables(run)
+    run.path("results-table.md").write_text(text)
+    run.path("summary.md").write_text(summary_markdown(run, data, text))
 
 
 def machine_line(run: Run) -> str:
@@ -472,31 +475,41 @@ def results_tables(run: Run) -> str:
     for name in ("bench-fp32-eager", "bench-bf16-eager", "bench-bf16-compiled", "bench-fp32-compiled"):
         report = run.json(f"bench/{name}/report.json")
         if report is not None and run.records.get(name, Record(name, "")).status in PASSING:
-            lines += [tables.bench_table(report), ""]
+            lines += [_table(name, tables.bench_table, report), ""]
     summary = run.json("finetune.json")
     if summary is not None or run.path("finetune/metrics.jsonl").exists():
         compiled = "dynamo disabled (--tiny)" if os.environ.get("TORCHDYNAMO_DISABLE") == "1" else "on"
-        lines += [f"**tnt finetune** ({Path(summary['model']).name if summary else 'DeiT-S'}, random weights, "
-                  "synthetic Fashion-MNIST-shaped data, --drop-keeps 0.5):", "",
-                  tables.finetune_table(summary, finetune_metrics(run), run.sizes.steps // 2, compiled)]  # fmt: skip
+        arch = ((run.json("work.json") or {}).get("model") or {}).get("architecture", "DeiT-S")
+        metrics, resumed_at = finetune_metrics(run), run.sizes.steps // 2
+        lines += [f"**tnt finetune** ({arch}, random weights, synthetic Fashion-MNIST-shaped data, "
+                  "--drop-keeps 0.5):", "",
+                  _table("finetune", tables.finetune_table, summary, metrics, resumed_at, compiled)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def summary_markdown(run: Run, data: dict) -> str:
+def _table(name: str, make: Callable[..., str], *args) -> str:
+    """A table, or one line saying why there is none (an odd output must not stop the run's summary)."""
+    try:
+        return make(*args)
+    except Exception as exc:
+        return f"_{name}: no table ({type(exc).__name__}: {exc})_\n"
+
+
+def summary_markdown(run: Run, data: dict, tables_text: str) -> str:
     mode = "tiny smoke run" if run.tiny else "full run"
     lines = [
         f"# tnt GPU acceptance ({mode}, device {run.device})",
         "",
         f"Machine: {machine_line(run)}.",
         "",
-        f"Wall time {data['wall_s']:.0f} s.",
+        f"{data['created_utc']}, wall time {data['wall_s']:.0f} s.",
         "",
         "| part | status | seconds | note |",
         "|:---|:---|---:|:---|",
     ]
     for r in run.records.values():
         lines.append(f"| {r.name} | {r.status} | {r.seconds:.0f} | {r.note.replace('|', '/')} |")
-    lines += ["", "Each part's command and output: logs/PART.log.", "", "## Tables", "", results_tables(run)]
+    lines += ["", "Each part's command and output: logs/PART.log.", "", "## Tables", "", tables_text]
     return "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 ARCH = "deit_small_patch16_224"
 TINY_SHAPE = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 4, "num_heads": 2}
-SIZES = {"full": (9600, 1024), "tiny": (512, 128)}  # (train, test) images
+SIZES = {"full": (8192, 1024), "tiny": (512, 128)}  # (train, test) images: 128 and 32 steps per epoch
 
 
 def synthetic_fashion_mnist(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
