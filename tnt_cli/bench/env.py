@@ -80,4 +80,5 @@ def environment(device: str, threads: int) -> dict:
     if torch.device(device).type == "cuda":
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version()
+        env["float32_matmul_precision"] = torch.get_float32_matmul_precision()  # 'high': fp32 matmuls use TF32
     return env

@@ -23,7 +23,7 @@ NOISY_SPREAD = 1.5  # p90 / p50 above this: something else was competing for the
 def autocast_context(device: str, dtype: str) -> contextlib.AbstractContextManager:
     if dtype == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=benv.TORCH_DTYPES[dtype])
+    return torch.autocast(device_type=torch.device(device).type, dtype=benv.TORCH_DTYPES[dtype])  # 'cuda:1' too
 
 
 def _raise_lost(exc: Exception, what: str) -> None:
@@ -81,13 +81,14 @@ def _tensor_peak_mib(module: nn.Module, x: torch.Tensor, ctx) -> float | None:
         return None
 
 
-def _cuda_peak_mib(forward: Callable, x: torch.Tensor, ctx, device: str) -> float:
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    with ctx():
-        forward(x)
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
+def _peak_mib(forward: Callable, x: torch.Tensor, ctx, device: str) -> float | None:
+    from tnt_cli.devices import peak_memory_mib
+
+    def run() -> None:
+        with ctx():
+            forward(x)
+
+    return peak_memory_mib(device, run)
 
 
 @contextlib.contextmanager
@@ -233,7 +234,7 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
             row = _batch_row(batch, times, gmacs_ratio, gmacs_dense, method_gmacs)
             if on_gpu:
                 for name, forward in forwards.items():
-                    row["variants"][name]["peak_memory_mib"] = _cuda_peak_mib(forward, x, ctx, device)
+                    row["variants"][name]["peak_memory_mib"] = _peak_mib(forward, x, ctx, device)
             else:
                 for name, module in eager.items():
                     row["variants"][name]["peak_memory_mib"] = _tensor_peak_mib(module, x, ctx)

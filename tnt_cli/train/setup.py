@@ -242,8 +242,10 @@ def may_leave_unused(model: TNTModel, cfg: TrainConfig) -> bool:
 def build_train_loader(
     cfg: TrainConfig, model: TNTModel, data: TrainingData, label_map: list[int] | None
 ) -> DataLoader:
-    """The training loader (its sampler is an `EpochSampler`: the order is a function of (seed, epoch))."""
+    """The training loader (its sampler is an `EpochSampler`: the order is a function of (seed, epoch)); batches
+    are pinned only when the model is on a GPU."""
     from tnt_cli.data import build_loader
+    from tnt_cli.devices import pin_memory
 
     return build_loader(
         cfg.data,
@@ -260,6 +262,7 @@ def build_train_loader(
         re_prob=cfg.re_prob,
         base=data.base,
         label_map=label_map,
+        pin_memory=pin_memory(next(model.parameters()).device),
     )
 
 

@@ -28,7 +28,14 @@ from tnt_cli.stopping import StopRequests
 from tnt_cli.terminal import console as safe_console
 from tnt_cli.train import distributed as D
 from tnt_cli.train import setup as S
-from tnt_cli.train.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tnt_cli.train.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    restore_scaler,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from tnt_cli.train.config import TrainConfig, recipe_settings
 from tnt_cli.train.finish import finish_run
 from tnt_cli.train.optim import build_ema, build_optimizer, build_scheduler
@@ -171,7 +178,7 @@ class Trainer:
                                       "or DATA change since it was written?", reason=errors.first_line(exc)) from None
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
+        restore_scaler(self.scaler, saved["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(saved["ema"])
         set_rng_state(saved["rng"][self.dist.rank])
