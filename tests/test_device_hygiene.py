@@ -31,6 +31,7 @@ from tnt_cli.eval import sweep
 from tnt_cli.eval.cached import dense_states, needed_states, run_from_states
 from tnt_cli.methods.apply import apply_method
 from tnt_cli.methods.registry import DENSE, METHODS, REDUCING_METHODS, REFERENCE, lookup, names
+from tnt_cli.recipes import REDUCERS as ENGINE_REDUCERS
 from tnt_cli.train.task import LossSettings, PruningPass, PruningTask
 from tnt_cli.viz.core import method_context
 
@@ -38,7 +39,7 @@ from tnt_cli.viz.core import method_context
 TRACED = names(traceable=True)  # visualize's methods
 BASELINES = tuple(m for m in REDUCING_METHODS if m != REFERENCE)  # every method but tnt and dense
 (TOME,) = names(own_setting="tome_r")  # ToMe: swept at a given merge count r below
-REDUCERS = ("drop", "merge", "gated-merge", "fuse")
+REDUCERS = (*ENGINE_REDUCERS, "gated-merge")  # every reducer the engine has, and merge gated by a threshold
 META = torch.device("meta")
 TRANSFERS = {torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default, torch.ops.aten.lift_fresh.default}
 
@@ -119,7 +120,7 @@ def test_prefix_token_layouts_run_on_meta(kind):
     methods = [m for m in METHODS if kind != "vit_reg_avg" or not lookup(m).needs_class_token]
     with MetaOnly():
         for method in methods:
-            for reducer in ("drop", "merge", "fuse"):
+            for reducer in ENGINE_REDUCERS:
                 run_everywhere(model, method, schedules(reducer)[2])
 
 
@@ -153,7 +154,7 @@ TASKS = {
 
 # tnt's pruning pass reduces with every reducer; the baselines reduce their own way (drop only is passed to them)
 REDUCING_STEPS = ("tnt-anchored", "tnt-noisy")
-STEPS = [(t, r) for t in TASKS for r in (("drop", "merge", "fuse") if t in REDUCING_STEPS else ("drop",))]
+STEPS = [(t, r) for t in TASKS for r in (ENGINE_REDUCERS if t in REDUCING_STEPS else ("drop",))]
 
 
 @pytest.mark.parametrize(("task_name", "reducer"), STEPS)
@@ -195,7 +196,7 @@ def test_calibrates_cached_sweep_and_speed_timing_run_on_meta(monkeypatch):
     """`run_sweep` (dense states once per batch, every point resumed from them) and `measure_speed`, on meta."""
     model = meta_model()
     points = [sweep.SweepPoint(DENSE)]
-    for reducer in ("drop", "merge", "fuse"):
+    for reducer in ENGINE_REDUCERS:
         for schedule in schedules(reducer):
             points += [sweep.SweepPoint(m, schedule) for m in REDUCING_METHODS if m != TOME]
     points.append(sweep.SweepPoint(TOME, tome_r=(2, 2, 1, 1)))
