@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   runs the main job on the embedded default (Fashion-MNIST), from the shipped base model, in minutes
-#   make test   runs the tests
+#   make test   runs the tests; the slow ones (torch.compile, two processes, a short study run) only in CI
+#               (CI set, as CI services and .ci/run set it) or with `make test SLOW=1`
 # Both create the virtual environment, install tnt and fetch Fashion-MNIST (Debian package) when missing.
 #   make base   retrains the shipped base models from nothing (about 30 min each; `make -j2 base` runs both at once)
 #               into $(BASE_INTO)/<bench>/ and prints each one's test accuracy against the shipped one.
@@ -14,6 +15,9 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 BASE_INTO ?= examples/fashion_mnist/out/base-retrained
 BENCHES := fashion-mnist cluttered-fashion-mnist
+# Tests marked slow (pytest -m slow) run in CI, or here with SLOW=1; a developer's `make test` skips them.
+SLOW ?= $(CI)
+PYTEST_ARGS ?= $(if $(SLOW),,-m "not slow")
 
 .PHONY: setup data demo base $(addprefix base-,$(BENCHES)) test lint clean
 
@@ -45,7 +49,7 @@ $(addprefix base-,$(BENCHES)): base-%: setup data
 
 test: setup data
 	$(PY) -m ruff check tnt_cli tests examples
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check tnt_cli tests examples

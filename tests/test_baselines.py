@@ -2,7 +2,7 @@
 
 The references below use explicit per-image loops and plain float64 math (LayerNorm, per-head softmax attention,
 GELU MLP, the matching and merging rules written out), reading only the timm model's parameters. They share no
-code with `tnt_cli.eval.methods`.
+code with `tnt_cli.methods`.
 """
 
 from __future__ import annotations
@@ -15,20 +15,15 @@ import torch
 from _helpers import EVAL, tiny_vit
 
 from tnt_cli.engine import Schedule, attach_tnt
+from tnt_cli.engine.gmacs import attention_macs, mlp_macs
 from tnt_cli.errors import TntError
-from tnt_cli.eval.baselines import (
-    METHODS,
-    RandomScorer,
-    apply_method,
-    check_method,
-    describe_tome,
-    match_tome_r,
-    method_gmacs,
-    tome_macs,
-)
 from tnt_cli.eval.cached import dense_states, needed_states, run_from_states
-from tnt_cli.eval.methods.blocks import attention_macs, mlp_macs
-from tnt_cli.eval.methods.evit import EViT, EvitStage
+from tnt_cli.methods.apply import apply_method, method_gmacs
+from tnt_cli.methods.evit import EViT, EvitStage
+from tnt_cli.methods.random import RandomScorer
+from tnt_cli.methods.registry import METHODS
+from tnt_cli.methods.registry import lookup as check_method
+from tnt_cli.methods.tome import describe_tome, match_tome_r, tome_macs
 
 ATOL = 1e-9
 
@@ -200,7 +195,7 @@ def test_tome_per_block_r_equals_the_reference():
     with torch.no_grad():
         expected = torch.stack([tome_reference(model.vit, img, [3, 2, 2]) for img in x])
     assert torch.allclose(ours, expected, atol=ATOL, rtol=0)
-    assert setup.tome_r == 2 and setup.describe() == "tome r 2 (3 in block 0)"
+    assert setup.module.r == 2 and setup.describe() == "tome r 2 (3 in block 0)"
 
 
 def test_tome_r0_and_evit_keep_one_equal_dense_timm():
@@ -212,7 +207,7 @@ def test_tome_r0_and_evit_keep_one_equal_dense_timm():
             assert torch.equal(setup.module(x), dense)
         for method in ("evit", "evit-fuse"):
             with apply_method(model, method, Schedule((1,), (1.0,))) as setup:
-                assert setup.evit_stages == ()
+                assert setup.module.stages == ()
                 assert torch.equal(setup.module(x), dense)
                 assert setup.gmacs == pytest.approx(method_gmacs(model, "dense"))
     assert method_gmacs(model, "tome", tome_r=0) == pytest.approx(method_gmacs(model, "dense"))
@@ -243,7 +238,7 @@ def test_apply_method_evit_runs_its_matched_counts(method):
     schedule = Schedule((0, 1), (0.5, 0.5))
     with apply_method(model, method, schedule) as setup, torch.no_grad():
         ours = setup.module(x)
-        keeps = {s.block: s.keep for s in setup.evit_stages}
+        keeps = {s.block: s.keep for s in setup.module.stages}
         expected = torch.stack([evit_reference(model.vit, img, keeps, method == "evit-fuse") for img in x])
     assert set(keeps) == {0, 1}
     assert torch.allclose(ours, expected, atol=ATOL, rtol=0)
@@ -256,7 +251,7 @@ def test_evit_refuses_models_without_a_class_token():
 
 
 def test_cls_attn_is_an_alias_of_evit():
-    assert check_method("cls-attn") == "evit"
+    assert check_method("cls-attn").name == "evit"
     model = tiny64("vit")
     with apply_method(model, "cls-attn", Schedule((1,), (0.5,))) as setup:
         assert setup.method == "evit"
@@ -292,7 +287,7 @@ def test_every_method_is_matched_within_two_percent_on_deit_s(keep, layers):
         assert abs(gmacs / tnt - 1) < 0.02, (method, gmacs, tnt)
     with apply_method(model, "evit", schedule) as setup:
         # pruning inside the block is cheaper at equal counts, so EViT keeps more tokens than TNT's first stage
-        assert setup.evit_stages[0].keep > int(196 * keep)
+        assert setup.module.stages[0].keep > int(196 * keep)
         assert setup.gmacs == pytest.approx(method_gmacs(model, "evit", schedule))
 
 

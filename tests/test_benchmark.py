@@ -14,12 +14,12 @@ import torch
 from _helpers import error_line, run_cli, tiny_tnt
 
 from tnt_cli.bench import BenchConfig, parse_batch_sizes, run_benchmark
-from tnt_cli.bench import timing as btiming
 from tnt_cli.bench.report import to_markdown, write_reports
 from tnt_cli.bench.runner import _batch_row, _row_warnings
 from tnt_cli.bench.variants import DENSE, PRUNED, TNT_DENSE, build_variants, keep_all
 from tnt_cli.engine import Schedule
 from tnt_cli.errors import TntError
+from tnt_cli.methods import timing as btiming
 
 TINY_SCHEDULE = Schedule(prune_layers=(1,), keep_rates=(0.5,), sim_prune=4)
 TINY_MODEL = {"schedule": TINY_SCHEDULE, "depth": 3}  # the helpers' tiny TNT model, one block fewer: quick timing
@@ -274,7 +274,7 @@ def test_methods_are_timed_at_matched_gmacs_in_one_run(cli, tiny, tmp_path):
     methods = ("tnt", "tome", "evit", "evit-fuse", "random")
     assert report["settings"]["methods"] == list(methods)
     model = tiny_tnt(**TINY_MODEL)
-    from tnt_cli.eval.baselines import method_gmacs
+    from tnt_cli.methods.apply import method_gmacs
 
     for method in methods:  # the same matching rule as evaluate
         assert report["gmacs"]["methods"][method] == pytest.approx(method_gmacs(model, method, TINY_SCHEDULE))
@@ -300,7 +300,7 @@ def test_peers_share_the_weights_and_give_their_own_logits():
     from contextlib import ExitStack
 
     from tnt_cli.bench.variants import add_peers
-    from tnt_cli.eval.baselines import apply_method
+    from tnt_cli.methods.apply import apply_method
 
     model = tiny_tnt(**TINY_MODEL)
     variants = build_variants(model)

@@ -10,9 +10,9 @@ from _helpers import error_line, run_cli
 
 from tnt_cli.engine import Schedule
 from tnt_cli.errors import TntError
-from tnt_cli.eval.baselines import method_gmacs
 from tnt_cli.eval.pareto import Target, choose, dominates, make_target, mark_pareto
 from tnt_cli.eval.sweep import SweepPoint
+from tnt_cli.methods.apply import method_gmacs
 
 LIMIT = 256
 GRID = ("--grid-layers", "1,2", "--grid-keep", "0.75,0.5,0.25", "--grid-sim", "0,2")

@@ -154,7 +154,7 @@ def test_malformed_datasets_are_one_line_errors(tmp_path, rgb32):
     with pytest.raises(TntError, match="neither train/ and val/ folders nor class folders"):
         build_loader(tmp_path / "flat", "train", rgb32, batch_size=2)
     with pytest.raises(TntError, match="splits train and test"):
-        build_loader("fashion-mnist", "holdout", rgb32, batch_size=2)
+        build_loader("fashion-mnist", "dev", rgb32, batch_size=2)
 
 
 @pytest.mark.parametrize("name", ["cluttered-fashion-mnist", "textured_fashion_mnist"])

@@ -299,8 +299,8 @@ def test_hard_pruning_pass_sends_gradient_through_the_left_out_tokens(tiny_vit, 
 )
 @pytest.mark.parametrize("kind", ["vit", "vit_reg_avg"])
 def test_cached_sweep_equals_the_full_forward(tiny_vit, reducer, layers, keeps, r, kind):
-    from tnt_cli.eval.baselines import apply_method
     from tnt_cli.eval.cached import dense_states, needed_states, run_from_states
+    from tnt_cli.methods.apply import apply_method
 
     schedule = Schedule(layers, keeps, sim_prune=r, reducer=reducer)
     model = model_for(tiny_vit, kind, Schedule())

@@ -10,7 +10,7 @@ from _helpers import BATCH, error_line, run_cli
 
 import tnt_cli
 from tnt_cli.engine import Schedule
-from tnt_cli.eval.accuracy import evaluate_model
+from tnt_cli.methods.accuracy import evaluate_model
 
 LIMIT = 320
 

@@ -13,15 +13,20 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tnt_cli"
 
 # Lowest first. A module may import its own top-level package (`tnt_cli.io.x` -> `tnt_cli.io.y`) and anything in a
 # lower layer; never a sibling in its own layer, never upward.
+# `tnt_cli.methods.registry` (the methods' names and records, torch-free) sits low so io (model cards) and the
+# settings can use it; the rest of `tnt_cli.methods` (their implementations, `apply_method`, the evaluation loop,
+# timing) sits below everything that runs a method. eval, train, viz, bench and export are one layer: none of
+# them imports another (training and benchmarking use methods, never eval).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("tnt_cli._version", "tnt_cli.errors", "tnt_cli.method_names"),
-    ("tnt_cli.recipes", "tnt_cli.devices", "tnt_cli.progress", "tnt_cli.parsing"),
-    ("tnt_cli.engine",),
+    ("tnt_cli._version", "tnt_cli.errors", "tnt_cli.terminal"),
+    ("tnt_cli.recipes", "tnt_cli.devices", "tnt_cli.progress", "tnt_cli.parsing", "tnt_cli.stopping",
+     "tnt_cli.methods.registry"),
+    ("tnt_cli.engine", "tnt_cli.settings"),
     ("tnt_cli.analysis",),
     ("tnt_cli.io",),
     ("tnt_cli.data",),
-    ("tnt_cli.eval",),
-    ("tnt_cli.train", "tnt_cli.viz", "tnt_cli.bench", "tnt_cli.export"),
+    ("tnt_cli.methods",),
+    ("tnt_cli.eval", "tnt_cli.train", "tnt_cli.viz", "tnt_cli.bench", "tnt_cli.export"),
     ("tnt_cli.api",),
     ("tnt_cli.cli",),
     ("tnt_cli.__main__", "tnt_cli"),  # the package's facade (`tnt_cli.load`) and `python -m tnt_cli`
@@ -140,3 +145,15 @@ def test_layer_check_catches_an_upward_import(tmp_path):
     found = imports_of("tnt_cli.engine.bad", fake / "bad.py", {"tnt_cli.cli.app"})
     assert found == {"tnt_cli.cli.app"}
     assert layer_of("tnt_cli.engine.bad")[0] < layer_of("tnt_cli.cli.app")[0]
+
+
+def test_methods_sit_below_everything_that_runs_them_and_train_imports_nothing_from_eval():
+    """The method hub is its own layer: eval, train, bench and viz call it, and training needs nothing of eval's."""
+    methods = layer_of("tnt_cli.methods.apply")[0]
+    for user in ("tnt_cli.eval.sweep", "tnt_cli.train.task", "tnt_cli.bench.runner", "tnt_cli.viz.core"):
+        assert methods < layer_of(user)[0], user
+    edges = graph()
+    from_train = sorted(f"{m} -> {t}" for m, targets in edges.items() if m.startswith("tnt_cli.train")
+                        for t in targets if t.startswith("tnt_cli.eval"))  # fmt: skip
+    assert not from_train, from_train
+    assert any(t.startswith("tnt_cli.methods") for t in edges["tnt_cli.train.task"])  # the check reads real imports

@@ -37,8 +37,10 @@ def test_prune_output_reproduces_calibrated_accuracy(tiny_dir, calibrated, tmp_p
     assert report["calibration"]["top1"] == record["top1"]
     assert "GMACs" in (out / "README.md").read_text()
 
-    # the directory's own schedule is the default; same images (limit + seed) and batch size as calibrate
-    result = run_cli("evaluate", out, "--data", "fashion-mnist", "--limit", LIMIT, "--device", "cpu", "--json")
+    # the directory's own schedule is the default; same images (calibrate's held-out slice, limit + seed) and batch
+    # size as calibrate
+    result = run_cli("evaluate", out, "--data", "fashion-mnist", "--split", "holdout", "--limit", LIMIT, "--device",
+                     "cpu", "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     evaluated = json.loads(result.stdout)
     assert evaluated["schedule"] == record["schedule"]

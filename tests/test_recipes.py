@@ -37,7 +37,7 @@ def test_default_recipe_is_the_studys_sigmoid_drop():
     assert c.distill is True and c.distill_weight == 1.0
     assert c.drop_weight == 1.0 and c.drop_keeps == (0.7, 0.5, 0.3, 0.15) and c.drop_block is None
     # study lrs at batch 128 (backbone 2e-4, heads 3e-3) in the trainer's per-512 convention
-    assert c.base_lr == pytest.approx(8e-4) and c.heads_lr_scale * c.base_lr == pytest.approx(1.2e-2)
+    assert c.lr == pytest.approx(8e-4) and c.heads_lr_scale * c.lr == pytest.approx(1.2e-2)
     saved = c.to_dict()
     assert saved["recipe"] == "default" and saved["drop_weight"] == 1.0  # resolved values are what gets recorded
     assert TrainConfig.from_dict(saved).to_dict() == saved
@@ -47,18 +47,18 @@ def test_official_recipe_is_the_paper():
     c = cfg(recipe="official")
     assert (c.relevance, c.sigma0, c.train, c.distill, c.drop_weight) == ("softmax", 0.02, "heads", False, 0.0)
     assert c.noise_blocks == (0, 1, 2, 3, 4)  # as the official code
-    assert c.heads_lr_scale == 1.0 and c.base_lr == pytest.approx(RECIPES["official"].lr["heads"])
+    assert c.heads_lr_scale == 1.0 and c.lr == pytest.approx(RECIPES["official"].lr["heads"])
 
 
 def test_explicit_flags_override_the_recipe():
     c = cfg(sigma0=0.5, relevance="softmax", noise_blocks=(2, 0), distill=False, drop_keeps=(0.4,), lr=1e-3)
-    assert (c.sigma0, c.relevance, c.noise_blocks, c.distill, c.drop_keeps, c.base_lr) == (
+    assert (c.sigma0, c.relevance, c.noise_blocks, c.distill, c.drop_keeps, c.lr) == (
         0.5, "softmax", (0, 2), False, (0.4,), 1e-3,
     )  # fmt: skip
     assert c.target_rate == 0.3 and c.drop_weight == 1.0  # what was not given still comes from the recipe
     o = cfg(recipe="official", train="full", distill=True, drop_weight=0.5)
     assert (o.train, o.distill, o.distill_weight, o.drop_weight, o.sigma0) == ("full", True, 1.0, 0.5, 0.02)
-    assert o.base_lr == pytest.approx(RECIPES["official"].lr["full"]) and o.heads_lr_scale == 15.0
+    assert o.lr == pytest.approx(RECIPES["official"].lr["full"]) and o.heads_lr_scale == 15.0
 
 
 def test_heads_only_turns_the_recipes_pruning_pass_off_but_refuses_an_explicit_one(tmp_path):

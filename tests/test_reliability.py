@@ -1,4 +1,6 @@
-"""Never lose a user's work (issue 12): overwrite, locks, divergence, JSON, class mapping, early checks, messages.
+"""Never lose a user's work (issue 12): overwrite, locks, divergence, JSON, class mapping, early checks, messages;
+and (issue 22) untrusted names, links, special files, malformed documents, signals, resources and file modes, one
+test per class (docs/safety.md lists the guarantees).
 
 Every test here failed on the code before the fix. Models are tiny (28x28 grey, 4 blocks of width 32; or the
 helpers' IO-shaped 32x32 RGB ViT) and runs are a few optimizer steps.
@@ -496,3 +498,369 @@ def test_interrupted_runs_exit_130(base, tmp_path, monkeypatch):
     monkeypatch.setenv(INTERRUPT_ENV, "1")
     result = run_cli("finetune", base, "--out", tmp_path / "o", *SHORT)
     assert result.exit_code == 130 and "--resume" in result.stderr
+
+
+# ============================================================================= issue 22: names, links and faults
+# Each test below failed on 748280b (the round's base).
+def flat(text: str) -> str:
+    """TEXT without whitespace: rich folds long paths at 80 columns when output is not a terminal."""
+    return "".join(text.split())
+
+
+def tnt_dir(always_cat: Path, where: Path, name: str = "m") -> Path:
+    """A copy of the always-'cat' tnt model directory (inputs are read-only to the tests that share them)."""
+    return Path(shutil.copytree(always_cat, where / name))
+
+
+# ----------------------------------------------------------------------------- 0. --new-classes and the teacher
+def test_new_classes_never_distils_toward_a_reset_classifier(base, tmp_path):
+    data = folder(tmp_path / "data", CLASSES, per_class=4)
+    args = ["--data", data, "--no-progress", "--max-steps", "1", "--batch-size", "8", "--eval-limit", "0",
+            "--new-classes"]  # fmt: skip
+    result = run_cli("finetune", base, "--out", tmp_path / "o", *args)  # the default recipe distils
+    assert result.exit_code == 0, result.output
+    assert "distillation is off" in result.stderr
+    config = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert config["tnt"]["training"]["settings"]["distill"] is False  # what ran is what is recorded
+    line = error_line(run_cli("finetune", base, "--out", tmp_path / "p", *args, "--distill"))
+    assert "--distill" in line and "--new-classes" in line
+    assert not (tmp_path / "p").exists()
+
+
+def test_the_teacher_is_the_model_as_loaded(always_cat, tmp_path):
+    from tnt_cli.train.config import TrainConfig
+    from tnt_cli.train.setup import build_training_model
+
+    data = folder(tmp_path / "data", ["bee", "cat"])  # mapped by name onto the model's 4 classes
+    cfg = TrainConfig(model=str(always_cat), data=str(data), out=str(tmp_path / "o"), train="full", distill=True)
+    built = build_training_model(cfg, ["bee", "cat"], torch.device("cpu"), note=lambda text: None)
+    loaded = loads(always_cat).model.vit
+    assert torch.equal(built.teacher.head.bias, loaded.head.bias) and built.teacher.num_classes == 4
+
+
+# ----------------------------------------------------------------------------- 1. untrusted text on the terminal
+def test_names_are_printed_literally_escaped_and_saved_whatever_their_bytes(always_cat, base, tmp_path):
+    out = tmp_path / "out[x]"  # markup: once printed as "out"
+    result = run_cli("prune", always_cat, "--out", out, "--prune-layers", "1", "--keep-rates", "0.5")
+    assert result.exit_code == 0, result.output
+    assert flat(f"wrote {out}:") in flat(result.stdout)
+    data = folder(tmp_path / "data", ["bee", "cat"])
+    result = run_cli("compare", always_cat, "--data", data, "--methods", "tnt,random", "--keeps", "0.5",
+                     "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "[tnt]" in flat(result.stdout) and "[random]" in flat(result.stdout)  # the column labels
+    # a control sequence in a file name is shown as an escape, never sent to the terminal
+    evil = folder(tmp_path / "evil", ["cat", "b\x1b]0;pwned\x07ee"])
+    line = error_line(run_cli("evaluate", always_cat, "--data", evil, "--device", "cpu"))
+    assert "\x1b" not in line and "\x07" not in line and "b\\x1b]0;pwned\\x07ee" in line
+    # a class name that is not UTF-8: the run is saved, and shown with the byte escaped
+    raw = folder(tmp_path / "raw", ["ant", "bee", "cat", "dog"], per_class=4)
+    for split in ("train", "val"):
+        os.rename(raw / split / "ant", os.fsencode(raw / split) + b"/caf\xe9")
+    trained = tmp_path / "trained"
+    result = run_cli("finetune", base, "--out", trained, "--data", raw, "--no-progress", "--max-steps", "1",
+                     "--batch-size", "8", "--eval-limit", "0", "--new-classes", "--no-distill")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert label_names(trained) == ["bee", "caf\udce9", "cat", "dog"]  # the name itself, JSON-escaped
+    assert "caf\\xe9" in (trained / "README.md").read_text(encoding="utf-8")
+    result = run_cli("evaluate", trained, "--data", raw, "--device", "cpu", "--method", "dense", "--per-class")
+    assert result.exit_code == 0, result.output
+    assert "caf\\xe9" in result.stdout
+    # figures draw names as written: `$...$` is not mathtext (a stray `$\\x{$` raised after all the work)
+    math = folder(tmp_path / "d$\\bogus{$", ["bee", "cat"])
+    for command in (["calibrate", always_cat, "--data", math, "--out", tmp_path / "calib", "--grid-layers", "1",
+                     "--grid-keep", "0.5", "--grid-sim", "0", "--methods", "tnt", "--device", "cpu"],
+                    ["visualize", always_cat, math / "val" / "cat" / "0.png", "--out", tmp_path / "viz"]):  # fmt: skip
+        result = run_cli(*command)
+        assert result.exit_code == 0, result.output
+
+
+# ----------------------------------------------------------------------------- 2. links and special files
+def test_links_and_special_files_are_never_followed(always_cat, tmp_path):
+    from tnt_cli.data.folder import ImageFolderDataset
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private key")
+    model = tnt_dir(always_cat, tmp_path)
+    (model / "notes.txt").symlink_to(secret)  # resolves outside the model directory
+    for extra in ([], ["--dry-run"]):
+        result = run_cli("push", model, "me/tiny", *extra)
+        line = error_line(result)
+        assert "notes.txt" in line and "outside" in line
+    # tnt's lock file planted as a link to a file elsewhere: refused, the file is not truncated
+    (tmp_path / ".pruned.lock").symlink_to(secret)
+    line = error_line(run_cli("prune", always_cat, "--out", tmp_path / "pruned", "--prune-layers", "1",
+                              "--keep-rates", "0.5"))  # fmt: skip
+    assert "symbolic link" in line and secret.read_text() == "private key"
+    assert not (tmp_path / "pruned").exists()
+    # an ImageFolder with a FIFO, a device file, a link loop, an image reached twice: refused, never hangs
+    data = folder(tmp_path / "data", ["bee", "cat"])
+    fifo = data / "train" / "cat" / "stream.png"
+    os.mkfifo(fifo)
+    with pytest.raises(TntError, match="FIFO"):
+        ImageFolderDataset(data, "train")
+    line = error_line(run_cli("evaluate", always_cat, "--data", data, "--split", "train", "--device", "cpu"))
+    assert "stream.png is a FIFO" in line
+    fifo.unlink()
+    (data / "train" / "cat" / "zero.png").symlink_to("/dev/zero")
+    with pytest.raises(TntError, match="device file"):
+        ImageFolderDataset(data, "train")
+    (data / "train" / "cat" / "zero.png").unlink()
+    (data / "train" / "cat" / "loop").symlink_to("..")
+    with pytest.raises(TntError, match="link loop"):
+        ImageFolderDataset(data, "train")
+    (data / "train" / "cat" / "loop").unlink()
+    (data / "train" / "cat" / "again.png").symlink_to(data / "train" / "bee" / "0.png")
+    with pytest.raises(TntError, match="same file"):
+        ImageFolderDataset(data, "train")
+
+
+# ----------------------------------------------------------------------------- 3. --overwrite deletes nothing foreign
+def test_overwrite_never_deletes_files_tnt_did_not_write(always_cat, tmp_path):
+    from tnt_cli.io.outdir import is_tnt_output
+
+    model = tnt_dir(always_cat, tmp_path)
+    (model / "notes.txt").write_text("my notes")
+    (model / "scripts").mkdir()
+    (model / "scripts" / "serve.sh").write_text("#!/bin/sh")
+    (model / ".git").mkdir()  # a clone of the Hub repo: hidden, and still the user's
+    before = snapshot(model)
+    for command in (["prune", always_cat, "--prune-layers", "1", "--keep-rates", "1"],
+                    ["calibrate", always_cat, "--data", "fashion-mnist"]):  # fmt: skip
+        line = error_line(run_cli(*command, "--out", model, "--overwrite"))
+        assert "files tnt did not write" in line and ".git, notes.txt, scripts" in line
+        assert snapshot(model) == before
+    (model / "notes.txt").unlink()
+    shutil.rmtree(model / "scripts")
+    shutil.rmtree(model / ".git")
+    (model / ".README.md.partial-1-x.tmp").write_text("")  # what a killed `evaluate --update-card` leaves is tnt's
+    assert is_tnt_output(model)  # what tnt wrote alone is replaced as before
+    result = run_cli("prune", always_cat, "--out", model, "--overwrite", "--prune-layers", "1", "--keep-rates", "1")
+    assert result.exit_code == 0, result.output
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my project")  # a name tnt writes, but nothing only tnt writes
+    assert not is_tnt_output(mine)
+
+
+# ----------------------------------------------------------------------------- 4. a refused run leaves nothing
+def test_a_refused_run_leaves_nothing_and_odd_out_paths_are_one_line(always_cat, base, tmp_path):
+    tmp_path = tmp_path / "work"  # beside the model fixture
+    tmp_path.mkdir()
+    nested = tmp_path / "new" / "deeper" / "out"
+    line = error_line(run_cli("prune", base, "--out", nested, "--prune-layers", "1", "--keep-rates", "0.5"))
+    assert "no trained relevance heads" in line  # refused after --out was claimed
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no parent folders, no lock
+    (tmp_path / "file").write_text("a file")
+    line = error_line(run_cli("prune", always_cat, "--out", tmp_path / "file" / "out", "--prune-layers", "1",
+                              "--keep-rates", "0.5"))  # fmt: skip
+    assert "is a file, not a directory" in line
+    long = tmp_path / ("m" * 250)  # valid (the limit is 255 bytes); tnt's hidden siblings must not exceed it
+    result = run_cli("prune", always_cat, "--out", long, "--prune-layers", "1", "--keep-rates", "0.5")
+    assert result.exit_code == 0, result.output
+    again = run_cli("prune", always_cat, "--out", long, "--prune-layers", "1", "--keep-rates", "0.5", "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["file", long.name])
+    line = error_line(run_cli("prune", always_cat, "--out", tmp_path / ("m" * 256), "--prune-layers", "1",
+                              "--keep-rates", "0.5"))  # fmt: skip
+    assert "too long" in line
+
+
+# ----------------------------------------------------------------------------- 5. malformed numbers and documents
+def test_deep_json_and_seeds_beyond_64_bits_are_one_line(always_cat, tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    model = tnt_dir(always_cat, tmp_path)
+    (model / "config.json").write_text(deep)
+    assert "nested too deeply" in error_line(run_cli("info", model))
+    schedule = tmp_path / "schedule.json"
+    schedule.write_text(deep)
+    line = error_line(run_cli("prune", always_cat, "--out", tmp_path / "o", "--schedule", schedule))
+    assert "nested too deeply" in line and not (tmp_path / "o").exists()
+    data = folder(tmp_path / "data", ["bee", "cat"])
+    huge = str(2**64)
+    for flag in ("--seed", "--sim-seed"):
+        line = error_line(run_cli("evaluate", always_cat, "--data", data, "--device", "cpu", "--prune-layers", "1",
+                                  "--keep-rates", "0.5", "--sim-prune", "1", flag, huge))  # fmt: skip
+        assert f"{flag} must be a whole number that fits in 64 bits" in line
+    line = error_line(run_cli("finetune", always_cat, "--out", tmp_path / "f", "--data", data, "--seed", huge))
+    assert "--seed must be a whole number that fits in 64 bits" in line and not (tmp_path / "f").exists()
+    line = error_line(run_cli("evaluate", always_cat, "--data", data, "--device", "cpu", "--limit", huge))
+    assert "--limit must be a whole number that fits in 64 bits" in line  # any whole number, not only seeds
+    result = run_cli("evaluate", always_cat, "--data", data, "--device", "cpu", "--method", "random", "--prune-layers",
+                     "1", "--keep-rates", "0.5", "--seed", str(2**64 - 1))  # fmt: skip
+    assert result.exit_code == 0, result.output  # the largest seed torch takes still runs
+
+
+# ----------------------------------------------------------------------------- 6. resources and signals
+def test_out_of_memory_from_any_allocator_names_the_setting_to_lower(always_cat, tmp_path, monkeypatch):
+    from tnt_cli.methods import accuracy
+
+    def allocate(*args, **kwargs):
+        return torch.empty(1 << 50, dtype=torch.uint8)  # a petabyte: torch's CPU allocator refuses it for real
+
+    monkeypatch.setattr(accuracy, "evaluate_model", allocate)
+    data = folder(tmp_path / "data", ["bee", "cat"])
+    line = error_line(run_cli("evaluate", always_cat, "--data", data, "--device", "cpu"))
+    assert line.startswith("error: out of memory (") and "can't allocate memory" in line
+    assert line.endswith("lower --batch-size")
+    from tnt_cli.cli._errors import describe
+
+    cuda = RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported")
+    assert describe(cuda, "benchmark") == ("out of memory (CUDA error: out of memory): lower --batch-sizes", 1)
+
+
+def test_a_killed_data_loader_worker_is_one_line(always_cat, tmp_path, monkeypatch):
+    from tnt_cli.data import folder as folder_module
+
+    def die_in_worker(path):
+        if torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+        return original(path)
+
+    original = folder_module.load_image
+    monkeypatch.setattr(folder_module, "load_image", die_in_worker)
+    data = folder(tmp_path / "data", ["bee", "cat"])
+    line = error_line(run_cli("evaluate", always_cat, "--data", data, "--device", "cpu", "--workers", "1"), notes=True)
+    assert "data-loading worker process died" in line and "--workers" in line
+
+
+def test_a_closed_stdout_ends_the_command_quietly(always_cat):
+    reader, writer = os.pipe()
+    os.close(reader)  # `| head -c 10` that has already gone
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tnt_cli", "info", str(always_cat), "--json"], stdout=writer,
+                              stderr=subprocess.PIPE, env=env, text=True, timeout=120)  # fmt: skip
+    finally:
+        os.close(writer)
+    assert proc.returncode == 141 and proc.stderr == ""
+
+
+TERM_RUN = """
+import sys
+sys.argv = ["tnt", *sys.argv[1:]]
+from tnt_cli.cli.app import main
+main()
+"""
+
+
+@pytest.mark.parametrize("command", ["benchmark", "finetune"])
+def test_sigterm_is_handled_like_ctrl_c_by_long_commands(base, tmp_path, command):
+    out = tmp_path / "out"
+    if command == "benchmark":
+        args = ["benchmark", "vit_tiny_patch16_224", "--random-weights", "--prune-layers", "1", "--keep-rates", "0.5",
+                "--batch-sizes", "1", "--iters", "1000000", "--device", "cpu", "--out", out]  # fmt: skip
+    else:
+        args = ["finetune", base, "--out", out, "--data", "fashion-mnist", "--no-progress", "--recipe", "official",
+                "--epochs", "100000", "--batch-size", "16", "--limit", "64", "--eval-limit", "0", "--log-every", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", TERM_RUN, *map(str, args)], env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    started = (lambda: (out / "metrics.jsonl").exists()) if command == "finetune" else (lambda: False)
+    deadline = time.monotonic() + 240
+    try:
+        while not ((tmp_path / ".out.lock").exists() and (command == "benchmark" or started())):
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.2)
+        time.sleep(1.0)  # into the work
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 143, err[-2000:]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert not (tmp_path / ".out.lock").exists()  # the lock was released and removed
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    if command == "finetune":
+        assert "--resume" in lines[0] and (out / "checkpoint" / "last.pt").exists()
+    else:
+        assert "terminated (SIGTERM)" in lines[0]
+
+
+def test_a_stop_that_python_wrapped_is_still_a_stop():
+    """SIGTERM during an import (the benchmark above, on a loaded machine) reached the CLI as Python 3.11's
+    `RuntimeError: Error calling __set_name__ ...` from Terminated: an internal error, exit 3, instead of 143."""
+    from tnt_cli.cli._errors import describe
+    from tnt_cli.stopping import Terminated
+
+    for stop, code in ((Terminated(), 143), (KeyboardInterrupt(), 130)):
+        try:
+            try:
+                raise stop
+            except BaseException as exc:
+                raise RuntimeError("Error calling __set_name__ on 'Field' instance 'items' in 'Segment'") from exc
+        except RuntimeError as wrapped:
+            assert describe(wrapped)[1] == code
+    assert describe(RuntimeError("a bug"))[1] == 3
+
+
+def test_decompression_bombs_are_refused_naming_the_file(always_cat, tmp_path, monkeypatch):
+    import gzip
+
+    from PIL import Image
+
+    from tnt_cli.data.fashion_mnist import read_idx
+    from tnt_cli.data.folder import load_image
+
+    data = folder(tmp_path / "data", ["bee", "cat"])
+    bomb = data / "val" / "cat" / "bomb.png"
+    Image.new("1", (40, 40)).save(bomb)  # 1600 pixels: over a limit of 1100, under 2 x 1100 where Pillow stops
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1100)  # the dataset's other images have 1024
+    with pytest.raises(TntError, match="decompression bomb"):
+        load_image(str(bomb))
+    line = error_line(run_cli("evaluate", always_cat, "--data", data, "--device", "cpu"), notes=True)
+    assert "bomb.png" in line and "decompression bomb" in line
+    labels = tmp_path / "labels-idx1-ubyte.gz"  # declares 10 labels, expands to 10 MB
+    with gzip.open(labels, "wb") as fh:
+        fh.write(b"\0\0\x08\x01" + (10).to_bytes(4, "big") + bytes(10 * 1024 * 1024))
+    with pytest.raises(TntError, match=r"labels-idx1-ubyte\.gz holds more data than its header"):
+        read_idx(labels)
+
+
+# ----------------------------------------------------------------------------- 7. resume after the data changed
+def test_resume_after_a_class_was_added_says_what_changed(base, tmp_path, monkeypatch):
+    data = folder(tmp_path / "data", CLASSES, per_class=4)
+    out = tmp_path / "run"
+    args = ["--out", out, "--data", data, "--no-progress", "--max-steps", "2", "--batch-size", "8", "--eval-limit", "0",
+            "--new-classes", "--no-distill"]  # fmt: skip
+    monkeypatch.setenv(INTERRUPT_ENV, "1")
+    assert run_cli("finetune", base, *args).exit_code == 130
+    monkeypatch.delenv(INTERRUPT_ENV)
+    folder(tmp_path / "more", ["emu"], per_class=4)
+    for split in ("train", "val"):
+        shutil.move(tmp_path / "more" / split / "emu", data / split / "emu")
+    line = error_line(run_cli("finetune", base, *args, "--resume"))
+    assert "--resume: DATA's classes changed since the checkpoint (added emu)" in line
+
+
+# ----------------------------------------------------------------------------- 8. file modes
+def test_every_file_tnt_writes_gets_the_mode_the_umask_gives(base, tmp_path):
+    previous = os.umask(0o027)
+    try:
+        run = tmp_path / "run"
+        assert run_cli("finetune", base, "--out", run, *SHORT, "--keep-checkpoint").exit_code == 0
+        pruned = tmp_path / "pruned"
+        assert run_cli("prune", run, "--out", pruned, "--prune-layers", "1", "--keep-rates", "0.5").exit_code == 0
+    finally:
+        os.umask(previous)
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in tmp_path.rglob("*")}
+    assert "run/model.safetensors" in modes and "run/checkpoint/last.pt" in modes and "pruned/config.json" in modes
+    wrong = {name: oct(mode) for name, mode in modes.items()
+             if mode != (0o750 if (tmp_path / name).is_dir() else 0o640)}  # fmt: skip
+    assert wrong == {}
+
+
+# ----------------------------------------------------------------------------- 9. an unusable HF_HOME
+def test_an_unusable_hf_home_or_token_path_is_one_line(always_cat, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    (tmp_path / "hf_home").write_text("a file where the cache should be")
+    for token_path, needle in ((tmp_path / "hf_home" / "token", "Not a directory"), (tmp_path, "Is a directory")):
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_path))
+        line = error_line(run_cli("push", always_cat, "me/tiny"))
+        assert needle in line and "check HF_TOKEN_PATH" in line

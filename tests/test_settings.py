@@ -20,9 +20,9 @@ from tnt_cli.cli.finetune import RUN_FLAGS
 from tnt_cli.engine import NoiseConfig, attach_tnt
 from tnt_cli.errors import SettingError
 from tnt_cli.recipes import DEFAULT_RECIPE, RECIPES, Recipe
+from tnt_cli.settings import shown
 from tnt_cli.train.config import SETTINGS, TRAJECTORY, TrainConfig, recipe_settings
 from tnt_cli.train.resume import resume_mismatch
-from tnt_cli.train.settings import shown
 
 
 def cfg(**kw) -> TrainConfig:

@@ -48,7 +48,7 @@ def test_config_defaults_come_from_the_recipe_and_bad_values_are_refused():
         recipe.noise_blocks, recipe.sigma0, recipe.noise_variant, recipe.relevance, recipe.target_rate,
     )  # fmt: skip
     assert cfg.noise_blocks == (0, 1, 2, 3, 4)  # the official code's blocks
-    assert cfg.base_lr == recipe.lr["heads"]
+    assert cfg.lr == recipe.lr["heads"]
     with pytest.raises(TntError, match="train"):
         TrainConfig(model="m", data="d", out="o", train="all")
     with pytest.raises(SettingError, match=r"^noise_variant must be one of std, var, got 'cube'$"):

@@ -92,10 +92,10 @@ def test_baselines_keep_the_same_counts(tmp_path, fmnist_png, method):
     results = visualize_files(model, fmnist_png[:1], tmp_path, method=method, schedule=schedule, renderer="pillow")
     expected = expected_kept(49, schedule)
     if method == "cls-attn":  # EViT keeps the counts whose GMACs match TNT's schedule
-        from tnt_cli.eval.baselines import apply_method
+        from tnt_cli.methods.apply import apply_method
 
         with apply_method(model, method, schedule) as setup:
-            expected = [s.keep for s in setup.evit_stages]
+            expected = [s.keep for s in setup.module.stages]
     assert [int(m.sum()) for m in results[0].masks] == expected
     assert results[0].method == method
     assert model.scorer is None and model.schedule == Schedule(), "the method must not leak into the model"

@@ -10,21 +10,24 @@ Importing this package is cheap: torch and timm load only when a model is touche
 
 from __future__ import annotations
 
-from typing import Any
-
 from tnt_cli._version import __version__
 
 # The real functions, with their keyword parameters (api.py imports nothing heavy: torch loads on first use).
 from tnt_cli.api import describe, load, save
 
+_LAZY = ("NoiseConfig", "Schedule", "TNTModel")  # from tnt_cli.engine, which imports torch
+__all__ = ["NoiseConfig", "Schedule", "TNTModel", "__version__", "describe", "load", "save"]
 
-def __getattr__(name: str) -> Any:
+
+def __getattr__(name: str):
     """Lazy exports, so `import tnt_cli` stays free of torch."""
-    if name in ("Schedule", "TNTModel", "NoiseConfig"):
+    if name in _LAZY:
         import tnt_cli.engine as engine
 
         return getattr(engine, name)
     raise AttributeError(f"module 'tnt_cli' has no attribute {name!r}")
 
 
-__all__ = ["NoiseConfig", "Schedule", "TNTModel", "__version__", "describe", "load", "save"]
+def __dir__() -> list[str]:
+    """The public API (what `__all__` lists), not this module's imports."""
+    return sorted(__all__)

@@ -78,16 +78,44 @@ def save(
     )
 
 
-def describe(model: str | os.PathLike, *, schedule: Schedule | None = None, offline: bool = False) -> dict[str, Any]:
+def describe(
+    model: str | os.PathLike | Any, *, schedule: Schedule | None = None, offline: bool = False
+) -> dict[str, Any]:
     """What `tnt info` reports for MODEL: architecture, sizes, tokens per block and GMACs dense vs pruned.
 
+    MODEL is a MODEL string or a model object: a TNTModel (from `load`) or a plain timm VisionTransformer.
     Counting needs shapes only: a timm name is built without weights (never a download), and heads need not be
-    trained to say what `schedule` (default: the model's own) would cost.
+    trained to say what `schedule` (default: the model's own) would cost. A model object is left as it was.
     """
+    from torch import nn
+
     from tnt_cli.analysis import describe_model
+
+    if isinstance(model, nn.Module):
+        return {**_describe_object(model, schedule), "source": type(model).__name__}
     from tnt_cli.io.sources import classify, load_model
 
     shapes_only = classify(str(model))[0] == "timm"
     loaded = load_model(model, random_weights=shapes_only, schedule=schedule, offline=offline,
                         require_trained_heads=False)  # fmt: skip
     return {**describe_model(loaded.model), "source": loaded.source}
+
+
+def _describe_object(model: Any, schedule: Schedule | None) -> dict[str, Any]:
+    """`describe_model` of a TNTModel at `schedule` (its own schedule is put back), or of a plain timm ViT
+    wrapped with heads wherever `schedule` prunes (heads only count here, they never run)."""
+    from tnt_cli.analysis import describe_model
+    from tnt_cli.engine import TNTModel, attach_tnt
+    from tnt_cli.engine.model import check_supported
+    from tnt_cli.io.builder import default_head_blocks
+
+    if not isinstance(model, TNTModel):
+        check_supported(model)
+        return describe_model(attach_tnt(model, default_head_blocks(len(model.blocks), schedule), schedule=schedule))
+    own = model.schedule
+    try:
+        if schedule is not None:
+            model.set_schedule(schedule)
+        return describe_model(model)
+    finally:
+        model.set_schedule(own)

@@ -61,7 +61,10 @@ class ScheduleError(TntError):
 
 
 class Interrupted(TntError):
-    """The user stopped the run (Ctrl-C / SIGTERM); whatever could be saved was saved."""
+    """The user stopped the run (Ctrl-C / SIGTERM); whatever could be saved was saved. `signum` says which
+    (the exit code follows it: 130 for Ctrl-C, 143 for SIGTERM)."""
+
+    signum: int | None = None
 
 
 class ClassMismatch(TntError):

@@ -1,4 +1,4 @@
-"""List values given as text ('0,1,2' or '0 1 2'), parsed once for every command and for the settings.
+"""List values given as text ('0,1,2' or '0 1 2'), parsed once for every command and for the settings; seeds.
 
 Errors are `SettingError`s naming the setting (`noise_blocks`), so the CLI prints its flag (`--noise-blocks`).
 One layer above the errors (it imports nothing else), so every other module may use it.
@@ -47,3 +47,21 @@ def float_pair(text: str, name: str) -> tuple[float, float]:
     if len(values) != 2:
         raise SettingError(f"{{{name}}} takes two numbers min,max, got {{text!r}}", text=text)
     return values
+
+
+# What torch.manual_seed accepts: any whole number that fits in 64 bits, signed or unsigned. Larger ones raised
+# OverflowError / "Overflow when unpacking long long" deep inside a run.
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
+
+
+def fits_seed(value: object) -> bool:
+    """True for a whole number (not a bool) in `SEED_RANGE`."""
+    return isinstance(value, int) and not isinstance(value, bool) and SEED_RANGE[0] <= value <= SEED_RANGE[1]
+
+
+def check_seed(value: int, name: str = "seed") -> int:
+    """VALUE, or a `SettingError` naming the setting `name` when it is not a seed (`fits_seed`)."""
+    if not fits_seed(value):
+        raise SettingError(f"{{{name}}} must be a whole number that fits in 64 bits ({SEED_RANGE[0]} to "
+                           f"{SEED_RANGE[1]}), got {{value}}", value=value)  # fmt: skip
+    return value

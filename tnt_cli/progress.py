@@ -12,6 +12,8 @@ import os
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
+from tnt_cli.terminal import printable
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -49,7 +51,7 @@ class Progress:
         stream: IO[str] | None = None,
         interval: float | None = None,
     ) -> None:
-        self.description = description
+        self.description = printable(description)  # may name a model or a file
         self.total = total
         self.completed = completed
         self.unit = unit
@@ -82,9 +84,9 @@ class Progress:
 
     def _console(self) -> Console:
         if self.console is None:
-            from rich.console import Console
+            from tnt_cli.terminal import console
 
-            self.console = Console(stderr=True, highlight=False)
+            self.console = console(stderr=True)
         return self.console
 
     def _start_bar(self) -> None:
@@ -100,10 +102,10 @@ class Progress:
         )
 
         self._rich = RichProgress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[info]}", markup=False),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self._console(),
@@ -141,7 +143,9 @@ class Progress:
             self._lines.update(n)
 
     def update(self, *, completed: float | None = None, description: str | None = None, **fields: Any) -> None:
-        info = "  ".join(f"{k} {v}" for k, v in fields.items())
+        if description is not None:
+            description = printable(description)
+        info = printable("  ".join(f"{k} {v}" for k, v in fields.items()))
         if self._rich is not None:
             kw: dict[str, Any] = {"info": info} if fields else {}
             if description is not None:
@@ -163,7 +167,7 @@ class _LineStream:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        line = text.replace("\r", "").rstrip()
+        line = printable(text.replace("\r", "")).rstrip()
         if line:
             self.stream.write(line + "\n")
             self.stream.flush()

@@ -4,7 +4,7 @@
 takes its defaults from it, so `attach_tnt(vit)` trains with the noise `tnt finetune` uses; other recipes name only
 what they change. `tnt finetune --recipe NAME` fills every setting left unset from the recipe (the resolution is
 in `tnt_cli.train.config.TrainConfig`); field names are the settings' names. The numbers come from the
-Fashion-MNIST study (examples/fashion_mnist/study.py); what each noise field means is in DESIGN.md section 2.
+Fashion-MNIST study (examples/fashion_mnist/study.py); what each noise field means is in `tnt_cli.engine.noise`.
 This module does not import torch, so `tnt --help` stays instant.
 """
 
@@ -23,16 +23,20 @@ DEFAULT_RECIPE = "default"
 # for both would either leave the heads barely trained or wreck the backbone. With --train heads only the
 # heads train and `lr` is theirs (no scale).
 STUDY_LR = {"heads": 1.2e-2, "full": 8e-4}
-# The choices of two noise settings (DESIGN.md section 2), here so the torch-free settings can check them.
+# The choices of two noise settings (`tnt_cli.engine.noise`), here so the torch-free settings can check them.
 RELEVANCES = ("softmax", "sigmoid", "rank")
 NOISE_VARIANTS = ("std", "var")
+# What a pruning stage does with the tokens the relevance top-k does not keep (`tnt_cli.engine.reducers`): drop
+# them (the paper), merge each into its most similar kept token, or fuse them all into one token. Here, torch-free,
+# so the settings can check it; the engine's schedules check the same tuple.
+REDUCERS = ("drop", "merge", "fuse")
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Defaults for one fine-tuning formulation; the field defaults are the default recipe's."""
 
-    # noise (DESIGN.md section 2)
+    # noise (`tnt_cli.engine.noise.NoiseConfig`)
     noise_blocks: tuple[int, ...] = (0, 1, 2, 3)  # blocks after which noise is added (and heads trained)
     sigma0: float = 1.0
     noise_variant: str = "std"  # std | var

@@ -26,7 +26,7 @@ SCHEDULES = {
         prune_layers=(2, 3, 4), keep_rates=(0.8, 0.8, 0.8), sim_prune=40
     ),
 }
-TARGET_EFFICIENCY = 0.9  # DESIGN.md section 5: measured speedup >= 0.9 x GMACs ratio at batch >= 32
+TARGET_EFFICIENCY = 0.9  # our quality bar: measured speedup >= 0.9 x GMACs ratio at batch >= 32
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 
 Random weights (speed does not depend on them; nothing is downloaded). One `tnt benchmark --methods` run per
 batch size: dense (plain timm), TNT (block 2 / keep 0.6 / r 25), ToMe, EViT, EViT + fusion and random, each peer
-at the GMACs closest to TNT's (`tnt_cli.eval.baselines.apply_method`, the rule evaluate uses), timed in the same
+at the GMACs closest to TNT's (`tnt_cli.methods.apply.apply_method`, the rule evaluate uses), timed in the same
 alternating rounds, so load from other processes hits all of them alike. Writes results/peers_deit_s_<device>.json
 and .md (with the machine).
 """
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
 
-    from tnt_cli.bench.variants import parse_methods
+    from tnt_cli.bench.config import parse_methods
 
     batches = [int(b) for b in args.batch_sizes.split(",")]
     iters = [int(i) for i in args.iters.split(",")]

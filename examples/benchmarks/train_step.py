@@ -1,4 +1,4 @@
-"""Training step time with TNT noise vs without, as a ratio (DESIGN.md quality bar: <= 5% slower).
+"""Training step time with TNT noise vs without, as a ratio (our quality bar: <= 5% slower).
 
 One process, the variants alternating round by round so drift in machine load hits all of them alike:
 - `timm`: the plain timm model's step (forward, cross-entropy, backward, AdamW step), what fine-tuning costs

@@ -49,8 +49,8 @@ def cpu_count() -> int | None:
 
 
 def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name(torch.cuda.current_device())
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
     return cpu_name()
 
 
@@ -77,7 +77,8 @@ def environment(device: str, threads: int) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    if device == "cuda":
+    if torch.device(device).type == "cuda":
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version()
+        env["float32_matmul_precision"] = torch.get_float32_matmul_precision()  # 'high': fp32 matmuls use TF32
     return env

@@ -6,11 +6,10 @@ from pathlib import Path
 
 from tnt_cli.bench.variants import DENSE, LABELS, PRUNED
 from tnt_cli.io.atomic import atomic_write_json, atomic_write_text
-from tnt_cli.io.model_dir import is_tnt_model_dir
+from tnt_cli.io.names import BENCHMARK_JSON, BENCHMARK_MD, REPORT, REPORT_MD, is_tnt_model_dir
 
-REPORT_JSON, REPORT_MD = "report.json", "report.md"
-# inside a tnt model directory report.json is the model's own metrics file (update_card merges into it)
-MODEL_DIR_JSON, MODEL_DIR_MD = "benchmark.json", "benchmark.md"
+# inside a tnt model directory report.json is the model's own metrics file (update_card merges into it): there
+# the benchmark writes BENCHMARK_JSON / BENCHMARK_MD
 
 
 def headline(report: dict) -> str:
@@ -32,8 +31,8 @@ def _fmt_overhead(row: dict) -> str:
 def memory_text(row: dict, name: str) -> str:
     mib = row["variants"][name].get("peak_memory_mib")
     if mib is None:
-        mib = row.get("process_peak_rss_mib")
-    return "-" if mib is None else f"{mib:,.0f}"
+        return "-"
+    return f"{mib:,.0f}" if mib >= 10 else f"{mib:.3g}"  # a small model's few MiB keep their digits
 
 
 def gmacs_text(value: float) -> str:
@@ -41,16 +40,12 @@ def gmacs_text(value: float) -> str:
 
 
 def _memory_cell(report: dict, row: dict) -> str:
-    if report["environment"]["device"] == "cpu":
-        return memory_text(row, DENSE)  # one process-wide high-water mark
     return f"{memory_text(row, DENSE)} / {memory_text(row, PRUNED)}"
 
 
 def to_markdown(report: dict) -> str:
     g = report["gmacs"]
-    memory_header = (
-        "peak RSS MiB (process)" if report["environment"]["device"] == "cpu" else "peak MiB (dense / pruned)"
-    )
+    memory_header = "peak MiB (dense / pruned)"
     lines = [
         f"**tnt benchmark**: {headline(report)}",
         "",
@@ -141,7 +136,7 @@ def report_paths(out_dir: str | Path, *, overwrite: bool = True) -> tuple[Path, 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a directory")
-    json_name, md_name = (MODEL_DIR_JSON, MODEL_DIR_MD) if is_tnt_model_dir(out) else (REPORT_JSON, REPORT_MD)
+    json_name, md_name = (BENCHMARK_JSON, BENCHMARK_MD) if is_tnt_model_dir(out) else (REPORT, REPORT_MD)
     paths = out / json_name, out / md_name
     existing = next((p for p in paths if p.exists()), None)
     if existing is not None and not overwrite:

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from tnt_cli.bench import env as benv
-from tnt_cli.bench.config import BenchConfig
-from tnt_cli.bench.timing import summarize, time_alternating
-from tnt_cli.bench.variants import DENSE, NOT_COMPILABLE, PRUNED, TNT_DENSE, add_peers, build_variants
+from tnt_cli.bench.config import NOT_COMPILABLE, BenchConfig
+from tnt_cli.bench.variants import DENSE, PRUNED, TNT_DENSE, add_peers, build_variants
 from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.errors import SettingError, SettingText, TntError, first_line
+from tnt_cli.methods.registry import REFERENCE
+from tnt_cli.methods.timing import make_input, summarize, time_alternating
 
 NOISY_SPREAD = 1.5  # p90 / p50 above this: something else was competing for the device
 
@@ -22,17 +23,7 @@ NOISY_SPREAD = 1.5  # p90 / p50 above this: something else was competing for the
 def autocast_context(device: str, dtype: str) -> contextlib.AbstractContextManager:
     if dtype == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device, dtype=benv.TORCH_DTYPES[dtype])
-
-
-def make_input(vit: nn.Module, batch_size: int, *, device: str, channels_last: bool, seed: int) -> torch.Tensor:
-    """Random images of the model's own input shape (speed does not depend on pixel values)."""
-    embed = vit.patch_embed
-    height, width = embed.img_size
-    channels = int(getattr(embed.proj, "in_channels", 3))
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, channels, height, width, generator=generator).to(device)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return torch.autocast(device_type=torch.device(device).type, dtype=benv.TORCH_DTYPES[dtype])  # 'cuda:1' too
 
 
 def _raise_lost(exc: Exception, what: str) -> None:
@@ -73,13 +64,31 @@ def _compare_logits(eager: dict[str, nn.Module], compiled: dict[str, Callable], 
     return out
 
 
-def _cuda_peak_mib(forward: Callable, x: torch.Tensor, ctx) -> float:
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    with ctx():
-        forward(x)
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**20
+def _tensor_peak_mib(module: nn.Module, x: torch.Tensor, ctx) -> float | None:
+    """The peak tensor memory of one eager forward of `module`: its parameters, buffers and activations, counted
+    by torch's MemTracker (a dispatch mode), so it is this model's and not the process's (CPU has no allocator
+    statistics). None when the tracker cannot run here."""
+    try:
+        from torch.distributed._tools.mem_tracker import MemTracker
+
+        tracker = MemTracker()
+        tracker.track_external(module, x)
+        with ctx(), tracker:
+            module(x)
+        peak = tracker.get_tracker_snapshot("peak")
+        return sum(device.get("Total", 0) for device in peak.values()) / 2**20
+    except Exception:  # private torch API: a measurement we can do without
+        return None
+
+
+def _peak_mib(forward: Callable, x: torch.Tensor, ctx, device: str) -> float | None:
+    from tnt_cli.devices import peak_memory_mib
+
+    def run() -> None:
+        with ctx():
+            forward(x)
+
+    return peak_memory_mib(device, run)
 
 
 @contextlib.contextmanager
@@ -137,7 +146,7 @@ def benchmark_model(
                 reason=str(exc),
             ) from None
     report = run_benchmark(loaded.model, config, source=loaded.source, progress=progress)
-    report["heads_trained"] = loaded.heads_trained
+    report["heads_trained"] = loaded.heads_trained  # the truth: False for --random-weights
     return report
 
 
@@ -145,6 +154,7 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
     from tnt_cli.analysis import describe_model
 
     device = benv.resolve_device(config.device)
+    on_gpu = torch.device(device).type == "cuda"
     threads = benv.set_threads(device, config.threads)
     warmup, iters = config.warmup_for(device), config.iters_for(device)
     description = describe_model(model)
@@ -156,7 +166,7 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
         model.to(memory_format=torch.channels_last)
     eager = build_variants(model, tnt_dense=config.tnt_dense)
     peers = add_peers(model, eager, tuple(config.methods), stack)
-    method_gmacs = {"tnt": gmacs_pruned, **{m: info["gmacs"] for m, info in peers.items()}}
+    method_gmacs = {REFERENCE: gmacs_pruned, **{m: info["gmacs"] for m, info in peers.items()}}
     notes = [
         f"{m} runs eager when the others are compiled: {NOT_COMPILABLE[m]}"
         for m in peers
@@ -222,11 +232,12 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
                     ) from None
                 raise
             row = _batch_row(batch, times, gmacs_ratio, gmacs_dense, method_gmacs)
-            if device == "cuda":
+            if on_gpu:
                 for name, forward in forwards.items():
-                    row["variants"][name]["peak_memory_mib"] = _cuda_peak_mib(forward, x, ctx)
+                    row["variants"][name]["peak_memory_mib"] = _peak_mib(forward, x, ctx, device)
             else:
-                row["process_peak_rss_mib"] = benv.peak_rss_mib()
+                for name, module in eager.items():
+                    row["variants"][name]["peak_memory_mib"] = _tensor_peak_mib(module, x, ctx)
             warnings.extend(_row_warnings(row))
             results.append(row)
             del x
@@ -254,14 +265,14 @@ def _run(model: TNTModel, config: BenchConfig, source: str | None, progress: boo
         },
         "gmacs": {"dense": gmacs_dense, "pruned": gmacs_pruned, "ratio": gmacs_ratio, "methods": method_gmacs},
         "methods": {
-            "tnt": {"gmacs": gmacs_pruned, "config": model.schedule.describe()},
+            REFERENCE: {"gmacs": gmacs_pruned, "config": model.schedule.describe()},
             **peers,
         },
-        "matching": "each peer at the GMACs closest to TNT's schedule (tnt_cli.eval.baselines.apply_method)",
+        "matching": "each peer at the GMACs closest to TNT's schedule (tnt_cli.methods.apply.apply_method)",
         "notes": notes,
         "memory": "cuda max_memory_allocated per variant"
-        if device == "cuda"
-        else "process RSS high-water mark (all variants together)",
+        if on_gpu
+        else "tensor memory of one eager forward per variant (parameters, buffers, activations; torch MemTracker)",
         "results": results,
         "compile_check": compile_check,
         "peak_rss_mib": benv.peak_rss_mib(),
@@ -287,7 +298,7 @@ def _batch_row(
     }
     methods = {}
     for method, gmacs in (method_gmacs or {}).items():
-        name = PRUNED if method == "tnt" else method
+        name = PRUNED if method == REFERENCE else method  # TNT is timed as the pruned variant
         method_speedup = stats[name]["images_per_s"] / stats[DENSE]["images_per_s"]
         methods[method] = {
             "variant": name,
@@ -313,7 +324,7 @@ def _row_warnings(row: dict) -> list[str]:
             f"batch {batch}: pruned is slower than dense (speedup {row['speedup']:.2f}x): pruning does not pay here"
         )
     for method, m in row.get("methods", {}).items():
-        if method != "tnt" and m["vs_tnt"] > 1:
+        if method != REFERENCE and m["vs_tnt"] > 1:
             out.append(
                 f"batch {batch}: {method} is faster than tnt ({m['speedup']:.2f}x vs {row['speedup']:.2f}x over dense)"
             )

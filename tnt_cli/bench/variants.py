@@ -3,8 +3,8 @@
 `dense` is the plain timm model (what users would deploy without TNT), so the measured speedup includes every
 cost TNT adds: the block-by-block forward, scoring, top-k, gather and concatenation. `tnt_dense` is the same
 TNT model at keep 1.0 (nothing pruned), which isolates that overhead (quality bar: at most 2% slower).
-Peers (`--methods`: tome, evit, evit-fuse, random) run through `tnt_cli.eval.baselines.apply_method`, at the
-GMACs closest to TNT's schedule, on views that share the same backbone.
+Peers (`--methods`: the baselines) run through `tnt_cli.methods.apply.apply_method`, at the GMACs closest to
+TNT's schedule, on views that share the same backbone.
 """
 
 from __future__ import annotations
@@ -14,22 +14,15 @@ from contextlib import ExitStack
 from torch import nn
 
 from tnt_cli.engine import Schedule, TNTModel
+from tnt_cli.methods.registry import REFERENCE, REGISTRY
 
+# The variants: the plain timm model, TNT at keep 1.0, TNT at its schedule; peers are named by their method.
 DENSE, TNT_DENSE, PRUNED = "dense", "tnt_dense", "pruned"
 LABELS = {
     DENSE: "dense (timm)",
     TNT_DENSE: "TNT keep 1.0",
     PRUNED: "pruned (TNT)",
-    "tnt": "TNT",
-    "tome": "ToMe",
-    "evit": "EViT",
-    "evit-fuse": "EViT + fusion",
-    "random": "random",
-}
-PEERS = ("tome", "evit", "evit-fuse", "random")
-# torch.compile cannot take these (the runner times them eager and says so)
-NOT_COMPILABLE = {
-    "random": "its per-image seeded generators keep Python-side state that changes every call (recompiles)",
+    **{m.name: m.label for m in REGISTRY if m.reduces},
 }
 
 # Used when neither the flags nor the model give a pruning schedule: the paper's single-layer DeiT-S schedule.
@@ -59,38 +52,15 @@ def build_variants(model: TNTModel, *, tnt_dense: bool = True) -> dict[str, nn.M
     return variants
 
 
-def parse_methods(text: str) -> tuple[str, ...]:
-    """'tnt,tome,cls-attn' -> ('tnt', 'tome', 'evit'): tnt always first (the peers are matched to it)."""
-    from tnt_cli.errors import SettingError, TntError
-    from tnt_cli.eval.baselines import check_method
-
-    methods = ["tnt"]
-    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
-        try:
-            method = check_method(part)
-        except TntError:
-            method = None
-        if method not in ("tnt", *PEERS):
-            choices = ", ".join(("tnt", *PEERS))
-            raise SettingError(
-                "unknown method {name!r} in {methods}: choose from {choices} (cls-attn = evit)",
-                name=part,
-                choices=choices,
-            )
-        if method not in methods:
-            methods.append(method)
-    return tuple(methods)
-
-
 def add_peers(
     model: TNTModel, variants: dict[str, nn.Module], methods: tuple[str, ...], stack: ExitStack
 ) -> dict[str, dict]:
     """Add each peer method at TNT's GMACs to `variants` (kept configured until `stack` closes); their compute."""
-    from tnt_cli.eval.baselines import apply_method
+    from tnt_cli.methods.apply import apply_method
 
     info = {}
     for method in methods:
-        if method == "tnt":
+        if method == REFERENCE:  # TNT itself is the pruned variant
             continue
         view = with_schedule(model, model.schedule)  # the peer's scorer / schedule never touch the TNT model
         setup = stack.enter_context(apply_method(view, method, model.schedule))

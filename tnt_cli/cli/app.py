@@ -32,6 +32,32 @@ def fail(message: str, code: int = 1) -> None:
     raise SystemExit(code) from None
 
 
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for `cat big | head`'s cat
+
+
+def stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (`| head`): writing to it can only fail."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real stdout (captured by a test runner, closed)
+        return False
+
+
+def quiet_exit() -> None:
+    """The reader of stdout went away: nothing left to say to it, so exit without a message or a traceback.
+
+    stdout is pointed at /dev/null first, so Python's final flush of what is still buffered cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise SystemExit(EXIT_PIPE_CLOSED)
+
+
 def _usage_line(exc) -> str:
     """A click usage error as one line, with where to read the command's options."""
     message = one_line(exc.format_message())
@@ -44,22 +70,34 @@ class TntGroup(TyperGroup):
     """Catches errors from any command so users see one line (TNT_DEBUG=1 shows the traceback).
 
     What is printed and the exit code come from one table, `tnt_cli.cli._errors`: user errors exit 1, usage
-    errors 2, internal errors (bugs) 3, Ctrl-C 130.
+    errors 2, internal errors (bugs) 3, Ctrl-C 130, SIGTERM 143 (handled like Ctrl-C by every command:
+    `tnt_cli.stopping`). A reader that closed stdout (`tnt ... --json | head -c 10`) ends the command quietly
+    with 141, as SIGPIPE ends other Unix tools.
     """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from tnt_cli.stopping import sigterm_as_interrupt
+
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with sigterm_as_interrupt():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        except BrokenPipeError:
+            if not stdout_closed():
+                raise
+            quiet_exit()
         except (click.exceptions.UsageError, typer_click.exceptions.UsageError) as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed: nothing to add
                 raise SystemExit(exc.exit_code) from None
             fail(_usage_line(exc), 2)
         except (click.exceptions.ClickException, typer_click.exceptions.ClickException) as exc:
             fail(exc.format_message(), exc.exit_code)
-        except (click.Abort, typer.Abort):
-            fail("interrupted", 130)
+        except (click.Abort, typer.Abort) as exc:  # stopped before the command ran (click turns it into Abort)
+            from tnt_cli.cli._errors import describe
+
+            fail(*describe(exc.__context__ if isinstance(exc.__context__, KeyboardInterrupt) else KeyboardInterrupt()))
         raise SystemExit(code if isinstance(code, int) else 0)
 
     def format_help(self, ctx: click.Context, formatter) -> None:
@@ -73,10 +111,14 @@ class TntGroup(TyperGroup):
             return super().invoke(ctx)
         except PASS_THROUGH:
             raise
+        except BrokenPipeError:
+            if not stdout_closed():
+                raise
+            quiet_exit()
         except (Exception, KeyboardInterrupt) as exc:
             if os.environ.get("TNT_DEBUG"):
                 raise
-            message, code = describe(exc)
+            message, code = describe(exc, ctx.invoked_subcommand)
             fail(message, code)
 
 
@@ -93,15 +135,32 @@ app = typer.Typer(
 )
 
 
+def version_line() -> str:
+    """tnt's version and those of what it runs on, for bug reports: read from the installed packages' metadata,
+    so torch and timm are not imported."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for package in ("torch", "timm", "huggingface_hub"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} not installed")
+    return f"tnt {__version__} ({', '.join(parts)}, Python {platform.python_version()})"
+
+
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"tnt {__version__}")
+        typer.echo(version_line())
         raise typer.Exit()
 
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True, help="Print the version (and torch's, timm's)."
+    ),
     offline: bool = typer.Option(
         False, "--offline", help="Use only the local Hugging Face cache (same as HF_HUB_OFFLINE=1)."
     ),

@@ -1,81 +1,40 @@
-"""`tnt benchmark`: images/s and latency of dense vs pruned, measured alternately in one run."""
+"""`tnt benchmark`: images/s and latency of dense vs pruned, measured alternately in one run.
+
+The measurement's options are derived from `tnt_cli.bench.config.BenchConfig`'s declarations (MODEL and the schedule
+flags from the shared ones); this module adds the flags that say where the report goes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from tnt_cli.bench.config import BenchConfig
 from tnt_cli.cli import options as o
 from tnt_cli.cli._errors import spelled
+from tnt_cli.cli.declared import settings_from, signature
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
+from tnt_cli.settings import declarations, declared
+from tnt_cli.terminal import styled
 
-PANEL = "Measurement"
+INPUTS = (declared("model"),)
+SETTINGS = declarations(BenchConfig)
+RUN_FLAGS: dict[str, tuple[Any, Any]] = {
+    "random_weights": (o.option("random_weights"), o.default("random_weights")),
+    "out": (Annotated[Path | None, typer.Option("--out", "-o", help="Write report.json and report.md here (a model "
+                                                "directory: its card).", show_default=False)], None),
+    "overwrite": (Annotated[bool, typer.Option("--overwrite", help="Replace a report already in --out.")], False),
+    "update_card": (Annotated[bool, typer.Option("--update-card", help="MODEL is a model directory: add the numbers "
+                                                 "to its card.")], False),
+    "offline": (o.Offline, False),
+    "json_out": (o.JsonOut, False),
+}  # fmt: skip
 
 
-@takes_schedule_flags
-def benchmark(
-    model: o.ModelArg,
-    schedule_flags: ScheduleFlags = ScheduleFlags(),
-    batch_sizes: Annotated[
-        str, typer.Option("--batch-sizes", help="Batch sizes to time, e.g. 1,32,128.", rich_help_panel=PANEL)
-    ] = "1,32,128",
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="fp32, bf16 or fp16 (autocast).", rich_help_panel=PANEL)
-    ] = "fp32",
-    compile_: Annotated[
-        bool,
-        typer.Option(
-            "--compile", help="torch.compile every variant (checked against eager logits).", rich_help_panel=PANEL
-        ),
-    ] = False,
-    channels_last: Annotated[
-        bool, typer.Option("--channels-last", help="Channels-last model and input.", rich_help_panel=PANEL)
-    ] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.", rich_help_panel=PANEL)] = "auto",
-    warmup: Annotated[
-        int | None,
-        typer.Option(
-            "--warmup", help="Untimed rounds per batch size (default: 2 on CPU, 10 on GPU).", rich_help_panel=PANEL
-        ),
-    ] = None,
-    iters: Annotated[
-        int | None,
-        typer.Option(
-            "--iters", help="Timed rounds per batch size (default: 10 on CPU, 50 on GPU).", rich_help_panel=PANEL
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option("--threads", help="CPU threads, fixed for the run (default: torch's).", rich_help_panel=PANEL),
-    ] = None,
-    tnt_dense: Annotated[
-        bool,
-        typer.Option("--tnt-dense/--no-tnt-dense", help="Also time TNT at keep 1.0 (its overhead over timm)."),
-    ] = True,
-    methods: Annotated[
-        str,
-        typer.Option(
-            "--methods",
-            help="Methods to time, each at the GMACs closest to TNT's schedule: tnt, tome, evit, evit-fuse, random "
-            "(cls-attn = evit; tnt is always timed). random runs eager under --compile.",
-            rich_help_panel=PANEL,
-        ),
-    ] = "tnt",
-    random_weights: o.RandomWeights = False,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Write report.json and report.md here (a model directory: its card)."),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a report already in --out.")] = False,
-    update_card: Annotated[
-        bool, typer.Option("--update-card", help="MODEL is a model directory: add the numbers to its card.")
-    ] = False,
-    offline: o.Offline = False,
-    json_out: o.JsonOut = False,
-) -> None:
+def benchmark(schedule_flags: ScheduleFlags = ScheduleFlags(), **values: Any) -> None:
     """Measure whether pruning pays on this machine: dense and pruned timed alternately, explained by GMACs.
 
     With --methods, ToMe / EViT / random run at the GMACs closest to TNT's in the same alternating rounds.
@@ -86,34 +45,22 @@ def benchmark(
 
     Examples:
 
-      tnt benchmark deit_small_patch16_224 --random-weights --batch-sizes 1,32 --threads 4
+      tnt benchmark deit_small_patch16_224 --random-weights --batch-sizes 1,32
 
-      tnt benchmark runs/deit_s_tnt --dtype bf16 --compile --device cuda --out runs/deit_s_tnt
+      tnt benchmark runs/deit_s --dtype bf16 --compile --device cuda:0 -o bench
 
-      tnt benchmark deit_small_patch16_224 --random-weights --methods tnt,tome,evit,random --batch-sizes 1,32
+      tnt benchmark deit_small_patch16_224 --random-weights --methods tnt,tome
 
-      tnt benchmark vit_base_patch16_224 --random-weights --prune-layers 2,3,4 --keep-rates 0.8,0.8,0.8 \\
-        --sim-prune 40 --json
+      tnt benchmark runs/deit_s --prune-layers 2,3 --keep-rates 0.8,0.8 --json
     """
-    o.apply_offline(offline)
-    from tnt_cli.bench.config import BenchConfig, parse_batch_sizes
+    o.apply_offline(values.pop("offline"))
     from tnt_cli.bench.env import resolve_device, set_threads
     from tnt_cli.bench.report import benchmark_card_dir, report_paths, update_model_card, write_reports
     from tnt_cli.bench.runner import benchmark_model
-    from tnt_cli.bench.variants import parse_methods
 
-    config = BenchConfig(
-        batch_sizes=parse_batch_sizes(batch_sizes),
-        dtype=dtype.lower(),
-        compile=compile_,
-        channels_last=channels_last,
-        device=device.lower(),
-        warmup=warmup,
-        iters=iters,
-        threads=threads,
-        tnt_dense=tnt_dense,
-        methods=parse_methods(methods),
-    )
+    model, random_weights, json_out = values.pop("model"), values.pop("random_weights"), values.pop("json_out")
+    out, overwrite, update_card = values.pop("out"), values.pop("overwrite"), values.pop("update_card")
+    config = BenchConfig(**settings_from(SETTINGS, values))
     schedule = schedule_flags.schedule()
     card = benchmark_card_dir(model, out, update_card)
     if out is not None:  # before timing: a bad --out must not cost a benchmark
@@ -126,7 +73,7 @@ def benchmark(
     # progress goes to stderr, also with --json
     report = benchmark_model(model, config, schedule=schedule, random_weights=random_weights, on_note=stderr.print)
     for warning in report["warnings"]:
-        stderr.print(f"[yellow]warning:[/] {spelled(warning)}")
+        stderr.print(styled("warning:", "yellow"), spelled(warning))
     if out is not None:
         paths = write_reports(out, report, overwrite=overwrite)
         stderr.print(f"wrote {paths[0]} and {paths[1]}")
@@ -137,6 +84,10 @@ def benchmark(
         print_json(report)
     else:
         stdout.print(to_table(report))
+
+
+benchmark.__signature__ = signature(INPUTS, {"schedule_flags": (ScheduleFlags, ScheduleFlags())}, SETTINGS, RUN_FLAGS)
+benchmark = takes_schedule_flags(benchmark)
 
 
 def to_table(report: dict):
@@ -162,7 +113,7 @@ def to_table(report: dict):
                 speed, eff = f"{peer['speedup']:.2f}x", f"{peer['efficiency']:.2f}"
             if name == PRUNED:
                 style = "green" if row["speedup"] >= 1 else "red"
-                speed, eff = f"[{style}]{row['speedup']:.2f}x[/]", f"{row['efficiency']:.2f}"
+                speed, eff = styled(f"{row['speedup']:.2f}x", style), f"{row['efficiency']:.2f}"
             elif name == TNT_DENSE:
                 speed = f"{stats['images_per_s'] / row['variants'][DENSE]['images_per_s']:.3f}x"
             table.add_row(

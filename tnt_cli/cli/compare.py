@@ -7,6 +7,9 @@ from typing import Annotated
 import typer
 
 from tnt_cli.cli import options as o
+from tnt_cli.eval.compare import BATCH_SIZE, BLOCK, KEEPS
+from tnt_cli.methods.registry import METHODS, metavar
+from tnt_cli.terminal import styled
 
 
 def compare(
@@ -16,16 +19,17 @@ def compare(
             help="Model directories written by `tnt finetune --method ...` (each runs its own method), or one "
             "model with --methods.",
             show_default=False,
+            metavar="MODELS",
         ),
     ],
     data: o.DataOpt,
-    split: o.SplitOpt = "val",
+    split: o.SplitOpt = o.default("split"),
     methods: Annotated[
         str | None,
         typer.Option(
             "--methods",
-            help="Run these methods on every MODEL instead of each one's own, e.g. "
-            "tnt,random,evit,tome (training-free comparison).",
+            help="Run these methods on every MODEL instead of each one's own (training-free comparison).",
+            metavar=metavar(METHODS).replace("|", ","),
         ),
     ] = None,
     keeps: Annotated[
@@ -33,33 +37,32 @@ def compare(
         typer.Option(
             "--keeps", help="Keep rates to compare at, one single-stage schedule each.", rich_help_panel="Schedule"
         ),
-    ] = "0.7,0.5,0.3",
+    ] = ",".join(f"{k:g}" for k in KEEPS),
     block: Annotated[
         int,
         typer.Option(
             "--block", help="Block after (or, for EViT, inside) which tokens are reduced.", rich_help_panel="Schedule"
         ),
-    ] = 1,
-    limit: Annotated[int | None, typer.Option("--limit", help="Compare on a seeded subset of N images.")] = None,
-    batch_size: o.BatchSizeOpt = 256,
-    workers: o.WorkersOpt = 0,
-    device: o.DeviceOpt = "auto",
-    seed: o.SeedOpt = 0,
+    ] = BLOCK,
+    limit: o.LimitOpt = o.default("limit"),
+    batch_size: o.option("batch_size", default=BATCH_SIZE) = BATCH_SIZE,
+    workers: o.WorkersOpt = o.default("workers"),
+    device: o.DeviceOpt = o.default("device"),
+    seed: o.SeedOpt = o.default("seed"),
     offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
     """Top-1 of each model (with its method) at every keep rate, all at the GMACs TNT has at that keep rate.
 
-    The fair question on your own data: fine-tune TNT and each baseline with the same recipe and budget
-    (`tnt finetune --method tnt|random|evit|evit-fuse|tome`), then compare them here. Each baseline runs at the
-    setting whose GMACs are closest to TNT's (ToMe: its merge count r; EViT: its kept-token count); the table
-    shows the largest GMACs gap.
+    The fair question on your own data: fine-tune TNT and each baseline with the same recipe and budget (`tnt
+    finetune --method` each), then compare them here. Each baseline runs at the setting whose GMACs are closest
+    to TNT's (ToMe: its merge count r; EViT: its kept-token count); the table shows the largest GMACs gap.
 
     Examples:
 
-      tnt compare runs/tnt runs/tome runs/evit runs/random --data /data/imagenet --keeps 0.7,0.5,0.3
+      tnt compare runs/tnt runs/tome runs/evit --data /data/imagenet --keeps 0.5
 
-      tnt compare runs/tnt --methods tnt,random,evit,tome --data fashion-mnist --limit 2000 --json
+      tnt compare runs/tnt --methods tnt,random,tome --data fashion-mnist --json
     """
     o.apply_offline(offline)
     from tnt_cli.cli.output import print_json, stderr
@@ -98,6 +101,6 @@ def render(rows: list[dict], gap: float) -> None:
         for label in labels:
             c = cells.get(label)
             text = "" if c is None else f"{100 * c['top1']:.2f}%"
-            values.append(f"[bold]{text}[/bold]" if c is not None and c["top1"] == best and len(cells) > 1 else text)
+            values.append(styled(text, "bold") if c is not None and c["top1"] == best and len(cells) > 1 else text)
         table.add_row(name, f"{ref['gmacs_tnt']:.4g}", *values)
     stdout.print(table)

@@ -1,8 +1,10 @@
-"""Typer parameters derived from declared settings (`tnt_cli.train.settings`), the settings back from them, and
+"""Typer parameters derived from declared settings (`tnt_cli.settings`), the settings back from them, and
 the command line that gives a set of settings (`argv_from`, for printing reproducible commands).
 
-A command built this way restates none of its settings: flag, short alias, help, panel, default and the parsing
-of list values all come from the declaration.
+A command built this way restates none of its settings: flag, short alias, help, panel, default, choices and the
+parsing of list values all come from the declaration. `signature(...)` makes a command's whole signature from
+its settings dataclass (finetune, calibrate, benchmark); `option(name)` / `default(name)` give one shared
+setting to a command whose settings are plain parameters.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tnt_cli.train.settings import Setting, shown
+from tnt_cli.settings import SHARED, Setting, declared, shown
 
 
 def parameter(s: Setting) -> inspect.Parameter:
@@ -21,18 +23,44 @@ def parameter(s: Setting) -> inspect.Parameter:
     default = inspect.Parameter.empty if s.required else s.default
     if s.parse is not None and s.default is not None:
         default = shown(s.default)  # as the user would type it: 0.08,1
-    if s.argument:
-        info = typer.Argument(help=s.help_text(), show_default=False)
-    else:
-        # a switch whose default is the recipe's can be turned either way: --distill / --no-distill
-        names = [f"{s.flag}/{off_flag(s)}"] if s.type == bool | None else [s.flag]
-        names += [s.short] if s.short else []
-        if negated(s):
-            default = False
-        shows = not s.required and s.default is not None
-        info = typer.Option(*names, help=s.help_text(), rich_help_panel=s.panel, show_default=shows)
+    if negated(s):
+        default = False
     return inspect.Parameter(parameter_name(s), inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[cli_type, info])  # fmt: skip
+                             annotation=Annotated[cli_type, _info(s)])  # fmt: skip
+
+
+def _info(s: Setting):
+    metavar = s.metavar or ("[" + "|".join(s.choices) + "]" if s.choices else None)
+    if s.argument:
+        return typer.Argument(help=s.help_text(), show_default=False, metavar=s.flag)
+    # a switch whose default is the recipe's can be turned either way: --distill / --no-distill
+    names = [f"{s.flag}/{off_flag(s)}"] if s.type == bool | None else [s.flag]
+    names += [s.short] if s.short else []
+    shows = not s.required and s.default is not None
+    return typer.Option(*names, help=s.help_text(), rich_help_panel=s.panel, show_default=shows, metavar=metavar)
+
+
+def option(name: str, **changes: Any) -> Any:
+    """`Annotated[type, typer.Option(...)]` for the shared setting `name` (see `tnt_cli.settings.declared`)."""
+    return parameter(declared(name, **changes)).annotation
+
+
+def default(name: str) -> Any:
+    """The shared setting's default, as the command's parameter takes it."""
+    return parameter(SHARED[name]).default
+
+
+def signature(*groups: tuple[Setting, ...] | dict[str, tuple[Any, Any]]) -> inspect.Signature:
+    """A command's signature: its declared settings (tuples of Settings) and its run flags ({name: (annotation,
+    default)}: how to run, not what runs), in the order given."""
+    parameters: list[inspect.Parameter] = []
+    for group in groups:
+        if isinstance(group, dict):
+            parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value, annotation=kind)
+                           for name, (kind, value) in group.items()]  # fmt: skip
+        else:
+            parameters += [parameter(s) for s in group]
+    return inspect.Signature(parameters)
 
 
 def negated(s: Setting) -> bool:

@@ -10,13 +10,16 @@ from rich.table import Table
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
+from tnt_cli.methods.loading import AUTO_METHOD
+from tnt_cli.methods.registry import DENSE, METHODS, alias_note, metavar
 
 MethodOpt = Annotated[
     str,
     typer.Option(
         "--method",
-        help="auto (the directory's own: what `tnt finetune --method` trained it for; tnt otherwise), tnt, random, "
-        "evit, evit-fuse, tome or dense (cls-attn = evit).",
+        help="auto: the directory's own (what `tnt finetune --method` trained it for; tnt otherwise); dense runs "
+        f"every token{alias_note()}.",
+        metavar=metavar(METHODS, first=(AUTO_METHOD,)),
     ),
 ]
 
@@ -25,17 +28,17 @@ MethodOpt = Annotated[
 def evaluate(
     model: o.ModelArg,
     data: o.DataOpt,
-    split: o.SplitOpt = "val",
-    method: MethodOpt = "auto",
+    split: o.SplitOpt = o.default("split"),
+    method: MethodOpt = AUTO_METHOD,
     schedule_flags: ScheduleFlags = ScheduleFlags(),
     tome_r: o.TomeR = None,
     per_class: Annotated[bool, typer.Option("--per-class", help="Also report top-1 per class.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate a seeded subset of N images.")] = None,
-    batch_size: o.BatchSizeOpt = 64,
-    workers: o.WorkersOpt = 0,
-    device: o.DeviceOpt = "auto",
-    seed: o.SeedOpt = 0,
-    random_weights: o.RandomWeights = False,
+    limit: o.LimitOpt = o.default("limit"),
+    batch_size: o.BatchSizeOpt = o.default("batch_size"),
+    workers: o.WorkersOpt = o.default("workers"),
+    device: o.DeviceOpt = o.default("device"),
+    seed: o.SeedOpt = o.default("seed"),
+    random_weights: o.RandomWeights = o.default("random_weights"),
     update_card: Annotated[
         bool,
         typer.Option(
@@ -53,13 +56,15 @@ def evaluate(
 
     Examples:
 
-      tnt evaluate models/deit_s_tnt_3.2g --data /data/imagenet
+      tnt evaluate models/deit_s_3.2g --data /data/imagenet
 
-      tnt evaluate runs/vit_fm --data fashion-mnist --method evit --prune-layers 2 --keep-rates 0.5 --json
+      tnt evaluate runs/fm --data fashion-mnist --prune-layers 2 --keep-rates 0.5
 
-      tnt evaluate runs/vit_fm --data fashion-mnist --method tome --tome-r 4 --limit 1000
+      tnt evaluate runs/fm --data fashion-mnist --method evit --json
 
-      tnt evaluate models/vit_fm_p50 --data fashion-mnist --update-card
+      tnt evaluate runs/fm --data fashion-mnist --method tome --tome-r 4
+
+      tnt evaluate models/fm_p50 --data fashion-mnist --update-card
     """
     o.apply_offline(offline)
     from tnt_cli.eval import evaluation
@@ -67,7 +72,7 @@ def evaluate(
     card_dir = evaluation.evaluation_card_dir(model) if update_card else None
     method, dev = evaluation.check_evaluation(method, limit=limit, batch_size=batch_size, device=device)
     schedule = schedule_flags.schedule()
-    if method == "dense" and schedule is not None:  # after the checks: a refusal stays one line
+    if method == DENSE and schedule is not None:  # after the checks: a refusal stays one line
         stderr.print("note: --method dense runs every token; the schedule flags are ignored")
     report = evaluation.evaluate(
         model, data, split=split, method=method, schedule=schedule, tome_r=tome_r, per_class=per_class, limit=limit,
@@ -88,7 +93,10 @@ def render(report: dict) -> None:
     grid.add_column(style="bold")
     grid.add_column()
     ratio = report["gmacs"] / report["gmacs_dense"]
-    limit = f" (subset of {report['limit']}, seed {report['seed']})" if report["limit"] else ""
+    limit = ""
+    if report["limit"]:
+        of = report.get("split_images")
+        limit = f" (seeded subset of {of}, seed {report['seed']})" if of else f" (the first {report['limit']})"
     rows = [
         ("model", report["model"]),
         ("data", f"{report['data']} ({report['split']}): {report['images']} images{limit}"),

@@ -31,7 +31,7 @@ def export(
     atol: Annotated[float, typer.Option("--atol", help="Largest logit difference accepted by verification.")] = 1e-4,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the onnxruntime check.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
-    random_weights: o.RandomWeights = False,
+    random_weights: o.RandomWeights = o.default("random_weights"),
     offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
@@ -41,9 +41,9 @@ def export(
 
     Examples:
 
-      tnt export runs/deit_s_tnt --onnx deit_s_tnt.onnx --dynamic-batch
+      tnt export runs/deit_s --onnx deit_s.onnx --dynamic-batch
 
-      tnt export deit_small_patch16_224 --random-weights --prune-layers 2 --keep-rates 0.6 --onnx d.onnx --batch-size 8
+      tnt export runs/fm --prune-layers 2 --keep-rates 0.6 --onnx fm.onnx -b 8
     """
     o.apply_offline(offline)
     from tnt_cli.export.onnx import check_export_settings, export_onnx

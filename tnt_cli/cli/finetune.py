@@ -14,9 +14,10 @@ import typer
 
 from tnt_cli.cli import options as o
 from tnt_cli.cli.declared import parameter, settings_from
+from tnt_cli.methods.registry import REFERENCE
+from tnt_cli.settings import RUN
 from tnt_cli.train.config import SETTINGS, TrainConfig
 from tnt_cli.train.plan import LR_REFERENCE_BATCH
-from tnt_cli.train.settings import RUN
 
 # Flags of the command that are not training settings (they say how to run, not what is trained).
 RUN_FLAGS: dict[str, tuple[Any, Any]] = {
@@ -39,24 +40,26 @@ def finetune(**values: Any) -> None:
     --recipe official reproduces the paper: softmax relevance, sigma0 0.02, relevance heads only (backbone
     frozen, bit-identical), no distillation, no pruning pass. Any explicit flag overrides the recipe; the
     resolved settings are recorded in OUT/config.json. The lr is scaled by global batch / 512; a checkpoint is
-    written every epoch and on Ctrl-C; metrics go to OUT/metrics.jsonl. At the end the dense and the pruned model
-    (default: block 2, keep 0.5; or --prune-layers/--keep-rates) are evaluated on the val split.
+    written every epoch and on Ctrl-C; metrics go to OUT/metrics.jsonl. OUT runs the schedule it was trained for
+    (the pruning pass's block at keep 0.5; or --prune-layers/--keep-rates); at the end the dense and the pruned
+    model are evaluated on the val split. A tenth of the train split (at most 5000 images) is held out for
+    `tnt calibrate` (--no-holdout trains on all of it).
 
     Examples:
 
-      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_tnt --max-steps 300
+      tnt finetune models/fm_vit --data fashion-mnist -o runs/fm --max-steps 300
 
-      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_paper --recipe official --epochs 5
+      tnt finetune models/fm_vit --data fashion-mnist -o runs/p --recipe official
 
-      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/no_drop --drop-weight 0 --no-distill
+      tnt finetune models/fm_vit --data fashion-mnist -o runs/x --drop-weight 0
 
-      tnt finetune hf-hub:timm/deit_small_patch16_224.fb_in1k --data /data/imagenet --out runs/deit_s_tnt
+      tnt finetune deit_small_patch16_224 --data /data/imagenet -o runs/deit_s
 
-      tnt finetune runs/base --data fashion-mnist --out runs/heads --train heads --max-steps 500
+      tnt finetune runs/base --data fashion-mnist -o runs/heads --train heads
 
-      torchrun --nproc_per_node=8 -m tnt_cli finetune deit_small_patch16_224 --data /data/imagenet --out runs/x
+      torchrun --nproc_per_node 8 -m tnt_cli finetune runs/base --data /in1k -o x
 
-      tnt finetune models/fmnist_vit --data fashion-mnist --out runs/fmnist_tnt --epochs 5 --resume
+      tnt finetune models/fm_vit --data fashion-mnist -o runs/fm --resume
     """
     o.apply_offline(values.pop("offline"))
     from tnt_cli.cli.output import print_json, stderr
@@ -83,7 +86,7 @@ finetune.__signature__ = inspect.Signature(
 def _describe_recipe(summary: dict) -> str:
     s = summary.get("settings", {})
     parts = [
-        f"{s.get('method', 'tnt')}",
+        f"{s.get('method', REFERENCE)}",
         f"{summary.get('recipe')}",
         f"train {s.get('train')}",
         f"{s.get('relevance')} sigma0 {s.get('sigma0'):g}",

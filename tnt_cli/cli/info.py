@@ -28,9 +28,9 @@ def info(
 
     Examples:
 
-      tnt info deit_small_distilled_patch16_224 --prune-layers 2 --keep-rates 0.6 --sim-prune 25
+      tnt info deit_small_patch16_224 --prune-layers 2 --keep-rates 0.6
 
-      tnt info runs/deit_s_tnt --json
+      tnt info runs/deit_s --json
     """
     o.apply_offline(offline)
     from tnt_cli.api import describe
@@ -43,6 +43,8 @@ def info(
 
 
 def render(data: dict) -> None:
+    from tnt_cli.bench.report import gmacs_text  # 4.63, 0.000959: small models keep their digits
+
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
@@ -54,8 +56,8 @@ def render(data: dict) -> None:
         ("prefix tokens", str(data["prefix_tokens"])),
         ("relevance heads", ", ".join(map(str, data["head_blocks"])) or "none"),
         ("schedule", data["schedule_text"]),
-        ("GMACs dense", f"{data['gmacs_dense']:.2f}"),
-        ("GMACs pruned", f"{data['gmacs_pruned']:.2f}"),
+        ("GMACs dense", gmacs_text(data["gmacs_dense"])),
+        ("GMACs pruned", gmacs_text(data["gmacs_pruned"])),
         ("ratio", f"{data['gmacs_ratio']:.3f} ({1 / data['gmacs_ratio']:.2f}x fewer MACs)"),
     ]
     for key, value in rows:
@@ -69,7 +71,7 @@ def render(data: dict) -> None:
             str(row["block"]),
             str(row["tokens"]),
             str(row["patch_tokens"]),
-            f"{row['gmacs']:.3f}",
-            f"{row['dense_gmacs']:.3f}",
+            gmacs_text(row["gmacs"]),
+            gmacs_text(row["dense_gmacs"]),
         )
     stdout.print(table)

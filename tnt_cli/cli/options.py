@@ -1,4 +1,8 @@
-"""Options shared by several commands, and their parsing into engine objects."""
+"""Options shared by several commands, and their parsing into engine objects.
+
+The settings many commands take are declared once (`tnt_cli.settings.SHARED`); the aliases here are their typer
+options (`option`), and a command's parameter defaults to `default(name)`.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,25 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tnt_cli.cli.declared import default, option
 from tnt_cli.errors import ScheduleError, TntError
 from tnt_cli.parsing import float_list, int_list, split_list
+from tnt_cli.recipes import REDUCERS
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule
 
-ModelArg = Annotated[
-    str,
-    typer.Argument(
-        help="A timm name, hf-hub:org/name[@rev], a model directory, a .safetensors file or a .pth checkpoint.",
-        show_default=False,
-    ),
-]
+__all__ = ["default", "option"]
+
+ModelArg = option("model")
+DataOpt = option("data")
+SplitOpt = option("split")
+BatchSizeOpt = option("batch_size")
+WorkersOpt = option("workers")
+DeviceOpt = option("device")
+SeedOpt = option("seed")
+LimitOpt = option("limit")
+RandomWeights = option("random_weights")
 PruneLayers = Annotated[
     str | None,
     typer.Option("--prune-layers", help="Blocks after which to prune, e.g. 2 or 2,3,4.", rich_help_panel="Schedule"),
@@ -46,21 +56,17 @@ SimSeed = Annotated[
     int, typer.Option("--sim-seed", help="Seed of the similarity-pruning partition.", rich_help_panel="Schedule")
 ]
 # The CLI's reducer when --reducer is not given (a model directory's own schedule keeps its reducer).
-DEFAULT_REDUCER = "drop"
+DEFAULT_REDUCER = REDUCERS[0]
 Reducer = Annotated[
     str | None,
     typer.Option(
         "--reducer",
         help="What a prune layer does with the tokens it does not keep: drop (the paper), merge (each into its "
         f"most similar kept token) or fuse (all into one extra token). Default: {DEFAULT_REDUCER}.",
-        metavar="drop|merge|fuse",
+        metavar="[" + "|".join(REDUCERS) + "]",
         show_default=False,
         rich_help_panel="Schedule",
     ),
-]
-RandomWeights = Annotated[
-    bool,
-    typer.Option("--random-weights", help="Random backbone and heads, no download: for speed and compute work only."),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", "-j", help="Print machine-readable JSON on stdout.")]
 Offline = Annotated[
@@ -76,22 +82,6 @@ PushToHub = Annotated[
         show_default=False,
     ),
 ]
-
-DataOpt = Annotated[
-    str,
-    typer.Option(
-        "--data",
-        help="fashion-mnist, cluttered-fashion-mnist, textured-fashion-mnist, a folder (train/ and val/ class "
-        "folders, or class folders directly: imagenet/val), a .tar of class folders, or a timm source: "
-        "hfds/ORG/NAME, wds/..., tfds/...",
-        show_default=False,
-    ),
-]
-SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split to evaluate on.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="Data-loading worker processes.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA when available).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --limit subset and of the random baseline's scores.")]
 TomeR = Annotated[
     int | None,
     typer.Option(
@@ -164,8 +154,6 @@ def schedule_from_flags(
 
 def check_reducer(reducer: str) -> str:
     """The reducer name, or one line listing the choices (checked before any model is loaded)."""
-    from tnt_cli.engine.schedule import REDUCERS
-
     if reducer not in REDUCERS:
         raise ScheduleError(f"--reducer {reducer!r} is unknown: choose one of {', '.join(REDUCERS)}")
     return reducer

@@ -1,13 +1,17 @@
-"""Where output goes: results and JSON on stdout, progress and notes on stderr."""
+"""Where output goes: results and JSON on stdout, progress and notes on stderr.
+
+Both consoles show untrusted text (paths, file and class names) as it is: no markup, control characters escaped
+(`tnt_cli.terminal`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
+from tnt_cli.terminal import console
 
-stdout = Console(highlight=False)
-stderr = Console(stderr=True, highlight=False)
+stdout = console()
+stderr = console(stderr=True)
 
 
 def print_json(data: Any) -> None:

@@ -32,7 +32,7 @@ def prune(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out directory.")] = False,
     push_to_hub: o.PushToHub = None,
     private: Annotated[bool, typer.Option("--private", help="With --push-to-hub: create a private repo.")] = False,
-    random_weights: o.RandomWeights = False,
+    random_weights: o.RandomWeights = o.default("random_weights"),
     offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
@@ -42,11 +42,11 @@ def prune(
 
     Examples:
 
-      tnt prune runs/deit_s_tnt --schedule runs/deit_s_tnt/calib/schedule.json --out models/deit_s_tnt_3.2g
+      tnt prune runs/deit_s --schedule calib/schedule.json -o models/deit_s_3.2g
 
-      tnt prune runs/vit_fm --prune-layers 2 --keep-rates 0.5 --sim-prune 2 --out models/vit_fm_p50
+      tnt prune runs/fm --prune-layers 2 --keep-rates 0.5 --sim-prune 2 -o fm_p50
 
-      tnt prune runs/vit_fm --schedule calib/schedule.json --out models/vit_fm_calib --push-to-hub me/vit-fm-tnt
+      tnt prune runs/fm --schedule calib/schedule.json -o fm --push-to-hub me/fm
     """
     o.apply_offline(offline)
     from tnt_cli.cli.targets import claim_output

@@ -13,7 +13,12 @@ from tnt_cli.cli.output import print_json, stderr, stdout
 
 def push(
     model_dir: Annotated[
-        Path, typer.Argument(help="A model directory written by tnt (or timm's save_for_hf).", show_default=False)
+        Path,
+        typer.Argument(
+            help="A tnt model directory (what finetune, prune and tnt_cli.save write); a plain timm directory is "
+            "refused: upload that with `hf upload`.",
+            show_default=False,
+        ),
     ],
     repo: Annotated[str, typer.Argument(help="Hub repo id, org/name.", show_default=False)],
     private: Annotated[bool, typer.Option("--private", help="Create the repo private (if it does not exist).")] = False,
@@ -33,9 +38,9 @@ def push(
 
     Examples:
 
-      tnt push models/deit_s_tnt_3.2g my-org/deit_s_tnt_3.2g
+      tnt push models/deit_s_3.2g my-org/deit_s_3.2g
 
-      tnt push models/deit_s_tnt_3.2g my-org/deit_s_tnt_3.2g --private --dry-run
+      tnt push models/deit_s_3.2g my-org/deit_s_3.2g --private --dry-run
     """
     o.apply_offline(offline)
     from tnt_cli.io.push import push_folder, upload_plan

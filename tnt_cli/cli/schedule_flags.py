@@ -40,13 +40,13 @@ def takes_schedule_flags(command: Callable[..., Any]) -> Callable[..., Any]:
     """`command` with its `schedule_flags` parameter shown as the five schedule options, passed as one value."""
     signature = inspect.signature(command, eval_str=True)
     types = inspect.get_annotations(ScheduleFlags, eval_str=True)
-    flags = [
-        inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=types[f.name])
-        for f in fields(ScheduleFlags)
-    ]
     parameters: list[inspect.Parameter] = []
     for parameter in signature.parameters.values():
-        parameters.extend(flags if parameter.name == PARAMETER else [parameter])
+        if parameter.name != PARAMETER:
+            parameters.append(parameter)
+            continue
+        parameters += [inspect.Parameter(f.name, parameter.kind, default=f.default, annotation=types[f.name])
+                       for f in fields(ScheduleFlags)]  # fmt: skip
     if len(parameters) == len(signature.parameters):
         raise TypeError(f"{command.__name__} has no `{PARAMETER}` parameter for the schedule flags")
 

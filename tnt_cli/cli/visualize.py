@@ -10,23 +10,31 @@ import typer
 from tnt_cli.cli import options as o
 from tnt_cli.cli.output import print_json, stderr, stdout
 from tnt_cli.cli.schedule_flags import ScheduleFlags, takes_schedule_flags
+from tnt_cli.methods.loading import AUTO_METHOD
+from tnt_cli.methods.registry import alias_note, metavar, names
+
+TRACEABLE = names(traceable=True)  # the methods whose kept patches can be drawn
 
 
 @takes_schedule_flags
 def visualize(
     model: o.ModelArg,
-    images: Annotated[list[Path], typer.Argument(help="Images to show (any format Pillow reads).", show_default=False)],
+    images: Annotated[
+        list[Path],
+        typer.Argument(help="Images to show (any format Pillow reads).", show_default=False, metavar="IMAGES"),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the PNGs (one per image).")],
     schedule_flags: ScheduleFlags = ScheduleFlags(),
     method: Annotated[
         str,
         typer.Option(
             "--method",
-            help="Who picks the tokens: auto (the directory's own method), tnt (relevance heads), random or evit "
-            "(cls-attn).",
+            help=f"Who picks the tokens: auto (the directory's own method), tnt (relevance heads), random or evit"
+            f"{alias_note(TRACEABLE)}.",
+            metavar=metavar(TRACEABLE, first=(AUTO_METHOD,)),
         ),
-    ] = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random method.")] = 0,
+    ] = AUTO_METHOD,
+    seed: o.option("seed", help="Seed of the random method.") = o.default("seed"),
     data: Annotated[
         str | None,
         typer.Option("--data", help="Dataset whose class names label predictions (default: the model's label_names)."),
@@ -35,7 +43,7 @@ def visualize(
         str, typer.Option("--renderer", help="auto (matplotlib if installed), matplotlib or pillow.")
     ] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace PNGs that already exist.")] = False,
-    random_weights: o.RandomWeights = False,
+    random_weights: o.RandomWeights = o.default("random_weights"),
     offline: o.Offline = False,
     json_out: o.JsonOut = False,
 ) -> None:
@@ -44,15 +52,14 @@ def visualize(
 
     Examples:
 
-      tnt visualize runs/deit_s_tnt cat.jpg dog.png --out viz/
+      tnt visualize runs/deit_s cat.jpg dog.png --out viz/
 
-      tnt visualize runs/deit_s_tnt cat.jpg --out viz/ --method evit --prune-layers 2 --keep-rates 0.5
+      tnt visualize runs/deit_s cat.jpg -o viz/ --method evit
 
-      tnt visualize deit_tiny_patch16_224 cat.jpg --out viz/ --random-weights --prune-layers 2,4 --keep-rates 0.7,0.7
+      tnt visualize runs/deit_s cat.jpg -o viz/ --prune-layers 2 --keep-rates 0.7
     """
     o.apply_offline(offline)
     from tnt_cli.cli.targets import claim_output
-    from tnt_cli.eval.common import AUTO_METHOD
     from tnt_cli.viz.files import check_method
     from tnt_cli.viz.files import visualize as draw
 

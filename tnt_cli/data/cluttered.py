@@ -64,7 +64,8 @@ class ClutteredFashionMNIST:
         target_transform: Callable | None = None,
     ) -> None:
         if split not in SPLIT_ALIASES:
-            raise TntError(f"cluttered Fashion-MNIST has splits train and test (alias val), not {split!r}")
+            raise TntError(f"cluttered Fashion-MNIST has splits train and test (alias val), and holdout (a slice "
+                           f"of train), not {split!r}")  # fmt: skip
         if canvas < ITEM:
             raise TntError(f"canvas must be at least {ITEM} pixels, got {canvas}")
         if not 1 <= fragment <= ITEM:

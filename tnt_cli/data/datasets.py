@@ -99,7 +99,13 @@ class PILToRaw:
 
 
 def base_dataset(spec: str | Path, split: str, *, seed: int = 0) -> Dataset:
-    """The untransformed dataset: items are (PIL image, int label); `.classes` names the labels."""
+    """The untransformed dataset: items are (PIL image, int label); `.classes` names the labels.
+
+    `holdout` is the held-out slice of the train split (`tnt_cli.data.holdout`)."""
+    from tnt_cli.data.holdout import HOLDOUT, SOURCE_SPLIT, held_out
+
+    if split == HOLDOUT:
+        return held_out(base_dataset(spec, SOURCE_SPLIT, seed=seed), f"{spec} {SOURCE_SPLIT}")
     spec = canonical_spec(spec)
     if spec == FASHION_MNIST:
         from tnt_cli.data.fashion_mnist import CLASSES, load_arrays
@@ -140,6 +146,9 @@ def base_dataset(spec: str | Path, split: str, *, seed: int = 0) -> Dataset:
 
 def dataset_classes(spec: str | Path, split: str = "train") -> list[str]:
     """Class names, in label order (`split` matters only for sources opened through timm)."""
+    from tnt_cli.data.holdout import HOLDOUT, SOURCE_SPLIT
+
+    split = SOURCE_SPLIT if split == HOLDOUT else split
     spec = canonical_spec(spec)
     if spec in NAMED:  # the cluttered and textured sets keep Fashion-MNIST's labels
         from tnt_cli.data.fashion_mnist import CLASSES
@@ -152,6 +161,39 @@ def dataset_classes(spec: str | Path, split: str = "train") -> list[str]:
     from tnt_cli.data import timm_source
 
     return list(getattr(timm_source.create(str(spec), split), "classes", []))
+
+
+def split_label(spec: str | Path, split: str) -> str:
+    """The name DATA itself gives `split`: what reports and model cards record, never a split the data lacks.
+
+    Fashion-MNIST's `val` is its `test` split, a Hub dataset's is `validation`, an ImageFolder's is the folder
+    found (val/, validation/ or test/); the held-out slice is named as part of train.
+    """
+    from tnt_cli.data.holdout import HOLDOUT, LABEL
+
+    if split == HOLDOUT:
+        return LABEL
+    try:
+        spec = canonical_spec(spec)
+    except TntError:
+        return split
+    if spec in NAMED:
+        from tnt_cli.data.fashion_mnist import SPLIT_ALIASES
+
+        return SPLIT_ALIASES.get(split, split)
+    if isinstance(spec, str):
+        from tnt_cli.data.timm_source import prefix_of, split_name
+
+        return split_name(split, prefix_of(spec))
+    from tnt_cli.data.folder import SPLIT_FOLDERS, is_split_root, split_dir
+
+    if spec.is_dir() and is_split_root(spec):
+        try:
+            return split_dir(spec, split).name
+        except TntError:
+            return split
+    name = spec.name.lower().removesuffix(".tar")  # one split given directly: named for it, or the split asked
+    return name if any(name in names for names in SPLIT_FOLDERS.values()) else split
 
 
 @contextmanager

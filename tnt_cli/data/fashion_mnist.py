@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 from functools import lru_cache
@@ -29,6 +30,7 @@ _FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+MAX_IDX_BYTES = 1 << 31  # Fashion-MNIST's train images are 47 MB; a header declaring more is not an image set
 SPLIT_ALIASES = {"train": "train", "val": "test", "test": "test", "validation": "test"}
 
 
@@ -38,19 +40,29 @@ def data_dir() -> Path:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read one (gzipped) IDX file into a numpy array, checking its header against its size."""
+    """Read one (gzipped) IDX file into a numpy array, checking its header against its size.
+
+    Never more is decompressed than the header declares (plus one byte to see that the file is longer): a small
+    .gz that expands without end (a decompression bomb) is refused, naming the file.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
-            raw = fh.read()
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise TntError(f"{path} is not an unsigned-byte IDX file")
+            ndim = head[3]
+            dims = struct.unpack(f">{ndim}I", fh.read(4 * ndim).ljust(4 * ndim, b"\0"))
+            expected = math.prod(dims)
+            if expected > MAX_IDX_BYTES:
+                raise TntError(f"{path} declares {expected} values ({dims}): too large for an image set")
+            raw = fh.read(expected + 1)
     except (OSError, EOFError) as exc:
         raise TntError(f"cannot read {path}: {exc}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise TntError(f"{path} is not an unsigned-byte IDX file")
-    ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
+    if len(raw) > expected:
+        raise TntError(f"{path} holds more data than its header's {dims} (a decompression bomb?): refused")
+    data = np.frombuffer(raw, dtype=np.uint8)
+    if data.size != expected:
         raise TntError(f"{path} is truncated: header says {dims}, file holds {data.size} values")
     return data.reshape(dims)
 
@@ -59,7 +71,8 @@ def read_idx(path: Path) -> np.ndarray:
 def load_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N, 28, 28), labels int64 (N,)) for 'train' or 'test' (alias 'val')."""
     if split not in SPLIT_ALIASES:
-        raise TntError(f"Fashion-MNIST has splits train and test (alias val), not {split!r}")
+        raise TntError(f"Fashion-MNIST has splits train and test (alias val), and holdout (a slice of train), "
+                       f"not {split!r}")  # fmt: skip
     split = SPLIT_ALIASES[split]
     root = data_dir()
     image_file, label_file = (root / name for name in _FILES[split])

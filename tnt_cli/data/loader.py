@@ -81,6 +81,7 @@ def build_loader(
     distributed: bool | None = None,
     base: Dataset | None = None,
     label_map: list[int] | None = None,
+    pin_memory: bool | None = None,
     **aug,
 ) -> DataLoader:
     """A DataLoader of (float images normalised for `vit`, int64 labels).
@@ -96,6 +97,8 @@ def build_loader(
     - `label_map`: data label -> model class index (`tnt_cli.data.classes.map_classes`); None keeps the labels.
     - `crop_pct`: eval resize policy; default the model's pretrained_cfg for ImageFolder and 1.0 (no crop) for
       the Fashion-MNIST datasets, whose items fill the frame.
+    - `pin_memory`: pin batches for fast copies to a GPU; default: when CUDA is available (pass
+      `tnt_cli.devices.pin_memory(device)` when the device is known).
     """
     unknown = sorted(set(aug) - set(AUG_KEYS))
     if unknown:
@@ -142,7 +145,7 @@ def build_loader(
         sampler=sampler,
         num_workers=max(0, int(workers)),
         collate_fn=collate,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         drop_last=train,
         persistent_workers=train and workers > 0,
         worker_init_fn=_ignore_sigint if workers > 0 else None,

@@ -11,6 +11,7 @@ log(size) attention bias are free, as in fvcore.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -45,19 +46,39 @@ def norm_macs(module: nn.Module, elements: int) -> int:
     return 0
 
 
-def block_macs(block: nn.Module, tokens: int, dim: int) -> int:
-    """One transformer block on `tokens` tokens: projections, attention matmuls and norms."""
+def layer_macs(parts: Iterable[nn.Module], tokens: int, dim: int) -> int:
+    """Every Linear and norm inside `parts`, applied to `tokens` tokens of width `dim`."""
     macs = 0
-    for module in block.modules():
-        if isinstance(module, nn.Linear):
-            macs += tokens * module.in_features * module.out_features
-        else:
-            macs += norm_macs(module, tokens * dim)
+    for part in parts:
+        for module in part.modules():
+            if isinstance(module, nn.Linear):
+                macs += tokens * module.in_features * module.out_features
+            else:
+                macs += norm_macs(module, tokens * dim)
+    return macs
+
+
+def attention_inner_dim(block: nn.Module, dim: int) -> int:
+    """heads x head_dim of the block's attention (the width q @ k^T and attn @ v work in)."""
     attn = getattr(block, "attn", block)
     heads, head_dim = getattr(attn, "num_heads", None), getattr(attn, "head_dim", None)
-    inner = heads * head_dim if heads and head_dim else dim
-    macs += 2 * tokens * tokens * inner  # q @ k^T and attn @ v
-    return macs
+    return heads * head_dim if heads and head_dim else dim
+
+
+def block_macs(block: nn.Module, tokens: int, dim: int) -> int:
+    """One transformer block on `tokens` tokens: projections, attention matmuls and norms."""
+    return layer_macs((block,), tokens, dim) + 2 * tokens * tokens * attention_inner_dim(block, dim)
+
+
+def attention_macs(block: nn.Module, tokens: int, dim: int) -> int:
+    """The first half of a pre-norm block (norm1 + attention, both matmuls) on `tokens` tokens; with `mlp_macs`
+    it adds up to `block_macs` (the baselines run the two halves on different token counts)."""
+    return layer_macs((block.norm1, block.attn), tokens, dim) + 2 * tokens * tokens * attention_inner_dim(block, dim)
+
+
+def mlp_macs(block: nn.Module, tokens: int, dim: int) -> int:
+    """The second half of a pre-norm block (norm2 + MLP) on `tokens` tokens."""
+    return layer_macs((block.norm2, block.mlp), tokens, dim)
 
 
 def embed_macs(vit: nn.Module) -> int:
@@ -102,8 +123,7 @@ def count_macs(vit: nn.Module, plan: TokenPlan, *, head_norm: bool = True) -> Ma
         report.blocks.append(block_macs(block, n, dim))
         report.tokens_per_block.append(n)
     for stage in plan.stages:
-        if stage.n_relevance is not None:  # relevance head (optionally on layer-normed tokens)
-            report.pruning += stage.n_in * dim + (stage.n_in * dim * 4 if head_norm else 0)
+        report.pruning += relevance_head_macs(stage, dim, head_norm=head_norm)
         if stage.sim_r:
             candidates = stage.n_relevance if stage.n_relevance is not None else stage.n_in
             half = candidates // 2
@@ -114,6 +134,13 @@ def count_macs(vit: nn.Module, plan: TokenPlan, *, head_norm: bool = True) -> Ma
         tokens = plan.final_patches + (plan.num_prefix if getattr(vit, "pool_include_prefix", False) else 0)
         report.head += tokens * dim  # sizes times tokens; the plain mean it replaces is free
     return report
+
+
+def relevance_head_macs(stage: Stage, dim: int, *, head_norm: bool = True) -> int:
+    """The relevance head scoring a stage's tokens (on layer-normed tokens with `head_norm`); 0 without one."""
+    if stage.n_relevance is None:
+        return 0
+    return stage.n_in * dim + (stage.n_in * dim * 4 if head_norm else 0)
 
 
 def reducer_macs(stage: Stage, dim: int) -> int:

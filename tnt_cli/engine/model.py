@@ -124,6 +124,20 @@ class TNTModel(nn.Module):
         """The token plan for the model's native input size."""
         return self._plan_for(self.num_patches)
 
+    # timm's helpers (`timm.data.resolve_model_data_config`, validate.py) read these off the model: the backbone's,
+    # so a wrapped 1x28x28 model is not taken for timm's 3x224x224 default
+    @property
+    def pretrained_cfg(self) -> dict:
+        return getattr(self.vit, "pretrained_cfg", None) or {}
+
+    @property
+    def default_cfg(self) -> dict:
+        return self.pretrained_cfg
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.vit.num_classes)
+
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """TNT's own tensors, kept apart from the backbone's so timm can load the backbone strictly."""
         return {f"heads.{k}": v for k, v in self.heads.state_dict().items()}

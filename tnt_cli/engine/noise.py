@@ -1,4 +1,4 @@
-"""Relevance scores and the training noise they control (DESIGN.md section 2)."""
+"""Relevance scores and the training noise they control (the paper's Training Noise Tokens; `NoiseConfig` says how)."""
 
 from __future__ import annotations
 

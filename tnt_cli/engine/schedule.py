@@ -11,12 +11,10 @@ import operator
 from dataclasses import dataclass, field
 
 from tnt_cli.errors import ScheduleError
+from tnt_cli.parsing import fits_seed
+from tnt_cli.recipes import REDUCERS  # drop (the paper), merge or fuse the tokens the top-k does not keep
 
 BEFORE_BLOCKS = -1  # a stage at this "block" runs on the patch embeddings, before block 0
-
-# What a pruning stage does with the tokens the relevance top-k does not keep (engine/reducers.py):
-# drop: discard them (the paper); merge: each joins its most similar kept token; fuse: all become one token.
-REDUCERS = ("drop", "merge", "fuse")
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,8 @@ class Schedule:
             raise ScheduleError(f"prune layers must be distinct and increasing, got {list(self.prune_layers)}")
         if self.sim_prune < 0:
             raise ScheduleError(f"similarity-prune count must be >= 0, got {self.sim_prune}")
+        if not fits_seed(self.sim_seed):
+            raise ScheduleError(f"similarity-prune seed must fit in 64 bits, got {self.sim_seed}")
         if self.reducer not in REDUCERS:
             raise ScheduleError(f"unknown reducer {self.reducer!r}: choose one of {', '.join(REDUCERS)}")
         if self.merge_threshold is not None:

@@ -1,57 +1,29 @@
 """Calibration: sweep schedules (and the baselines at matched compute) on a subset, then choose one for a target.
 
-`Calibration` holds the settings and checks them when made, so bad input fails before a model is loaded;
-`calibrate(model, data, out, settings)` runs the sweep and writes sweep.csv, pareto.png and schedule.json (the
-`tnt-schedule/1` file, see `schedule_file`) into `out` in one atomic step.
+`Calibration` (declared in `grid`, torch-free) holds the settings and checks them when made, so bad input fails
+before a model is loaded; `calibrate(model, data, out, settings)` runs the sweep and writes sweep.csv, pareto.png
+and schedule.json (the `tnt-schedule/1` file, see `schedule_file`) into `out` in one atomic step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import SettingError, TntError
-from tnt_cli.eval.common import check_positive
-from tnt_cli.eval.grid import DEFAULT_KEEP_GRID, DEFAULT_METHODS, DEFAULT_SIM_GRID
-from tnt_cli.eval.pareto import Target
+from tnt_cli.eval.grid import DEFAULT_METHODS, Calibration, Target
 from tnt_cli.eval.sweep import SweepPoint
+from tnt_cli.io.names import PARETO, SCHEDULE, SWEEP
+from tnt_cli.methods.registry import DENSE, REFERENCE, lookup
+
+__all__ = ["Calibration", "CalibrationResult", "NoScheduleMeetsTarget", "calibrate", "write_results"]
 
 if TYPE_CHECKING:
     import torch
 
-FILES = ("sweep.csv", "pareto.png", "schedule.json")
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """What to sweep, on how many images, and the target to choose under."""
-
-    target: Target = field(default_factory=lambda: Target("max_drop", 1.0))
-    split: str = "val"
-    limit: int = 2000
-    grid_layers: tuple[tuple[int, ...], ...] | None = None  # None: every head block but the last block
-    grid_keep: tuple[float, ...] = DEFAULT_KEEP_GRID
-    grid_sim: tuple[int | str, ...] = DEFAULT_SIM_GRID  # "auto": about 1/8 of the patches
-    sim_seed: int = 0
-    reducer: str = "drop"
-    methods: tuple[str, ...] | None = None  # None: DEFAULT_METHODS
-    measure_speed: bool = False
-    speed_batch: int = 32
-    speed_rounds: int = 5
-    batch_size: int = 64
-    workers: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        from tnt_cli.engine import Schedule
-
-        for setting in ("limit", "batch_size", "speed_batch", "speed_rounds"):
-            check_positive(getattr(self, setting), setting)
-        Schedule(reducer=self.reducer)  # the engine's check of the reducer's name
-        if self.methods is not None and not self.methods:
-            raise SettingError("{methods} is empty: give at least one of tnt, random, evit, evit-fuse, tome")
+FILES = (SWEEP, PARETO, SCHEDULE)
 
 
 @dataclass
@@ -118,8 +90,9 @@ def _sweep_and_write(
     tnt_model = loaded.model
     methods = list(s.methods if s.methods is not None else DEFAULT_METHODS)
     if s.methods is None and getattr(tnt_model.vit, "cls_token", None) is None:
-        methods.remove("evit")
-        note("this model has no class token, so the evit baseline is skipped")
+        for name in [m for m in methods if lookup(m).needs_class_token]:
+            methods.remove(name)
+            note(f"this model has no class token, so the {name} baseline is skipped")
     layers = list(s.grid_layers) if s.grid_layers is not None else sw.default_layer_grid(tnt_model)
     sims = sw.resolve_sim_grid(tnt_model, s.grid_sim)
     schedules, invalid = sw.build_grid(tnt_model, layers, s.grid_keep, sims, sim_seed=s.sim_seed, reducer=s.reducer)
@@ -130,7 +103,7 @@ def _sweep_and_write(
         )
     if invalid:
         note(f"skipped {invalid} grid combination(s) that cannot run on this model")
-    points = sw.build_points(tnt_model, schedules, methods, heads_trained=loaded.heads_trained)
+    points = sw.build_points(tnt_model, schedules, methods, heads_usable=loaded.heads_usable)
     check_reachable(points, s.target, speed_measured=s.measure_speed)  # fail before the sweep when compute decides
     label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source, split=s.split)
     loader = build_loader(
@@ -146,25 +119,69 @@ def _sweep_and_write(
                 tnt_model, points, device=dev, batch_size=s.speed_batch, rounds=s.speed_rounds, seed=s.seed,
                 on_point=bar.advance,
             )  # fmt: skip
+    from tnt_cli.data.datasets import split_label
+
     measured_on = {
-        "model": loaded.source, "data": str(data), "split": s.split, "limit": s.limit, "seed": s.seed,
+        "model": loaded.source, "data": str(data), "split": split_label(data, s.split), "limit": s.limit,
+        "seed": s.seed,
         "batch_size": s.batch_size, "device": str(dev), "speed_measured": s.measure_speed,
         "speed_batch": s.speed_batch if s.measure_speed else None,
         "speed_rounds": s.speed_rounds if s.measure_speed else None,
     }  # fmt: skip
-    summary = write_results(out, points, s.target, overwrite=overwrite, context=measured_on, inputs=(model, data))
+
+    def measure(chosen: SweepPoint) -> dict | None:
+        if s.eval_limit == 0:
+            return None
+        return measure_choice(tnt_model, chosen, data, s, label_map=label_map, device=dev, progress=progress)
+
+    summary = write_results(out, points, s.target, overwrite=overwrite, context=measured_on, inputs=(model, data),
+                            measure=measure)  # fmt: skip
     return CalibrationResult(summary, list(points))
 
 
+def measure_choice(model, chosen: SweepPoint, data: str, s: Calibration, *, label_map, device, progress: bool) -> dict:
+    """The chosen schedule and dense on the evaluation split (images the choice was not made on)."""
+    from tnt_cli.data import build_loader
+    from tnt_cli.data.datasets import split_label
+    from tnt_cli.methods.accuracy import evaluate_model
+    from tnt_cli.methods.apply import apply_method
+
+    loader = build_loader(data, s.eval_split, model.vit, batch_size=s.batch_size, workers=s.workers,
+                          limit=s.eval_limit, seed=s.seed, label_map=label_map)  # fmt: skip
+    results = {}
+    for name, schedule in (("dense", None), ("chosen", chosen.schedule)):
+        method = DENSE if schedule is None or schedule.is_dense else REFERENCE
+        with apply_method(model, method, schedule or chosen.schedule) as setup:
+            results[name] = evaluate_model(setup.module, loader, device=device, progress=progress,
+                                           description=f"measuring {setup.describe()} on {s.eval_split}")  # fmt: skip
+    split_images = len(loader.dataset)
+    subset = s.eval_limit is not None and s.eval_limit < split_images
+    return {
+        "split": split_label(data, s.eval_split), "images": results["chosen"]["images"],
+        "limit": s.eval_limit if subset else None, "seed": s.seed,
+        "top1": results["chosen"]["top1"], "top5": results["chosen"]["top5"], "loss": results["chosen"]["loss"],
+        "dense_top1": results["dense"]["top1"], "dense_top5": results["dense"]["top5"],
+    }  # fmt: skip
+
+
 def write_results(
-    out: str | Path, points: Sequence[SweepPoint], target: Target, *, overwrite: bool, context: dict, inputs=()
+    out: str | Path,
+    points: Sequence[SweepPoint],
+    target: Target,
+    *,
+    overwrite: bool,
+    context: dict,
+    inputs=(),
+    measure: Callable[[SweepPoint], dict | None] | None = None,
 ) -> dict[str, Any]:
     """Mark the Pareto fronts, choose, and write sweep.csv, pareto.png and schedule.json in one atomic step.
 
-    When no schedule meets the target, the finished sweep is still written (sweep.csv, pareto.png; no
-    schedule.json), then NoScheduleMeetsTarget says why.
+    `measure(chosen)` measures the choice on the evaluation split (kept in schedule.json as `evaluation`).
+    `warnings` in the summary name the baselines of the sweep that beat the choice on its own images. When no
+    schedule meets the target, the finished sweep is still written (sweep.csv, pareto.png; no schedule.json),
+    then NoScheduleMeetsTarget says why.
     """
-    from tnt_cli.eval.pareto import choose, mark_pareto, plot_pareto
+    from tnt_cli.eval.pareto import better_baselines, choose, mark_pareto, plot_pareto
     from tnt_cli.eval.schedule_file import FILE_NAME, schedule_record
     from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 
@@ -175,19 +192,23 @@ def write_results(
         chosen, failure = None, exc
     else:
         chosen.chosen, failure = True, None
-    dense = next(p for p in points if p.method == "dense")
-    title = f"{context['model']} on {context['data']} ({context['split']}, {dense.images} images)"
+    dense = next(p for p in points if p.method == DENSE)
+    where = f"{context['model']} on {context['data']} ({context['split']}, {dense.images} images)"
     if chosen is None:
         with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
-            atomic_write_text(tmp / "sweep.csv", _csv(points))
-            plot_pareto(points, None, tmp / "pareto.png", title=title, target=target)
+            atomic_write_text(tmp / SWEEP, _csv(points))
+            plot_pareto(points, None, tmp / PARETO, where=where, target=target)
         raise _no_schedule(failure, out)
     record = schedule_record(chosen, dense, target, context)
+    evaluation = measure(chosen) if measure is not None else None
+    if evaluation is not None:
+        record["evaluation"] = evaluation
     with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
-        atomic_write_text(tmp / "sweep.csv", _csv(points))
-        plot_pareto(points, chosen, tmp / "pareto.png", title=title, target=target)
+        atomic_write_text(tmp / SWEEP, _csv(points))
+        plot_pareto(points, chosen, tmp / PARETO, where=where, target=target)
         atomic_write_json(tmp / FILE_NAME, record)
-    return {"out": str(out), "files": list(FILES), "points": len(points), "chosen": record}
+    warnings = better_baselines(points, chosen)
+    return {"out": str(out), "files": list(FILES), "points": len(points), "chosen": record, "warnings": warnings}
 
 
 def _no_schedule(failure: TntError, out: str | Path) -> NoScheduleMeetsTarget:

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.errors import TntError
+from tnt_cli.methods.registry import DENSE, REFERENCE, lookup
+from tnt_cli.settings import default_of
+
+if TYPE_CHECKING:
+    from tnt_cli.engine import Schedule, TNTModel
+
+# `tnt compare`'s defaults (its other settings take the shared ones): torch-free, so the CLI reads them here
+KEEPS, BLOCK, BATCH_SIZE = (0.7, 0.5, 0.3), 1, 256
 
 
 @dataclass
@@ -22,7 +30,7 @@ class Entry:
     label: str
     model: TNTModel
     method: str
-    reducer: str = "drop"  # tnt only: the schedule's reducer (what happens to the tokens TNT does not keep)
+    reducer: str = "drop"  # a method that takes one (tnt): the schedule's reducer (what happens to the tokens left out)
     merge_threshold: float | None = None  # tnt with the merge reducer: its gate (None: every token merges)
 
 
@@ -37,8 +45,8 @@ def compare(
     skip: Callable[[Entry, Schedule], bool] | None = None,
 ) -> list[dict]:
     """Evaluate every entry at every schedule; one row each (top-1/top-5 as fractions, GMACs, TNT's GMACs)."""
-    from tnt_cli.eval.accuracy import evaluate_model
-    from tnt_cli.eval.baselines import apply_method
+    from tnt_cli.methods.accuracy import evaluate_model
+    from tnt_cli.methods.apply import apply_method
 
     rows = []
     schedules = list(schedules)
@@ -46,16 +54,18 @@ def compare(
         for schedule in schedules:
             if skip is not None and skip(entry, schedule):
                 continue
-            run = _with_reducer(schedule, entry.reducer, entry.merge_threshold) if entry.method == "tnt" else schedule
-            with apply_method(entry.model, "tnt", run) as reference:  # heads need not be trained to count MACs
+            takes_reducer = lookup(entry.method).takes_reducer
+            run = _with_reducer(schedule, entry.reducer, entry.merge_threshold) if takes_reducer else schedule
+            with apply_method(entry.model, REFERENCE, run) as reference:  # heads need not be trained to count MACs
                 gmacs_tnt = reference.gmacs
-            method = "dense" if schedule.is_dense else entry.method
+            method = DENSE if schedule.is_dense else entry.method
             with apply_method(entry.model, method, run, seed=seed) as setup:
-                result = evaluate_model(setup.module, loader, device=device or "cpu", progress=False)
+                result = evaluate_model(setup.module, loader, device=device or "cpu", progress=False,
+                                        on_batch=setup.begin_batch)  # fmt: skip
                 row = {
                     "label": entry.label,
                     "method": entry.method,
-                    "reducer": entry.reducer if entry.method == "tnt" else None,
+                    "reducer": entry.reducer if takes_reducer else None,
                     "schedule": run.to_dict(),
                     "schedule_text": "dense" if schedule.is_dense else schedule.describe(),
                     "top1": result["top1"],
@@ -72,11 +82,10 @@ def compare(
 
 def load_entries(specs: Sequence[str], methods: Sequence[str] | None = None) -> list[Entry]:
     """One entry per MODEL running its own method (what it was fine-tuned for), or one per MODEL and method."""
-    from tnt_cli.eval.baselines import check_method
-    from tnt_cli.eval.common import own_method
     from tnt_cli.io.sources import load_model
+    from tnt_cli.methods.loading import own_method
 
-    wanted = [check_method(m) for m in methods] if methods else None
+    wanted = [lookup(m).name for m in methods] if methods else None
     entries: list[Entry] = []
     for spec in specs:
         loaded = load_model(spec, require_trained_heads=False)
@@ -84,19 +93,23 @@ def load_entries(specs: Sequence[str], methods: Sequence[str] | None = None) -> 
         own_schedule = loaded.model.schedule
         reducer, threshold = own_schedule.reducer, own_schedule.merge_threshold
         for method in wanted or [own]:
-            if method == "tnt" and not loaded.heads_trained:
+            record = lookup(method)
+            if record.uses_heads and not loaded.heads_usable:
                 raise TntError(
                     f"{spec} has no trained relevance heads: TNT cannot rank its tokens (its method is {own}); "
                     "fine-tune it with `tnt finetune --method tnt`"
                 )
             label = spec if len(wanted or [own]) == 1 else f"{spec} [{method}]"
-            tnt = method == "tnt"
-            entries.append(Entry(label, loaded.model, method, reducer if tnt else "drop", threshold if tnt else None))
+            own_reducer = record.takes_reducer
+            entries.append(Entry(label, loaded.model, method, reducer if own_reducer else "drop",
+                                 threshold if own_reducer else None))  # fmt: skip
     return entries
 
 
 def keep_schedules(block: int, keeps: Iterable[float]) -> list[Schedule]:
     """Dense, then one single-stage schedule per keep rate after (for EViT: inside) `block`."""
+    from tnt_cli.engine import Schedule
+
     return [Schedule()] + [Schedule((block,), (k,)) for k in keeps]
 
 
@@ -104,15 +117,15 @@ def compare_models(
     models: Sequence[str],
     data: str,
     *,
-    split: str = "val",
+    split: str = default_of("split"),
     methods: Sequence[str] | None = None,
-    keeps: Iterable[float] = (0.7, 0.5, 0.3),
-    block: int = 1,
-    limit: int | None = None,
-    batch_size: int = 256,
-    workers: int = 0,
-    device: str = "auto",
-    seed: int = 0,
+    keeps: Iterable[float] = KEEPS,
+    block: int = BLOCK,
+    limit: int | None = default_of("limit"),
+    batch_size: int = BATCH_SIZE,
+    workers: int = default_of("workers"),
+    device: str = default_of("device"),
+    seed: int = default_of("seed"),
     on_note: Callable[[str], None] | None = None,
     on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
@@ -120,7 +133,7 @@ def compare_models(
     same images of DATA; the rows `compare` returns (`largest_gmacs_gap` says how close the matching came)."""
     from tnt_cli.data import build_loader
     from tnt_cli.devices import resolve_device
-    from tnt_cli.eval.common import check_positive
+    from tnt_cli.settings import check_positive
 
     check_positive(limit, "limit")
     check_positive(batch_size, "batch_size")

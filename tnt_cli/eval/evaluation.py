@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import SettingError
+from tnt_cli.methods.loading import AUTO_METHOD
+from tnt_cli.settings import default_of
 
 if TYPE_CHECKING:
     import torch
@@ -22,17 +24,17 @@ def evaluate(
     model: str,
     data: str,
     *,
-    split: str = "val",
-    method: str = "auto",
+    split: str = default_of("split"),
+    method: str = AUTO_METHOD,
     schedule: Schedule | None = None,
     tome_r: int | None = None,
     per_class: bool = False,
-    limit: int | None = None,
-    batch_size: int = 64,
-    workers: int = 0,
-    device: str | torch.device = "auto",
-    seed: int = 0,
-    random_weights: bool = False,
+    limit: int | None = default_of("limit"),
+    batch_size: int = default_of("batch_size"),
+    workers: int = default_of("workers"),
+    device: str | torch.device = default_of("device"),
+    seed: int = default_of("seed"),
+    random_weights: bool = default_of("random_weights"),
     on_note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Top-1, top-5, loss, GMACs and images/s of MODEL on DATA running `method` at `schedule` (default: its own).
@@ -42,42 +44,49 @@ def evaluate(
     """
     from tnt_cli.data import build_loader
     from tnt_cli.data.classes import data_label_map
-    from tnt_cli.eval.accuracy import evaluate_model
-    from tnt_cli.eval.baselines import apply_method, check_tome_r, method_gmacs
-    from tnt_cli.eval.common import load_for_method
+    from tnt_cli.methods.accuracy import evaluate_model
+    from tnt_cli.methods.apply import apply_method, check_own_setting, dense_gmacs
+    from tnt_cli.methods.loading import load_for_method
+    from tnt_cli.methods.registry import lookup
 
     method, dev = check_evaluation(method, limit=limit, batch_size=batch_size, device=device)
     loaded, schedule, method = load_for_method(model, method, schedule, random_weights=random_weights)
-    check_tome_r(tome_r, method)
+    check_own_setting(lookup(method), "tome_r", tome_r)
     tnt_model = loaded.model
     label_map = data_label_map(data, tnt_model.vit, loaded.tnt_config, model=loaded.source, split=split)  # by name
     loader = build_loader(
         data, split, tnt_model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed, label_map=label_map
     )
+    from tnt_cli.data.datasets import split_label
+
+    split_images = _size(loader.dataset)  # None: a streamed source (its first `limit` images)
+    subset = limit is not None and (split_images is None or limit < split_images)  # else the limit is all of it
     with apply_method(tnt_model, method, schedule, tome_r=tome_r, seed=seed) as setup:
         result = evaluate_model(setup.module, loader, device=dev, per_class=per_class, on_batch=setup.begin_batch)
         report = {
             "model": loaded.source,
             "data": str(data),
-            "split": split,
-            "limit": limit,
+            "split": split_label(data, split),
+            "split_images": split_images,
+            "limit": limit if subset else None,
             "seed": seed,
             "method": method,
-            "schedule": setup.schedule.to_dict() if method != "tome" else None,
+            "schedule": setup.schedule.to_dict(),
             "schedule_text": setup.describe(),
-            "tome_r": setup.tome_r if method == "tome" else None,
-            "tome_r_per_block": list(setup.tome_rs) if method == "tome" else None,
-            "evit_keep": [s.keep for s in setup.evit_stages] if method.startswith("evit") else None,
+            "tome_r": None,  # these three: the method's own (its setup's details)
+            "tome_r_per_block": None,
+            "evit_keep": None,
             "top1": result["top1"],
             "top5": result["top5"],
             "loss": result["loss"],
             "images": result["images"],
             "images_per_s": result["images_per_s"],
             "gmacs": setup.gmacs,
-            "gmacs_dense": method_gmacs(tnt_model, "dense"),
+            "gmacs_dense": dense_gmacs(tnt_model),
             "device": str(dev),
             "batch_size": batch_size,
         }
+        report.update(setup.details)
     if per_class:
         names = _class_names(tnt_model.vit, loaded.tnt_config, loader, data, on_note)
         report["per_class"] = {
@@ -86,17 +95,28 @@ def evaluate(
     return report
 
 
+def _size(dataset) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
+
+
 def check_evaluation(
-    method: str, *, limit: int | None = None, batch_size: int = 64, device: str | torch.device = "auto"
+    method: str,
+    *,
+    limit: int | None = default_of("limit"),
+    batch_size: int = default_of("batch_size"),
+    device: str | torch.device = default_of("device"),
 ) -> tuple[str, torch.device]:
     """The checks `evaluate` makes before loading anything, in its order: the method (its canonical name, or
     `auto`), then `limit` and `batch_size`, then the device (resolved). Callers that print before evaluating
     call it first, so a refusal is the only line."""
     from tnt_cli.devices import resolve_device
-    from tnt_cli.eval.baselines import check_method
-    from tnt_cli.eval.common import AUTO_METHOD, check_positive
+    from tnt_cli.methods.registry import lookup
+    from tnt_cli.settings import check_positive
 
-    method = method if method == AUTO_METHOD else check_method(method)
+    method = method if method == AUTO_METHOD else lookup(method).name
     check_positive(limit, "limit")
     check_positive(batch_size, "batch_size")
     return method, resolve_device(device) if isinstance(device, str) else device
@@ -120,7 +140,8 @@ def _class_names(vit, config: dict, loader, data: str, on_note: Callable[[str], 
 
 def evaluation_card_dir(model: str) -> Path:
     """The local tnt model directory whose card an evaluation updates (checked before anything is evaluated)."""
-    from tnt_cli.io.model_dir import is_tnt_model_dir, read_config
+    from tnt_cli.io.model_dir import read_config
+    from tnt_cli.io.names import is_tnt_model_dir
 
     path = Path(model[len("local-dir:") :] if model.startswith("local-dir:") else model).expanduser()
     if not path.is_dir():

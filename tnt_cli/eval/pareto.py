@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from tnt_cli.errors import SettingError, TntError
+from tnt_cli.eval.grid import Target, make_target
 from tnt_cli.eval.sweep import SweepPoint
+from tnt_cli.methods.registry import DENSE, REFERENCE, REGISTRY
 
 EPS = 1e-12
+__all__ = ["Target", "check_reachable", "choose", "dominates", "make_target", "mark_pareto", "pareto_front"]
 
 
 def dominates(a: SweepPoint, b: SweepPoint) -> bool:
@@ -34,39 +36,6 @@ def mark_pareto(points: Sequence[SweepPoint]) -> None:
             p.pareto = id(p) in front
 
 
-@dataclass(frozen=True)
-class Target:
-    """What the user asked calibrate to optimise under: one of gmacs, speedup, max_drop (top-1 points)."""
-
-    kind: str
-    value: float
-
-    def describe(self) -> str:
-        return {
-            "gmacs": f"at most {self.value:g} GMACs",
-            "speedup": f"at least {self.value:g}x speedup",
-            "max_drop": f"at most {self.value:g} top-1 points below dense",
-        }[self.kind]
-
-
-def make_target(target_gmacs: float | None, target_speedup: float | None, max_drop: float | None) -> Target:
-    given = [
-        (k, v)
-        for k, v in (("gmacs", target_gmacs), ("speedup", target_speedup), ("max_drop", max_drop))
-        if v is not None
-    ]
-    if len(given) > 1:
-        raise SettingError("give at most one of {target_gmacs}, {target_speedup} and {max_drop}")
-    kind, value = given[0] if given else ("max_drop", 1.0)
-    if kind == "gmacs" and value <= 0:
-        raise SettingError("{target_gmacs} must be positive, got {value:g}", value=value)
-    if kind == "speedup" and value <= 0:
-        raise SettingError("{target_speedup} must be positive, got {value:g}", value=value)
-    if kind == "max_drop" and value < 0:
-        raise SettingError("{max_drop} is in top-1 points and must be >= 0, got {value:g}", value=value)
-    return Target(kind, float(value))
-
-
 def speedup_of(point: SweepPoint, dense: SweepPoint) -> float:
     """Measured speedup when timed, else the GMACs ratio (what the speedup would be if compute-bound)."""
     return point.speedup if point.speedup is not None else dense.gmacs / point.gmacs
@@ -74,8 +43,8 @@ def speedup_of(point: SweepPoint, dense: SweepPoint) -> float:
 
 def choose(points: Sequence[SweepPoint], target: Target) -> SweepPoint:
     """The best deployable (TNT or dense) point under `target`; a clear error naming the best reachable one."""
-    candidates = [p for p in points if p.group == "tnt"]
-    dense = next(p for p in points if p.method == "dense")
+    candidates = [p for p in points if p.group == REFERENCE]
+    dense = next(p for p in points if p.method == DENSE)
     if target.kind == "gmacs":
         ok = [p for p in candidates if p.gmacs <= target.value + EPS]
         if not ok:
@@ -107,37 +76,75 @@ def check_reachable(points: Sequence[SweepPoint], target: Target, *, speed_measu
         choose([SweepPoint(p.method, p.schedule, p.tome_r, gmacs=p.gmacs, top1=0.0) for p in points], target)
 
 
+SAME_COST = 0.02  # GMACs within 2% count as the same cost (the matching rule's tolerance for baselines)
+
+
+def better_baselines(points: Sequence[SweepPoint], chosen: SweepPoint) -> list[str]:
+    """One sentence per baseline method whose sweep has a point at least as good as the chosen schedule: as cheap
+    and at least as accurate, or more accurate at the same cost (the best such point; none for a dense choice).
+    Measured on the calibration images: a reason to try `tnt finetune --method`, not a verdict."""
+    if chosen.method == DENSE or chosen.top1 is None:
+        return []
+    out = []
+    for method in dict.fromkeys(p.method for p in points if p.group != REFERENCE):
+        better = [p for p in points if p.method == method and p.top1 is not None and _beats(p, chosen)]
+        if better:
+            best = max(better, key=lambda p: (p.top1, -p.gmacs))
+            out.append(
+                f"{method} at {_name(best)} is {'cheaper' if best.gmacs < chosen.gmacs - EPS else 'as cheap'} and "
+                f"{'more accurate than' if best.top1 > chosen.top1 + EPS else 'as accurate as'} the chosen tnt "
+                f"schedule {_name(chosen)} on these images: compare them fine-tuned (`tnt finetune --method "
+                f"{method}`, `tnt compare`)"
+            )
+    return out
+
+
+def _beats(p: SweepPoint, chosen: SweepPoint) -> bool:
+    cheaper = p.gmacs <= chosen.gmacs + EPS and p.top1 >= chosen.top1 - EPS
+    same_cost = abs(p.gmacs - chosen.gmacs) <= SAME_COST * chosen.gmacs and p.top1 > chosen.top1 + EPS
+    return cheaper or same_cost
+
+
+def plot_title(points: Sequence[SweepPoint], chosen: SweepPoint | None, *, where: str, target: Target) -> str:
+    """The plot's title, from what `plot_pareto` draws: which methods, what the lines and marks are."""
+    drawn = [STYLE[m]["label"] for m in STYLE if any(p.method == m for p in points)]
+    mark = f"circle: chosen ({target.describe()})" if chosen is not None else f"no schedule meets {target.describe()}"
+    line = {"gmacs": "; dashed: the GMACs budget", "max_drop": "; dashed: the accuracy floor"}.get(target.kind, "")
+    return (
+        f"top-1 vs GMACs of {', '.join(drawn)} and dense (star) on {where}\n"
+        f"lines: each method's Pareto front; {mark}{line}"
+    )
+
+
 def _name(p: SweepPoint) -> str:
     accuracy = f", top-1 {100 * p.top1:.2f}%" if p.images else ""
     return f"{p.describe()} ({p.gmacs:.4g} GMACs{accuracy})"
 
 
-STYLE = {
-    "tnt": dict(color="tab:blue", marker="o", label="TNT"),
-    "random": dict(color="tab:gray", marker="x", label="random"),
-    "evit": dict(color="tab:orange", marker="^", label="EViT"),
-    "evit-fuse": dict(color="tab:red", marker="v", label="EViT + fusion"),
-    "tome": dict(color="tab:green", marker="s", label="ToMe"),
-}
+STYLE = {m.name: dict(color=m.style[0], marker=m.style[1], label=m.label) for m in REGISTRY if m.reduces}
 
 
 def plot_pareto(
-    points: Sequence[SweepPoint], chosen: SweepPoint | None, path: Path, *, title: str, target: Target
+    points: Sequence[SweepPoint], chosen: SweepPoint | None, path: Path, *, where: str, target: Target
 ) -> None:
-    """Top-1 vs GMACs: every method's points, each method's Pareto front as a line, dense and the choice marked."""
+    """Top-1 vs GMACs: every method's points, each method's Pareto front as a line, dense and the choice marked.
+
+    `where` names the model, data and images; the title (also the PNG's Title) says what is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tnt_cli.terminal import LITERAL, printable
+
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    dense = next(p for p in points if p.method == "dense")
+    dense = next(p for p in points if p.method == DENSE)
     for group, style in STYLE.items():
         members = [p for p in points if p.method == group]
         if not members:
             continue
         ax.scatter([p.gmacs for p in members], [100 * p.top1 for p in members], s=18, alpha=0.45, **style)
-        front = pareto_front(members + ([dense] if group == "tnt" else []))
+        front = pareto_front(members + ([dense] if group == REFERENCE else []))
         ax.plot([p.gmacs for p in front], [100 * p.top1 for p in front], color=style["color"], lw=1.4)
     ax.scatter([dense.gmacs], [100 * dense.top1], marker="*", s=160, color="black", label="dense", zorder=4)
     if chosen is not None:  # None: no schedule met the target, the sweep is still plotted
@@ -151,9 +158,10 @@ def plot_pareto(
         ax.axhline(100 * dense.top1 - target.value, color="red", ls="--", lw=0.8)
     ax.set_xlabel("GMACs per image")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(title, fontsize=9)
+    title = printable(plot_title(points, chosen, where=where, target=target))  # names the model and the data
+    ax.set_title(title, fontsize=8, **LITERAL)  # drawn as written
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Title": title.replace("\n", " ")})
     plt.close(fig)

@@ -38,10 +38,11 @@ def prune(
     A baseline's directory (fine-tuned with another method) takes the schedule as the compute it is matched to.
     """
     from tnt_cli.analysis import describe_model
-    from tnt_cli.eval.common import own_method
     from tnt_cli.eval.schedule_file import calibration_metrics, read_schedule_file
     from tnt_cli.io.model_dir import save_model_dir
     from tnt_cli.io.sources import install_schedule, load_model
+    from tnt_cli.methods.loading import own_method
+    from tnt_cli.methods.registry import lookup
 
     check_schedule_source(schedule, schedule_file)
     calibration = None
@@ -49,7 +50,7 @@ def prune(
         schedule, calibration = read_schedule_file(schedule_file)
     loaded = load_model(model, random_weights=random_weights, require_trained_heads=False)
     # relevance pruning needs trained heads; a baseline's directory does not use them
-    install_schedule(loaded, schedule, require_trained_heads=own_method(loaded) == "tnt")
+    install_schedule(loaded, schedule, require_trained_heads=lookup(own_method(loaded)).uses_heads)
     metrics = calibration_metrics(calibration) if calibration else None
     save_model_dir(
         out, loaded.model, base_model=loaded.base_model, metrics=metrics, overwrite=overwrite, inputs=(model,),

@@ -7,11 +7,12 @@ too, without measurements.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli.errors import TntError
+from tnt_cli.io.names import SCHEDULE
+from tnt_cli.methods.registry import REFERENCE
 
 if TYPE_CHECKING:
     from tnt_cli.engine import Schedule
@@ -19,10 +20,11 @@ if TYPE_CHECKING:
     from tnt_cli.eval.sweep import SweepPoint
 
 FORMAT = "tnt-schedule/1"
-FILE_NAME = "schedule.json"
+FILE_NAME = SCHEDULE
 # what the card keeps of a calibration, and of the images it was measured on
 METRIC_KEYS = ("top1", "top5", "loss", "gmacs", "gmacs_dense", "dense_top1", "drop_points", "speedup", "speedup_source")
 MEASURED_ON_KEYS = ("data", "split", "images", "limit", "seed", "batch_size", "device")
+EVALUATION_KEYS = ("split", "images", "limit", "seed", "top1", "top5", "dense_top1", "dense_top5")
 
 
 def schedule_record(chosen: SweepPoint, dense: SweepPoint, target: Target, measured_on: dict) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def schedule_record(chosen: SweepPoint, dense: SweepPoint, target: Target, measu
         "format": FORMAT,
         "schedule": chosen.schedule.to_dict(),
         "schedule_text": chosen.describe(),
-        "method": "tnt",
+        "method": REFERENCE,
         "target": {"kind": target.kind, "value": target.value, "text": target.describe()},
         "top1": chosen.top1,
         "top5": chosen.top5,
@@ -53,13 +55,14 @@ def schedule_record(chosen: SweepPoint, dense: SweepPoint, target: Target, measu
 def read_schedule_file(path: str | Path) -> tuple[Schedule, dict | None]:
     """(Schedule, the calibration record or None) from a schedule.json or a bare schedule object."""
     from tnt_cli.engine import Schedule
+    from tnt_cli.io.jsonio import read_json
 
+    if not Path(path).exists():
+        raise TntError(f"schedule file {path} does not exist")
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise TntError(f"schedule file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise TntError(f"schedule file {path} is not valid JSON: {exc}") from None
+        data = read_json(path)
+    except TntError as exc:
+        raise TntError(f"schedule file {exc}") from None
     if not isinstance(data, dict):
         raise TntError(f"schedule file {path} must hold a JSON object")
     written_as = data.get("format", FORMAT)
@@ -80,4 +83,6 @@ def calibration_metrics(record: dict) -> dict | None:
     calibration = {k: record.get(k) for k in METRIC_KEYS if record.get(k) is not None}
     calibration["target"] = (record.get("target") or {}).get("text")
     calibration["measured_on"] = {k: measured.get(k) for k in MEASURED_ON_KEYS}
+    if isinstance(record.get("evaluation"), dict):  # the choice measured on the evaluation split
+        calibration["evaluation"] = {k: v for k, v in record["evaluation"].items() if k in EVALUATION_KEYS}
     return {"data": measured.get("data"), "calibration": calibration}

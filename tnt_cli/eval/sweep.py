@@ -2,26 +2,28 @@
 
 Batches are the outer loop and configurations the inner one, so memory stays at one batch of cached dense
 states: the embeddings and blocks before each first pruning block run once per batch, whatever the grid size.
+Speed is timed as `tnt benchmark` times it (`tnt_cli.methods.timing`): alternating with the plain timm model,
+the order reversed every other round, the median kept.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from tnt_cli.devices import synchronize
 from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.errors import ScheduleError, SettingError, TntError
-from tnt_cli.eval.accuracy import Accumulator
-from tnt_cli.eval.baselines import METHODS, apply_method, check_method, describe_tome, match_tome_r, method_gmacs
 from tnt_cli.eval.cached import dense_states, needed_states, run_from_states
 from tnt_cli.eval.grid import AUTO_SIM
-from tnt_cli.method_names import REDUCING_METHODS as SWEEP_METHODS
+from tnt_cli.methods.accuracy import Accumulator
+from tnt_cli.methods.apply import apply_method, configure, dense_gmacs
+from tnt_cli.methods.registry import DENSE, REDUCING_METHODS, REFERENCE, alias_note, canonical, lookup
+from tnt_cli.methods.timing import make_input, summarize, time_alternating
+from tnt_cli.methods.tome import describe_tome
 
 
 @dataclass
@@ -30,7 +32,7 @@ class SweepPoint:
 
     method: str
     schedule: Schedule = field(default_factory=Schedule)
-    tome_r: tuple[int, ...] | None = None  # ToMe's r per block
+    tome_r: tuple[int, ...] | None = None  # ToMe's r per block: the setting of its own ToMe is swept by
     gmacs: float = 0.0
     top1: float | None = None
     top5: float | None = None
@@ -44,11 +46,11 @@ class SweepPoint:
     @property
     def group(self) -> str:
         """Dense is the zero-pruning end of TNT's curve: it shares TNT's Pareto front and selection."""
-        return "tnt" if self.method == "dense" else self.method
+        return self.method if lookup(self.method).reduces else REFERENCE
 
     def describe(self) -> str:
-        if self.method == "tome":
-            return describe_tome(tuple(self.tome_r or ()))
+        if self.tome_r is not None:
+            return describe_tome(self.tome_r)
         return self.schedule.describe()
 
     def row(self) -> dict:
@@ -129,18 +131,20 @@ def build_grid(
 
 
 def build_points(
-    model: TNTModel, schedules: Sequence[Schedule], methods: Sequence[str], *, heads_trained: bool
+    model: TNTModel, schedules: Sequence[Schedule], methods: Sequence[str], *, heads_usable: bool
 ) -> list[SweepPoint]:
-    """Dense, then each method over the schedules at matched GMACs (tome once per distinct r plan)."""
-    methods = [check_method(m) if m in METHODS or m == "cls-attn" else m for m in methods]
-    for method in methods:
-        if method not in SWEEP_METHODS:
+    """Dense, then each method over the schedules at matched GMACs (a method configured by a setting of its own,
+    like ToMe's r, once per distinct configuration)."""
+    methods = [canonical(m) for m in methods]
+    for name in methods:
+        if name not in REDUCING_METHODS:
             raise SettingError(
-                "unknown method {name!r} in {methods}: choose from {choices} (cls-attn = evit)",
-                name=method,
-                choices=", ".join(SWEEP_METHODS),
+                "unknown method {name!r} in {methods}: choose from {choices}{aliases}",
+                name=name,
+                choices=", ".join(REDUCING_METHODS),
+                aliases=alias_note(REDUCING_METHODS),
             )
-    if "tnt" in methods:
+    if any(lookup(name).uses_heads for name in methods):
         missing = sorted({b for s in schedules for b in s.prune_layers if str(b) not in model.heads})
         if missing:
             have = ", ".join(map(str, model.head_blocks)) or "none"
@@ -149,19 +153,23 @@ def build_points(
                 block=missing[0],
                 have=have,
             )
-        if not heads_trained:
+        if not heads_usable:
             raise TntError("this model's relevance heads are untrained: fine-tune it first or sweep baselines only")
-    points = [SweepPoint("dense", Schedule(), gmacs=method_gmacs(model, "dense"))]
-    for method in methods:
-        if method == "tome":
-            plans = {match_tome_r(model.vit, 1e9 * method_gmacs(model, "tnt", s)) for s in schedules}
-            plans.discard((0,) * model.depth)
-            points += [
-                SweepPoint("tome", Schedule(), tome_r=rs, gmacs=method_gmacs(model, "tome", tome_r=rs))
-                for rs in sorted(plans, key=lambda rs: (sum(rs), rs))
-            ]
-        else:
-            points += [SweepPoint(method, s, gmacs=method_gmacs(model, method, s)) for s in schedules]
+    points = [SweepPoint(DENSE, Schedule(), gmacs=dense_gmacs(model))]
+    for name in methods:
+        own_setting = lookup(name).own_setting
+        if own_setting is None:
+            points += [SweepPoint(name, s, gmacs=configure(model, name, s)[1].macs / 1e9) for s in schedules]
+            continue
+        found = {}  # the configuration each schedule's GMACs give, each distinct one once
+        for s in schedules:
+            configured = configure(model, name, s)[1]
+            if configured.reduces:
+                found.setdefault(configured.own, configured)
+        points += [
+            SweepPoint(name, Schedule(), gmacs=found[own].macs / 1e9, **{own_setting: own})
+            for own in sorted(found, key=lambda own: (sum(own), own))
+        ]
     return points
 
 
@@ -215,46 +223,33 @@ def measure_speed(
     seed: int = 0,
     on_point: Callable[[], None] | None = None,
 ) -> None:
-    """Images/s of each point and its speedup over dense, timed alternately with dense on the same batch.
+    """Images/s of each point and its speedup over dense, timed as `tnt benchmark` times them.
 
-    Each timing repeats the forward enough times to last about `min_seconds` (so tiny models are not timer
-    noise); the median over `rounds` alternating rounds is kept, after one warm-up round.
+    Dense is the plain timm model (what you would deploy without TNT, `tnt benchmark`'s dense). Each point is timed
+    alternately with it on the same batch, the order reversed every other round, after one warm-up round; the
+    median over `rounds` is kept. Each timing repeats the forward enough times to last about `min_seconds` (so
+    tiny models are not timer noise).
     """
-    size = model.vit.patch_embed.img_size
-    chans = model.vit.patch_embed.proj.in_channels
-    images = torch.randn(batch_size, chans, *size, generator=torch.Generator().manual_seed(seed)).to(device)
-    dense = next(p for p in points if p.method == "dense")
+    device_name = str(device)
+    images = make_input(model.vit, batch_size, device=device_name, seed=seed)
+    dense = next(p for p in points if p.method == DENSE)
     model.eval().to(device)
+    timm_dense = model.vit
     with torch.inference_mode():
-        with _configured(model, dense, seed) as setup:
-            once = _time(setup.module, images, device, 1)
-        iters = max(1, math.ceil(min_seconds / max(once, 1e-6)))
+        once = time_alternating({DENSE: timm_dense}, images, device=device_name, warmup=0, iters=1)[DENSE][0]
+        repeat = max(1, math.ceil(min_seconds / max(once, 1e-6)))
         for point in points:
-            dense_times, times = [], []
-            for i in range(rounds + 1):  # round 0 warms up
-                for target, store in ((dense, dense_times), (point, times)):
-                    with _configured(model, target, seed) as setup:
-                        seconds = _time(setup.module, images, device, iters)
-                    if i:
-                        store.append(seconds / iters)
-            point.images_per_s = batch_size / statistics.median(times)
-            point.speedup = statistics.median(dense_times) / statistics.median(times)
+            variants = {DENSE: timm_dense}
+            with _configured(model, point, seed) as setup:
+                if point is not dense:
+                    variants[point.method] = setup.module
+                times = time_alternating(variants, images, device=device_name, warmup=1, iters=rounds, repeat=repeat)
+            mine = times[point.method]
+            point.images_per_s = summarize(mine, batch_size)["images_per_s"]
+            point.speedup = statistics.median(times[DENSE]) / statistics.median(mine)
             if on_point is not None:
                 on_point()
-    dense.speedup = 1.0
-
-
-def _time(module, images: torch.Tensor, device: torch.device, iters: int) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        module(images)
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def _configured(model: TNTModel, point: SweepPoint, seed: int):
-    method = point.method
-    if method not in METHODS:
-        raise TntError(f"unknown method {method!r}")
-    return apply_method(model, method, point.schedule, tome_r=point.tome_r, seed=seed)
+    return apply_method(model, point.method, point.schedule, tome_r=point.tome_r, seed=seed)

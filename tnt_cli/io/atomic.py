@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tnt_cli.io.outdir import current_umask, output_dir
+from tnt_cli.io.outdir import current_umask, output_dir, sibling_stem
 
 
 @contextmanager
@@ -21,7 +21,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.partial-{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f"{sibling_stem(path)}.partial-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -44,7 +44,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """UTF-8 text; a name that was not valid UTF-8 (a class folder, a path) is written with its bytes as `\\xNN`
+    (`tnt_cli.terminal.readable`), so it never stops a finished run from being saved."""
+    from tnt_cli.terminal import readable
+
+    return atomic_write_bytes(path, readable(text).encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

@@ -47,8 +47,10 @@ class Provenance:
 class LoadedModel:
     """A TNT model plus what we know about where it came from.
 
-    `heads_trained` says whether relevance pruning is allowed (trained heads, or a random-weights model meant
-    for speed work); `provenance` holds the plain facts `save_model_dir` needs to write a truthful config.
+    `heads_trained` says whether the relevance heads were trained (the same fact as `Provenance.heads_trained`
+    and config.json's); `heads_usable` whether relevance pruning may run on them (trained, or random weights
+    meant for speed and compute work). `provenance` holds the plain facts `save_model_dir` needs to write a
+    truthful config.
     """
 
     model: TNTModel
@@ -60,6 +62,11 @@ class LoadedModel:
     random_weights: bool = False
     notes: list[str] = field(default_factory=list)
     provenance: Provenance | None = None
+
+    @property
+    def heads_usable(self) -> bool:
+        """Relevance pruning may run: the heads were trained, or every weight is random anyway (speed work)."""
+        return self.heads_trained or self.random_weights
 
     def record_provenance(
         self, *, heads_trained: bool, training: dict | None = None, imported_from: str | None = None
@@ -79,18 +86,22 @@ class LoadedModel:
 
 def create_timm_model(name: str, *, pretrained: bool, **kwargs):
     """timm.create_model with timm's and the Hub's errors turned into one-line messages."""
+    import contextlib
+
     import timm
 
-    from tnt_cli.io.hub import hub_error
+    from tnt_cli.io.hub import hub_access, hub_error
 
-    if "/" not in name and ":" not in name and not timm.is_model(name):
+    bare = "/" not in name and ":" not in name  # a timm name (its weights come from the Hub)
+    if bare and not timm.is_model(name):
         raise TntError(f"unknown timm model {name!r} (see `timm.list_models()` for names)")
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        with hub_access() if pretrained and not name.startswith("local-dir:") else contextlib.nullcontext():
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
     except TntError:
         raise
     except Exception as exc:  # timm and the Hub raise many types; the user needs the reason, not a trace
-        mapped = hub_error(exc, name)
+        mapped = hub_error(exc, name, timm_name=bare)
         if mapped is not None:
             raise mapped from None
         raise TntError(f"could not create {name!r}: {type(exc).__name__}: {first_line(exc)}") from exc

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnt_cli._version import __version__
+from tnt_cli.errors import TntError
 from tnt_cli.io.card_results import (
     TASK,
     dataset_ref,
@@ -32,6 +33,7 @@ from tnt_cli.io.card_results import (
     pct,
     result_rows,
 )
+from tnt_cli.methods.registry import REFERENCE, lookup
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard, ModelCardData
@@ -41,15 +43,15 @@ PAPER = "https://arxiv.org/abs/2411.18092"
 REPO_PLACEHOLDER = "<this repo>"  # `tnt push` fills in the repo id
 TAGS = ["image-classification", "timm", "vision-transformer", "token-pruning", "tnt"]
 
-METHODS = {
-    "tnt": "TNT relevance heads (Training Noise Token pruning)",
-    "random": "random token selection (a baseline)",
-    "cls-attn": "CLS-attention scores (EViT-style)",
-    "evit": "CLS-attention scores (EViT)",
-    "evit-fuse": "CLS-attention scores, dropped tokens fused into one (EViT)",
-    "tome": "token merging (ToMe)",
-}
-REDUCERS = {"drop": "dropped", "merge": "merged into the kept tokens", "fuse": "fused into one extra token"}
+REDUCER_WORDS = {"drop": "dropped", "merge": "merged into the kept tokens", "fuse": "fused into one extra token"}
+
+
+def method_words(method: str) -> str:
+    """How a card names a method: 'token merging (ToMe)' (an unknown name as it is)."""
+    try:
+        return lookup(method).card
+    except TntError:
+        return method
 
 
 def _sim_prune_note(schedule: dict) -> str | None:
@@ -118,7 +120,7 @@ def context(config: dict, metrics: dict, *, name: str) -> dict[str, Any]:
     arch = config.get("architecture", "?")
     schedule = tnt.get("schedule") or {}
     gmacs = tnt.get("gmacs") or {}
-    method = tnt.get("method", "tnt")
+    method = tnt.get("method", REFERENCE)
     reducer = schedule.get("reducer", "drop")
     text = tnt.get("schedule_text") or "dense"
     base = hub_model_id(tnt.get("base_model"))
@@ -170,8 +172,8 @@ def _summary(arch: str, base: str | None, method: str, reducer: str, text: str, 
     )
     if text != "dense" and gmacs.get("pruned"):
         out += (
-            f" As shipped it runs the schedule `{text}` ({METHODS.get(method, method)}; pruned tokens are "
-            f"{REDUCERS.get(reducer, reducer)}): {fmt_number(gmacs['pruned'])} GMACs per image instead of "
+            f" As shipped it runs the schedule `{text}` ({method_words(method)}; pruned tokens are "
+            f"{REDUCER_WORDS.get(reducer, reducer)}): {fmt_number(gmacs['pruned'])} GMACs per image instead of "
             f"{fmt_number(gmacs.get('dense'))}."
         )
     else:
@@ -215,8 +217,8 @@ def _made(tnt: dict, base: str | None, method: str, reducer: str, text: str, gma
         items.append("**Pruning**: none as shipped (dense); choose a schedule at load time")
     else:
         items.append(
-            f"**Pruning**: {METHODS.get(method, method)}, schedule `{text}`; pruned tokens are "
-            f"{REDUCERS.get(reducer, reducer)}"
+            f"**Pruning**: {method_words(method)}, schedule `{text}`; pruned tokens are "
+            f"{REDUCER_WORDS.get(reducer, reducer)}"
         )
     if gmacs.get("dense"):
         ratio = gmacs.get("ratio")

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tnt_cli.methods.registry import DENSE, REFERENCE
+
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult
 
@@ -92,8 +94,8 @@ def images_text(row: dict) -> str:
 
 def model_label(method: str | None, schedule_text: str | None) -> str:
     """The model a row measured, in words: `dense (all tokens)` or `METHOD: SCHEDULE`."""
-    method = method or "tnt"
-    if method == "dense" or schedule_text in (None, "", "dense"):
+    method = method or REFERENCE
+    if method == DENSE or schedule_text in (None, "", "dense"):
         return "dense (all tokens)"
     return f"{method}: {schedule_text}"
 
@@ -114,7 +116,8 @@ def result_rows(config: dict, metrics: dict) -> list[dict]:
             result = finetune.get(variant)
             if not isinstance(result, dict) or result.get("top1") is None:
                 continue
-            schedule = finetune.get("schedule") if variant == "pruned" else "dense"
+            pruned = variant == "pruned"  # else the dense model
+            schedule = finetune.get("schedule") if pruned else "dense"
             same = schedule == tnt.get("schedule_text")
             rows.append(
                 {
@@ -122,13 +125,14 @@ def result_rows(config: dict, metrics: dict) -> list[dict]:
                     "split": finetune.get("split"),
                     "images": finetune.get("images"),
                     "limit": finetune.get("limit"),
-                    "method": "dense" if variant == "dense" else tnt.get("method", "tnt"),
+                    "seed": finetune.get("seed"),
+                    "method": tnt.get("method", REFERENCE) if pruned else DENSE,
                     "schedule_text": schedule,
-                    "gmacs": gmacs.get("dense") if variant == "dense" else (gmacs.get("pruned") if same else None),
+                    "gmacs": (gmacs.get("pruned") if same else None) if pruned else gmacs.get("dense"),
                     "top1": result.get("top1"),
                     "top5": result.get("top5"),
                     "source": "end of `tnt finetune`",
-                    "full": True,
+                    "full": not finetune.get("limit"),
                 }
             )
     calibration = metrics.get("calibration")
@@ -146,7 +150,7 @@ def result_rows(config: dict, metrics: dict) -> list[dict]:
         rows.append(
             {
                 **common,
-                "method": tnt.get("method", "tnt"),
+                "method": tnt.get("method", REFERENCE),
                 "schedule_text": tnt.get("schedule_text"),
                 "gmacs": calibration.get("gmacs"),
                 "top1": calibration.get("top1"),
@@ -154,9 +158,25 @@ def result_rows(config: dict, metrics: dict) -> list[dict]:
             }
         )
         if calibration.get("dense_top1") is not None:
-            dense = {"method": "dense", "schedule_text": "dense", "gmacs": calibration.get("gmacs_dense")}
+            dense = {"method": DENSE, "schedule_text": "dense", "gmacs": calibration.get("gmacs_dense")}
             rows.append({**common, **dense, "top1": calibration.get("dense_top1"), "top5": None})
+        rows += _calibration_evaluation(calibration, tnt, common["data"])
     return rows
+
+
+def _calibration_evaluation(calibration: dict, tnt: dict, data: Any) -> list[dict]:
+    """The chosen schedule and dense as calibrate measured them on the evaluation split, after choosing."""
+    e = calibration.get("evaluation")
+    if not isinstance(e, dict) or e.get("top1") is None:
+        return []
+    common = {"data": data, "split": e.get("split"), "images": e.get("images"), "limit": e.get("limit"),
+              "seed": e.get("seed"), "source": "`tnt calibrate`, after choosing (not on the images it chose on)",
+              "full": not e.get("limit")}  # fmt: skip
+    chosen = {"method": tnt.get("method", REFERENCE), "schedule_text": tnt.get("schedule_text"),
+              "gmacs": calibration.get("gmacs"), "top1": e.get("top1"), "top5": e.get("top5")}  # fmt: skip
+    dense = {"method": DENSE, "schedule_text": "dense", "gmacs": calibration.get("gmacs_dense"),
+             "top1": e.get("dense_top1"), "top5": e.get("dense_top5")}  # fmt: skip
+    return [{**common, **chosen}] + ([{**common, **dense}] if dense["top1"] is not None else [])
 
 
 def eval_results(config: dict, metrics: dict) -> list[EvalResult]:
@@ -175,7 +195,7 @@ def eval_results(config: dict, metrics: dict) -> list[EvalResult]:
         if row.get("images"):
             detail.append(f"{row['images']} images" + (" (subset)" if row.get("limit") else ""))
         args = {
-            "method": row.get("method") or "tnt",
+            "method": row.get("method") or REFERENCE,
             "schedule": row.get("schedule_text") or "dense",
             "gmacs": row.get("gmacs"),
             "images": row.get("images"),

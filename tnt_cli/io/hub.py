@@ -3,13 +3,58 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tnt_cli.errors import SettingError, TntError, first_line
-from tnt_cli.io.offline import is_offline
+from tnt_cli.io.offline import forced_offline, is_offline, offline_forced
 
 HUB_PREFIX = "hf-hub:"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# huggingface_hub retries a failed request 5 times (about 25 s) before it falls back to the cache: one probe,
+# without retries, answers first
+PROBE_TIMEOUT_S = 3.0
+PROBE_MEMORY_S = 60.0  # an unreachable Hub is not asked again for this long
+_probe: tuple[float, bool] | None = None  # (when, reachable)
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hub's endpoint answers at all (any HTTP status), within `timeout` seconds, through
+    huggingface_hub's own client (its proxies and HF_ENDPOINT). A success is remembered for the process."""
+    global _probe
+    if _probe is not None and (_probe[1] or time.monotonic() - _probe[0] < PROBE_MEMORY_S):
+        return _probe[1]
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    answered: list[bool] = []
+
+    def head() -> None:
+        try:
+            get_session().head(constants.ENDPOINT, timeout=timeout)
+            answered.append(True)
+        except Exception:  # DNS, refused, timed out, TLS, proxy: all mean "not reachable from here"
+            answered.append(False)
+
+    worker = threading.Thread(target=head, daemon=True)  # a DNS lookup ignores the timeout: the thread bounds it
+    worker.start()
+    worker.join(timeout + 0.5)
+    _probe = (time.monotonic(), bool(answered and answered[0]))
+    return _probe[1]
+
+
+@contextmanager
+def hub_access() -> Iterator[None]:
+    """Around anything that may download from the Hub: when it cannot be reached, run offline (cached files load,
+    anything else fails at once with `hub_error`'s unreachable line) instead of waiting out the retries."""
+    if is_offline() or hub_reachable():
+        yield
+        return
+    with forced_offline():
+        yield
 
 
 def parse_hub_spec(spec: str) -> tuple[str, str | None]:
@@ -34,11 +79,12 @@ def hub_model_id(value: object) -> str | None:
     return repo
 
 
-def hub_error(exc: BaseException, what: str, *, upload: bool = False) -> TntError | None:
+def hub_error(exc: BaseException, what: str, *, upload: bool = False, timm_name: bool = False) -> TntError | None:
     """A one-line TntError for a Hub or network failure; None if `exc` is something else.
 
     The one mapping of the Hub's errors, for both directions: fetching `what` (a model or data spec), or, with
-    `upload`, pushing to the repo `what`.
+    `upload`, pushing to the repo `what`. `timm_name`: `what` is a timm name, which `random_weights` builds
+    without any download.
     """
     from huggingface_hub import errors
 
@@ -55,15 +101,20 @@ def hub_error(exc: BaseException, what: str, *, upload: bool = False) -> TntErro
             )
     elif isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
         home = _hf_home()
-        if is_offline():
+        shapes = "; for shapes and speed work {random_weights} needs no download" if timm_name else ""
+        if is_offline() and not offline_forced():
             return SettingError(
                 "{what} is not in the local Hugging Face cache ({home}) and offline mode is on: "
-                "download it once online, or unset HF_HUB_OFFLINE / drop {offline}",
+                "download it once online, or unset HF_HUB_OFFLINE / drop {offline}" + shapes,
                 what=what,
                 home=home,
             )
-        return TntError(
-            f"could not reach the Hugging Face Hub for {what} (network down?) and it is not cached in {home}"
+        return SettingError(
+            "could not reach the Hugging Face Hub ({endpoint}) for {what}, and it is not in the local cache "
+            "({home}): download it once where the Hub is reachable (then {offline} runs from the cache)" + shapes,
+            what=what,
+            home=home,
+            endpoint=_endpoint(),
         )
     elif isinstance(exc, errors.GatedRepoError):
         return TntError(f"{what} is gated: accept its terms on huggingface.co and log in (`hf auth login` or HF_TOKEN)")
@@ -83,6 +134,23 @@ def hub_error(exc: BaseException, what: str, *, upload: bool = False) -> TntErro
             return TntError(f"could not reach the Hugging Face Hub to push {what}: {first_line(exc)} (network down?)")
         return TntError(f"network error while fetching {what} from the Hugging Face Hub: {first_line(exc)}")
     return None
+
+
+def peek_config(repo: str) -> dict | None:
+    """A Hub repo's config.json, from the local cache, else in one request when the Hub is reachable; None when
+    neither has it (for messages only: it never raises)."""
+    import json
+
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(repo, "config.json")
+        if not isinstance(path, str) and not is_offline() and hub_reachable():
+            path = hf_hub_download(repo, "config.json", etag_timeout=PROBE_TIMEOUT_S)
+        config = json.loads(Path(path).read_text()) if isinstance(path, str) else None
+    except Exception:  # not found, gated, a network error: nothing to tell
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def offline_refusal(what_fails: str) -> SettingError:
@@ -131,6 +199,15 @@ def download_first(repo: str, filenames: tuple[str, ...], revision: str | None, 
             "and offline mode is on"
         )
     raise TntError(f"{what} has none of {', '.join(filenames)}")
+
+
+def _endpoint() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.ENDPOINT)
+    except Exception:  # pragma: no cover - only the message suffers
+        return "huggingface.co"
 
 
 def _hf_home() -> str:

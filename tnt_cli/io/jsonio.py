@@ -1,16 +1,28 @@
-"""The one JSON writer for machine output (`--json`, report.json, schedule.json, metrics.jsonl, config.json).
+"""The one JSON writer for machine output (`--json`, report.json, schedule.json, metrics.jsonl, config.json), and
+the one reader of JSON a user hands tnt.
 
 `json.dumps` writes NaN / Infinity for non-finite floats (not JSON) and never calls `default` for floats, so
 values are cleaned first: non-finite floats become null, tensors / numpy values become lists or numbers,
 objects with `to_dict` become dicts, paths and anything else become strings. `allow_nan=False` proves it.
+
+Reading, any malformed document is one `TntError` naming the file: broken syntax, text that is not UTF-8, nesting
+deep enough to exhaust Python's recursion (`[[[[...`, a RecursionError otherwise), a FIFO or device where a file
+should be (reading it would never end), or a file far larger than any config or schedule.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import PurePath
+import os
+import stat
+from pathlib import Path, PurePath
 from typing import Any
+
+from tnt_cli.errors import TntError
+
+# config.json, schedules and reports are kilobytes; a file this large is not one of them
+MAX_JSON_BYTES = 64 * 1024 * 1024
 
 
 def jsonable(value: Any) -> Any:
@@ -47,3 +59,36 @@ def dumps(data: Any, *, indent: int | None = 2) -> str:
 def dumps_line(data: Any) -> str:
     """One compact JSON line (for .jsonl logs)."""
     return json.dumps(jsonable(data), allow_nan=False, separators=(", ", ": "))
+
+
+def loads(text: str | bytes, where: str | Path) -> Any:
+    """JSON text read from WHERE (a file, a metadata field), or one line saying why it is not JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise TntError(f"{where} is not valid JSON: nested too deeply") from None
+    except UnicodeDecodeError:
+        raise TntError(f"{where} is not valid JSON: not UTF-8 text") from None
+    except ValueError as exc:
+        raise TntError(f"{where} is not valid JSON: {exc}") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON document in the regular file PATH (see the module docstring for what is refused)."""
+    path = Path(path)
+    try:
+        with open(path, "rb", opener=_open_nonblocking) as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise TntError(f"{path} is not a regular file")
+            if info.st_size > MAX_JSON_BYTES:
+                raise TntError(f"{path} is {info.st_size} bytes: too large for a JSON config or schedule")
+            data = fh.read(MAX_JSON_BYTES + 1)
+    except OSError as exc:
+        raise TntError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return loads(data, path)
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    """Opening a FIFO for reading waits for a writer: O_NONBLOCK returns at once (regular files ignore it)."""
+    return os.open(path, flags | os.O_NONBLOCK)

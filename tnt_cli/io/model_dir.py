@@ -14,7 +14,6 @@ leaves either the old directory or none, never one that looks complete.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -22,17 +21,14 @@ from tnt_cli._version import __version__
 from tnt_cli.errors import TntError
 from tnt_cli.io.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from tnt_cli.io.builder import IMPORTED_FROM, LoadedModel, Provenance, assemble, build_backbone
-from tnt_cli.io.jsonio import jsonable
+from tnt_cli.io.jsonio import jsonable, read_json
+from tnt_cli.io.names import CARD, CONFIG, HEADS, REPORT, WEIGHTS
+from tnt_cli.methods.registry import REFERENCE
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
 
 FORMAT_VERSION = 1
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-HEADS = "tnt_heads.safetensors"
-CARD = "README.md"
-REPORT = "report.json"
 CORE_FILES = (CONFIG, WEIGHTS, HEADS, CARD, REPORT)
 # weights files timm's local-dir: loader accepts, in its order of preference
 TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
@@ -75,7 +71,7 @@ def save_model_dir(
     _check_extra_files(extra_files or {})
 
     with atomic_directory(out_dir, overwrite=overwrite, inputs=inputs) as tmp:
-        timm_config = timm_config_of(model.vit, tmp, label_names=names)
+        timm_config = timm_config_of(model.vit, tmp, label_names=names, fine_tuned=bool(training))
         tnt = tnt_config(
             model,
             base_model=base_model,
@@ -84,6 +80,8 @@ def save_model_dir(
             training=training,
             imported_from=provenance.imported_from,
         )
+        if extra_files:  # recorded, so a later overwrite knows them as tnt's (`tnt_cli.io.outdir.foreign_entries`)
+            tnt["extra_files"] = sorted({PurePosixPath(name).parts[0] for name in extra_files})
         config = {**timm_config, "tnt": tnt}
         _write_tensors(tmp, model, timm_config, tnt)
         atomic_write_text(tmp / CARD, render(config, metrics, name=_card_name(out_dir)))
@@ -116,21 +114,26 @@ def _label_names(vit: Any, explicit: list[str] | None, training: dict | None) ->
     return model_class_names(vit)
 
 
-def timm_config_of(vit: Any, scratch: Path, *, label_names: list[str] | None = None) -> dict:
+def timm_config_of(vit: Any, scratch: Path, *, label_names: list[str] | None = None, fine_tuned: bool = False) -> dict:
     """timm's own config.json for the backbone (timm's exporter, so the format is exactly timm's).
 
-    `label_names` go where timm puts them (top level; timm moves them into `pretrained_cfg` on load).
+    `label_names` go where timm puts them (top level; timm moves them into `pretrained_cfg` on load). A
+    `fine_tuned` backbone drops timm's pretrained `tag` (e.g. augreg_in21k_ft_in1k): timm names a model
+    `architecture.tag`, and these are no longer that tag's weights.
     """
     from timm.models._hub import save_config_for_hf
 
     path = scratch / ".timm_config.json"
     try:
         save_config_for_hf(vit, str(path), model_config={"label_names": label_names} if label_names else None)
-        return json.loads(path.read_text())
+        config = read_json(path)
     except Exception as exc:
         raise TntError(f"could not write timm's config for this model: {type(exc).__name__}: {exc}") from None
     finally:
         path.unlink(missing_ok=True)
+    if fine_tuned and isinstance(config.get("pretrained_cfg"), dict):
+        config["pretrained_cfg"].pop("tag", None)
+    return config
 
 
 def tnt_config(
@@ -154,7 +157,7 @@ def tnt_config(
         "head_blocks": list(model.head_blocks),
         "head_norm": bool(model.head_norm),
         "heads_trained": bool(heads_trained),
-        "method": str((training or {}).get("method", "tnt")),  # what `evaluate`, `prune`, ... run by default
+        "method": str((training or {}).get("method", REFERENCE)),  # what `evaluate`, `prune`, ... run by default
         "random_weights": bool(random_weights),
         "noise": model.noise.to_dict(),
         "schedule": model.schedule.to_dict(),
@@ -205,10 +208,7 @@ def read_report(model_dir: str | Path) -> dict:
     path = Path(model_dir) / REPORT
     if not path.is_file():
         return {}
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TntError(f"{path} is not valid JSON: {exc}") from None
+    report = read_json(path)
     return report if isinstance(report, dict) else {}
 
 
@@ -256,36 +256,50 @@ def merge_metrics(old: dict, new: dict) -> dict:
     return out
 
 
-def read_config(model_dir: str | Path) -> dict:
-    """config.json of a model directory, with one-line errors for a missing or broken file."""
+def read_config(model_dir: str | Path, *, what: str | None = None) -> dict:
+    """config.json of a model directory, with one-line errors for a missing or broken file (`what` names the
+    model in them, e.g. the Hub id whose cached snapshot this is)."""
     model_dir = Path(model_dir)
     path = model_dir / CONFIG
     if not path.is_file():
         raise TntError(f"{model_dir} is not a model directory: it has no config.json")
-    return read_config_file(path)
+    return read_config_file(path, what=what)
 
 
-def read_config_file(path: str | Path) -> dict:
-    """A timm config.json (any file name), with one-line errors for broken JSON or a missing architecture."""
+def read_config_file(path: str | Path, *, what: str | None = None) -> dict:
+    """A timm config.json (any file name), with one-line errors for broken JSON, a transformers config or a
+    missing architecture."""
     path = Path(path)
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TntError(f"{path} is not valid JSON: {exc}") from None
+    config = read_json(path)
+    if is_transformers_config(config):
+        raise TntError(transformers_refusal(what or str(path), config))
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
-        raise TntError(f'{path} is not a timm model config (no "architecture")')
+        raise TntError(f'{what or path} is not a timm model config (no "architecture")')
     return config
 
 
-def is_tnt_model_dir(path: str | Path) -> bool:
-    """A tnt model directory: its config.json (valid JSON) has a "tnt" object. False for anything else."""
-    config = Path(path) / CONFIG
-    if not config.is_file():
-        return False
-    try:
-        return isinstance(json.loads(config.read_text()).get("tnt"), dict)
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, or not a JSON object
-        return False
+def is_transformers_config(config: Any) -> bool:
+    """A Hugging Face transformers config.json (`architectures`, `model_type`) rather than timm's (`architecture`)."""
+    return (
+        isinstance(config, dict)
+        and not isinstance(config.get("architecture"), str)
+        and (isinstance(config.get("architectures"), list) or "model_type" in config)
+    )
+
+
+def transformers_refusal(what: str, config: dict) -> str:
+    """Why a transformers checkpoint does not load, and the timm model to use instead when its name says which."""
+    import timm
+
+    kind = ", ".join(str(a) for a in config.get("architectures") or []) or config.get("model_type", "?")
+    repo = what.removeprefix("hf-hub:").split("@")[0].rstrip("/")
+    guess = repo.split("/")[-1].lower().replace("-", "_")
+    instead = (
+        f"use timm's {guess} (pretrained weights: hf-hub:timm/{guess}.<tag>)"
+        if timm.is_model(guess)
+        else "use a timm ViT or DeiT (https://huggingface.co/timm)"
+    )
+    return f"{what} is a transformers model ({kind}), not a timm model: tnt works on timm ViTs; {instead}"
 
 
 def load_model_dir(
@@ -335,7 +349,7 @@ def load_model_dir(
         source=source or str(model_dir),
         architecture=config["architecture"],
         base_model=base,
-        heads_trained=heads_trained or random_weights,
+        heads_trained=heads_trained,
         tnt_config=dict(tnt or {}),
         random_weights=random_weights,
     )

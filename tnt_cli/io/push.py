@@ -25,12 +25,22 @@ class UploadFile:
 
 
 def upload_plan(model_dir: str | Path) -> list[UploadFile]:
-    """The files `upload_folder` sends: huggingface_hub's own filter with the same patterns as the upload."""
+    """The files `upload_folder` sends: huggingface_hub's own filter with the same patterns as the upload.
+
+    A file that is a link resolving outside MODEL_DIR (a planted `notes.txt -> ~/.ssh/id_rsa`, or a Hub cache
+    snapshot's links into its blobs) is refused: uploading it would publish a file that is not the directory's.
+    """
     from huggingface_hub.utils import filter_repo_objects
 
     root = Path(model_dir)
+    inside = root.resolve()
     paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    kept = filter_repo_objects(paths, ignore_patterns=IGNORE_PATTERNS)
+    kept = list(filter_repo_objects(paths, ignore_patterns=IGNORE_PATTERNS))
+    for rel in kept:
+        real = (root / rel).resolve()
+        if not real.is_relative_to(inside):
+            raise TntError(f"{root / rel} is a link to {real}, outside {root}: tnt push uploads only the "
+                           "directory's own files (remove the link, or copy the file into the directory)")  # fmt: skip
     return [UploadFile(rel, (root / rel).stat().st_size) for rel in kept]
 
 
@@ -45,7 +55,10 @@ def check_model_dir(model_dir: str | Path) -> Path:
         raise TntError(f"{path} is not a directory: push uploads a model directory written by tnt")
     tnt = read_config(path).get("tnt")
     if not isinstance(tnt, dict):
-        raise TntError(f'{path} is not a tnt model directory: config.json has no "tnt" object (`tnt prune` writes one)')
+        raise TntError(
+            f'{path} is a plain timm model directory, not a tnt one (config.json has no "tnt" object): `tnt prune` '
+            "makes a tnt model of it; `hf upload` uploads it as it is"
+        )
     heads = tnt.get("heads_file", HEADS)
     missing = [name for name in (WEIGHTS, heads) if not (path / name).is_file()]
     if missing:
@@ -86,6 +99,7 @@ def push_folder(
     With `dry_run` nothing is sent and no token is needed: call `upload_plan` to list the files.
     """
     path = check_model_dir(model_dir)
+    upload_plan(path)  # refuses a link out of the directory (also for a dry run) before anything else
     repo = check_repo_id(repo)
     url = f"https://huggingface.co/{repo}"
     if dry_run:

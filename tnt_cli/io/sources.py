@@ -13,7 +13,6 @@ MODEL may be:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from tnt_cli.io.builder import (
     build_backbone,
     default_head_blocks,
 )
+from tnt_cli.io.jsonio import loads
 from tnt_cli.io.offline import set_offline
 
 if TYPE_CHECKING:
@@ -107,9 +107,22 @@ def classify(spec: str) -> tuple[str, str]:
         or path.suffix.lower() in FILE_SUFFIXES
     )
     if looks_like_path:
-        hint = f" (for a Hugging Face Hub model write hf-hub:{spec})" if REPO_ID.match(spec) else ""
-        raise TntError(f"no such file or directory: {path_text}{hint}")
+        if REPO_ID.match(spec):
+            raise TntError(_not_a_path(spec))
+        raise TntError(f"no such file or directory: {path_text}")
     return "timm", spec
+
+
+def _not_a_path(spec: str) -> str:
+    """`org/name` that is no local path: what the Hub's repo of that name is (from the cache, or one request)."""
+    from tnt_cli.io.hub import peek_config
+    from tnt_cli.io.model_dir import is_transformers_config, transformers_refusal
+
+    config = peek_config(spec)
+    if is_transformers_config(config):
+        return transformers_refusal(spec, config)
+    found = "the Hub has a timm model of that name" if config is not None else "for a timm model on the Hub"
+    return f"no such file or directory: {spec} ({found}: write hf-hub:{spec})"
 
 
 # ----------------------------------------------------------------------------- timm names and the Hub
@@ -124,7 +137,7 @@ def load_timm_name(spec: str, *, random_weights: bool, schedule: Schedule | None
         source=spec,
         architecture=spec,
         base_model=base,
-        heads_trained=random_weights,
+        heads_trained=False,
         random_weights=random_weights,
     )
     loaded.record_provenance(heads_trained=False)
@@ -133,18 +146,19 @@ def load_timm_name(spec: str, *, random_weights: bool, schedule: Schedule | None
 
 def load_hub(spec: str) -> LoadedModel:
     """A tnt directory or timm model repo from the Hub (through the local cache; offline when asked)."""
-    from tnt_cli.io.hub import download, download_first, parse_hub_spec
+    from tnt_cli.io.hub import download, download_first, hub_access, parse_hub_spec
     from tnt_cli.io.model_dir import HEADS, TIMM_WEIGHTS, WEIGHTS, load_model_dir, read_config
 
     repo, revision = parse_hub_spec(spec)
-    config_path = download(repo, "config.json", revision, what=spec)
-    snapshot = config_path.parent
-    tnt = read_config(snapshot).get("tnt")
-    if isinstance(tnt, dict):
-        download(repo, WEIGHTS, revision, what=spec)
-        download(repo, tnt.get("heads_file", HEADS), revision, what=spec)
-    else:
-        download_first(repo, TIMM_WEIGHTS, revision, what=spec)
+    with hub_access():
+        config_path = download(repo, "config.json", revision, what=spec)
+        snapshot = config_path.parent
+        tnt = read_config(snapshot, what=spec).get("tnt")
+        if isinstance(tnt, dict):
+            download(repo, WEIGHTS, revision, what=spec)
+            download(repo, tnt.get("heads_file", HEADS), revision, what=spec)
+        else:
+            download_first(repo, TIMM_WEIGHTS, revision, what=spec)
     base = tnt.get("base_model") if isinstance(tnt, dict) and tnt.get("base_model") else repo
     return load_model_dir(snapshot, source=spec, base_model=base)
 
@@ -165,10 +179,7 @@ def load_safetensors_file(path: Path, *, arch: str | None, schedule: Schedule | 
         if same_dir:  # DIR/model.safetensors of a tnt directory: load the directory, heads included
             return load_model_dir(parent, source=str(path))
     if arch is None and "timm_config" in metadata:
-        try:
-            config = json.loads(metadata["timm_config"])
-        except ValueError:
-            raise TntError(f"{path}: its timm_config metadata is not valid JSON") from None
+        config = loads(metadata["timm_config"], f"{path}'s timm_config metadata")
         vit = backbone_from_config(config, where=str(path))
         return from_state(vit, state, path, architecture=config.get("architecture", "?"), schedule=schedule)
     if arch is None and not any(k.startswith("alpha_heads.") for k in state):
@@ -245,7 +256,7 @@ def backbone_from_arch(arch: str, backbone: dict[str, torch.Tensor], *, where: s
 
 def install_schedule(loaded: LoadedModel, schedule: Schedule, *, require_trained_heads: bool = True) -> None:
     """Set the schedule, refusing relevance pruning with heads that were never trained."""
-    if require_trained_heads and schedule.prune_layers and not schedule.is_dense and not loaded.heads_trained:
+    if require_trained_heads and schedule.prune_layers and not schedule.is_dense and not loaded.heads_usable:
         raise SettingError(
             "{source} has no trained relevance heads: fine-tune it first (`tnt finetune`), use a baseline method, "
             "or pass {random_weights} for speed work",

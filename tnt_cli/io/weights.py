@@ -37,16 +37,22 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    """save_file with contiguous CPU copies and string metadata (safetensors refuses anything else)."""
+    """save_file with contiguous CPU copies and string metadata (safetensors refuses anything else).
+
+    Written through `atomic_file`: whole or not at all, and with the mode the user's umask gives (safetensors
+    itself creates its files owner-only, 0600).
+    """
     from safetensors.torch import save_file
 
+    from tnt_cli.io.atomic import atomic_file
     from tnt_cli.io.jsonio import dumps
 
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {"format": "pt", "producer": PRODUCER}
     for key, value in metadata.items():
         meta[key] = value if isinstance(value, str) else dumps(value, indent=None)
-    save_file(clean, str(path), metadata=meta)
+    with atomic_file(path) as tmp:
+        save_file(clean, str(tmp), metadata=meta)
 
 
 def read_pickle(path: str | Path) -> Any:

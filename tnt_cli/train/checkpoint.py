@@ -17,8 +17,9 @@ import torch
 
 from tnt_cli.errors import SettingError, first_line
 from tnt_cli.io.atomic import atomic_write_bytes, atomic_write_json
+from tnt_cli.io.names import CHECKPOINT
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = CHECKPOINT
 CHECKPOINT_FILE = "last.pt"
 FORMAT = 1
 
@@ -43,8 +44,16 @@ def set_rng_state(state: dict) -> None:
     kind, keys, pos, gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(gauss), float(cached)))
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state.get("cuda") and torch.cuda.is_available():  # the GPUs this machine has (a resume may see fewer)
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """Load a GradScaler's saved state. An empty one (the run did not scale: fp32 or bf16, e.g. made on the CPU)
+    leaves the scaler fresh, where torch would refuse it when this run scales (fp16 on an older GPU)."""
+    if state:
+        scaler.load_state_dict(state)
 
 
 def _tuplify(value):

@@ -1,4 +1,4 @@
-"""Fine-tuning settings, each declared once (`tnt_cli.train.settings`): `tnt finetune`'s options come from here.
+"""Fine-tuning settings, each declared once (`tnt_cli.settings`): `tnt finetune`'s options come from here.
 
 Fields left None are filled from the named recipe (`tnt_cli.recipes`, `--recipe`); anything given explicitly
 wins. After `__post_init__` every such field holds its resolved value, so the saved config says exactly what ran.
@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 from tnt_cli.errors import SettingError
-from tnt_cli.method_names import REDUCING_METHODS, canonical
-from tnt_cli.parsing import float_list, float_pair, int_list
-from tnt_cli.recipes import DEFAULT_RECIPE, NOISE_VARIANTS, RECIPES, RELEVANCES, get_recipe
-from tnt_cli.train.settings import AUG, EVAL, NOISE, OPTIM, RUN, SCHEDULE, Setting, declarations, setting
+from tnt_cli.methods.registry import REDUCING_METHODS, REFERENCE, canonical, lookup
+from tnt_cli.parsing import check_seed, float_list, float_pair, int_list
+from tnt_cli.recipes import DEFAULT_RECIPE, NOISE_VARIANTS, RECIPES, REDUCERS, RELEVANCES, get_recipe
+from tnt_cli.settings import AUG, EVAL, NOISE, OPTIM, RUN, SCHEDULE, Setting, declarations, setting, shared
 
 if TYPE_CHECKING:
     from tnt_cli.engine.noise import NoiseConfig
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 TRAIN_MODES = ("heads", "full")
 # Methods `tnt finetune --method` trains (the order the CLI lists them); `cls-attn` is accepted for `evit`.
 METHODS = REDUCING_METHODS
-REDUCERS = ("drop", "merge", "fuse")
 NOISE_TRAINS = ("all", "heads")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 _DEFAULT, _OFFICIAL = RECIPES[DEFAULT_RECIPE], RECIPES["official"]
@@ -35,16 +34,8 @@ class TrainConfig:
     """Everything that shapes a fine-tuning run; each field is one setting's only declaration."""
 
     # ------------------------------------------------------------------ run
-    model: str = setting(
-        help="The model to fine-tune: a timm name, hf-hub:org/name, a model directory, a .safetensors file or a "
-        ".pth checkpoint.",
-        panel=RUN, flag="MODEL",
-    )  # fmt: skip
-    data: str = setting(
-        help="ImageFolder root (train/ and val/ class folders), fashion-mnist, cluttered-fashion-mnist or "
-        "textured-fashion-mnist.",
-        panel=RUN,
-    )
+    model: str = shared("model", panel=RUN)
+    data: str = shared("data", panel=RUN)
     out: str = setting(
         help="Output directory (the model directory, its log and checkpoint).", panel=RUN, short="-o", resume=False
     )
@@ -52,22 +43,22 @@ class TrainConfig:
         DEFAULT_RECIPE,
         help=f"Defaults for noise, training mode, distillation and the pruning pass: {DEFAULT_RECIPE} (the study's "
         f"sigmoid-drop: {_DEFAULT.summary}) or official ({_OFFICIAL.summary}). Explicit flags override it.",
-        panel=RUN, summary=True,
+        panel=RUN, summary=True, choices=tuple(RECIPES),
     )  # fmt: skip
     # what is fine-tuned: TNT, or a baseline fine-tuned the same way with its own reducer in the pruning pass
     method: str = setting(
-        "tnt",
+        REFERENCE,
         help="What to fine-tune: tnt, or a baseline trained the same way (same recipe, steps, distillation) with its "
         "own reducer in the pruning pass: random (random drop), evit (CLS-attention top-k inside the block; "
         "cls-attn is accepted), evit-fuse (EViT with the dropped tokens fused into one), tome (token merging in "
         "every block). OUT records it; evaluate, prune, calibrate and benchmark run it by default.",
-        panel=RUN, summary=True,
+        panel=RUN, summary=True, choices=REDUCING_METHODS,
     )  # fmt: skip
     reducer: str = setting(
         "drop",
         help="tnt: what happens to the tokens the heads do not keep, in the pruning pass and in OUT's schedule: "
         "drop (the paper), merge (into their most similar kept token) or fuse (into one token).",
-        panel=RUN, summary=True,
+        panel=RUN, summary=True, choices=REDUCERS,
     )  # fmt: skip
     merge_threshold: float | None = setting(
         None,
@@ -77,9 +68,15 @@ class TrainConfig:
     )  # fmt: skip
     train: str | None = setting(
         help="heads: relevance heads only, backbone frozen; full: everything.", panel=RUN, from_recipe=True,
-        summary=True,
+        summary=True, choices=TRAIN_MODES,
     )  # fmt: skip
     split: str = setting("train", help="Training split.", panel=RUN)
+    holdout: bool = setting(
+        True,
+        help="Train on the whole train split: without it a fixed slice (10%, at most 5000 images) is held out, "
+        "where `tnt calibrate` chooses a schedule on images the fine-tune never saw (--split holdout, its default).",
+        panel=RUN, flag="--no-holdout",
+    )  # fmt: skip
     new_classes: bool = setting(
         False,
         help="Train a new classifier for DATA's classes (needs --train full). Without it DATA's classes are matched "
@@ -87,19 +84,23 @@ class TrainConfig:
         panel=RUN,
     )
     limit: int | None = setting(None, help="Train on a seeded subset of N images.", panel=RUN)
-    workers: int = setting(0, help="DataLoader worker processes.", panel=RUN, short="-w", resume=False)
-    device: str = setting("auto", help="auto, cpu or cuda.", panel=RUN, resume=False)
+    workers: int = shared("workers", panel=RUN, resume=False)
+    device: str = shared("device", panel=RUN, resume=False)
     log_every: int = setting(10, help="Write metrics.jsonl every N steps.", panel=RUN, resume=False)
     progress: bool = setting(True, help="No progress bar.", panel=RUN, flag="--no-progress", resume=False)
     keep_checkpoint: bool = setting(
         False, help="Keep OUT/checkpoint after a finished run.", panel=RUN, resume=False
     )
+    tensorboard: bool = setting(
+        False, help="Also log the metrics as TensorBoard scalars in OUT/tensorboard (needs pip install tensorboard).",
+        panel=RUN, resume=False,
+    )  # fmt: skip
     # ------------------------------------------------------------------ noise, distillation, the pruning pass
     noise_trains: str = setting(
         "all",
         help="tnt: what the noisy pass trains: all (heads and backbone) or heads (the backbone then learns only from "
         "the pruning pass, never from noise it will not see when deployed).",
-        panel=NOISE, summary=True,
+        panel=NOISE, summary=True, choices=NOISE_TRAINS,
     )  # fmt: skip
     anchor: bool | None = setting(
         help="tnt: the anchored step. The first pass is a clean dense pass that trains the backbone (as the "
@@ -120,10 +121,12 @@ class TrainConfig:
         help="Noise scale relative to each token's RMS.", panel=NOISE, from_recipe=True, summary=True
     )
     noise_variant: str | None = setting(
-        help="std: sigma0*(1-alpha); var: sigma0*sqrt(1-alpha).", panel=NOISE, from_recipe=True, summary=True
+        help="std: sigma0*(1-alpha); var: sigma0*sqrt(1-alpha).", panel=NOISE, from_recipe=True, summary=True,
+        choices=NOISE_VARIANTS,
     )
     relevance: str | None = setting(
-        help="softmax (the paper) or sigmoid with a rate penalty.", panel=NOISE, from_recipe=True, summary=True
+        help="softmax (the paper) or sigmoid with a rate penalty.", panel=NOISE, from_recipe=True, summary=True,
+        choices=RELEVANCES,
     )
     target_rate: float | None = setting(
         help="sigmoid relevance: mean alpha the rate penalty pulls toward.", panel=NOISE, from_recipe=True, summary=True
@@ -173,11 +176,23 @@ class TrainConfig:
         help="--train full: the relevance heads (fresh layers) train at lr x this.",
         panel=OPTIM, from_recipe=True, summary=True,
     )  # fmt: skip
-    min_lr: float = setting(1e-6, help="Final lr of the cosine schedule.", panel=OPTIM)
-    weight_decay: float = setting(0.05, help="AdamW weight decay (not on norms, biases, tokens).", panel=OPTIM)
+    opt: str = setting(
+        "adamw", help="Optimizer, by its timm name (timm.optim.create_optimizer_v2): adamw, lamb, sgd, adamp, ...",
+        panel=OPTIM,
+    )  # fmt: skip
+    min_lr: float = setting(
+        1e-6, help="Final lr of the cosine schedule (timm's CosineLRScheduler, per step), for every group.",
+        panel=OPTIM,
+    )  # fmt: skip
+    weight_decay: float = setting(0.05, help="Weight decay (not on norms, biases, tokens).", panel=OPTIM)
     warmup_epochs: float = setting(1.0, help="Linear warmup length in epochs (at most half the run).", panel=OPTIM)
+    ema_decay: float | None = setting(
+        None, help="Keep an exponential moving average of the weights (timm's ModelEmaV3) with this decay, e.g. "
+        "0.999; OUT then holds, and the final evaluation measures, the average. Default: off.", panel=OPTIM,
+    )  # fmt: skip
     clip_grad: float | None = setting(None, help="Clip the gradient norm to this value.", panel=OPTIM)
-    amp: str = setting("auto", help="auto (bf16, else fp16, on CUDA; off on CPU), bf16, fp16 or off.", panel=OPTIM)
+    amp: str = setting("auto", help="auto (bf16, else fp16, on CUDA; off on CPU), bf16, fp16 or off.", panel=OPTIM,
+                       choices=AMP_MODES)  # fmt: skip
     compile: bool = setting(False, help="torch.compile the model.", panel=OPTIM, resume=False)
     seed: int = setting(0, help="Seed for heads, data order, augmentation and noise.", panel=OPTIM)
     # ------------------------------------------------------------------ augmentation
@@ -202,11 +217,13 @@ class TrainConfig:
         None, help="Evaluation batch size (default 2 x --batch-size).", panel=EVAL, resume=False
     )
     eval_prune_layers: tuple[int, ...] | None = setting(
-        None, help="Blocks after which the end-of-run evaluation prunes, e.g. 2 or 2,3,4 (default: block 2).",
+        None, help="OUT's schedule (evaluated at the end, saved, on the card): blocks after which it prunes, e.g. 2 or "
+        "2,3,4. Default: the schedule it trained for, the pruning pass's block(s) (without a pass: block 2).",
         panel=SCHEDULE, flag="--prune-layers", parse=int_list, resume=False,
     )  # fmt: skip
     eval_keep_rates: tuple[float, ...] | None = setting(
-        None, help="Fraction of patch tokens kept at each prune layer, e.g. 0.6 or 0.8,0.8,0.8 (default: 0.5).",
+        None, help="Fraction of patch tokens kept at each prune layer, e.g. 0.6 or 0.8,0.8,0.8. Default: the "
+        "pruning pass's rate nearest 0.5 (0.5 with the default --drop-keeps).",
         panel=SCHEDULE, flag="--keep-rates", parse=float_list, resume=False,
     )  # fmt: skip
 
@@ -232,6 +249,11 @@ class TrainConfig:
             if recipe.drop_weight > 0:
                 self.notes.append(f"heads-only training: the {self.recipe} recipe's hard-pruning pass is off (it "
                                   "trains only the backbone)")  # fmt: skip
+        if self.new_classes and self.distill is None and recipe.distill:
+            # the dense model's classifier predicts the old classes: it cannot teach the new one
+            self.distill = False
+            self.notes.append("new classes: distillation is off (the dense model's classifier predicts other "
+                              "classes, so it cannot teach the new one)")  # fmt: skip
         if self.lr is None:
             self.lr = recipe.lr[self.train]
         for s in RECIPE_SETTINGS:
@@ -244,14 +266,17 @@ class TrainConfig:
                 "{drop_weight} needs {train} full: the hard-pruning pass trains only the backbone (top-k gives the "
                 "heads no gradient), which heads-only training freezes; use {drop_weight} 0"
             )
+        if self.new_classes and self.distill:
+            raise SettingError("{distill} learns from the dense model's classifier, which predicts other classes than "
+                               "the new one {new_classes} trains: turn {distill} off")  # fmt: skip
         if self.method not in METHODS:
             raise _choice("method", METHODS, self.method)
-        if self.method != "tnt" and self.train != "full":
+        if not lookup(self.method).uses_heads and self.train != "full":
             raise SettingError(
                 "{method} {value} fine-tunes the backbone (its reducer has no heads): use {train} full",
                 value=self.method,
             )
-        if self.method != "tnt" and self.drop_weight <= 0:
+        if not lookup(self.method).uses_heads and self.drop_weight <= 0:
             raise SettingError("{method} {value} trains through its pruning pass: {drop_weight} must be > 0",
                                value=self.method)  # fmt: skip
         if self.noise_trains not in NOISE_TRAINS:
@@ -264,7 +289,7 @@ class TrainConfig:
         if self.merge_threshold is not None and not -1 <= self.merge_threshold <= 1:
             raise SettingError("{merge_threshold} is a cosine similarity in [-1, 1], got {value:g}",
                                value=self.merge_threshold)  # fmt: skip
-        if self.reducer != "drop" and self.method != "tnt":
+        if self.reducer != "drop" and not lookup(self.method).takes_reducer:
             raise SettingError("{reducer} {value} is TNT's; {method} {method_value} has its own reducer",
                                value=self.reducer, method_value=self.method)  # fmt: skip
         if self.amp not in AMP_MODES:
@@ -274,6 +299,8 @@ class TrainConfig:
         if self.noise_variant not in NOISE_VARIANTS:
             raise _choice("noise_variant", NOISE_VARIANTS, self.noise_variant)
         _check_finite_numbers(self)
+        check_seed(self.seed)
+        _check_packages(self)
         checks = [
             (self.epochs >= 1, "{epochs} must be at least 1"),
             (self.max_steps is None or self.max_steps >= 1, "{max_steps} must be at least 1"),
@@ -284,6 +311,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "{weight_decay} must be >= 0"),
             (self.warmup_epochs >= 0, "{warmup_epochs} must be >= 0"),
             (self.clip_grad is None or self.clip_grad > 0, "{clip_grad} must be positive"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1, "{ema_decay} must be in (0, 1), e.g. 0.999"),
             (0.0 <= self.smoothing < 1.0, "{smoothing} must be in [0, 1)"),
             (self.mixup >= 0 and self.cutmix >= 0, "{mixup} and {cutmix} must be >= 0"),
             (0.0 <= self.hflip <= 1.0, "{hflip} is a probability in [0, 1], got {hflip_value:g}"),
@@ -308,10 +336,6 @@ class TrainConfig:
             if not ok:
                 raise SettingError(template, hflip_value=self.hflip, re_prob_value=self.re_prob,
                                    sigma0_value=self.sigma0, target_rate_value=self.target_rate)  # fmt: skip
-
-    @property
-    def base_lr(self) -> float:
-        return self.lr
 
     @property
     def heads_lr_scale(self) -> float:
@@ -353,6 +377,25 @@ def _check_finite_numbers(cfg: TrainConfig) -> None:
         for v in value if isinstance(value, tuple) else (value,):
             if isinstance(v, float) and not math.isfinite(v):
                 raise SettingError(f"{{{f.name}}} must be a finite number, got {{value}}", value=v)
+
+
+def _check_packages(cfg: TrainConfig) -> None:
+    """Settings that need an optional package, or timm's optimizer registry: refused before any work."""
+    from importlib.util import find_spec
+
+    if cfg.tensorboard and find_spec("tensorboard") is None:
+        raise SettingError("{tensorboard} needs the tensorboard package: pip install tensorboard")
+    if cfg.opt != "adamw":  # the default needs no look-up (and keeps this module free of timm)
+        from timm.optim import list_optimizers
+
+        names = list_optimizers()
+        if cfg.opt.lower().split("_")[-1] not in names:  # timm accepts lookahead_NAME too
+            from difflib import get_close_matches
+
+            close = get_close_matches(cfg.opt.lower(), names, n=3)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise SettingError("{opt} {value!r} is not a timm optimizer ({hint}timm.optim.list_optimizers() lists "
+                               "them)", value=cfg.opt, hint=hint)  # fmt: skip
 
 
 def recipe_settings(cfg: TrainConfig) -> dict:

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from tnt_cli.devices import resolve_device
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 
 
 @dataclass(frozen=True)
@@ -40,18 +40,37 @@ def init_distributed(device: torch.device) -> DistInfo:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        backend, kwargs = process_group_options(device)
         dist.init_process_group(backend=backend, **kwargs)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world)
 
 
+def process_group_options(device: torch.device) -> tuple[str, dict]:
+    """(backend, init_process_group keywords): NCCL bound to this process's GPU on CUDA (where the build has
+    NCCL), else gloo, which also runs CPU processes on a machine that has GPUs."""
+    if device.type == "cuda" and dist.is_nccl_available():
+        return "nccl", {"device_id": device}
+    return "gloo", {}
+
+
 def pick_device(requested: str) -> torch.device:
-    """'auto': this process's GPU (LOCAL_RANK under torchrun) when CUDA is available, else the CPU."""
+    """'auto' / 'cuda': this process's GPU (LOCAL_RANK under torchrun) when CUDA is available, else the CPU.
+
+    Under torchrun with several processes a GPU number (`cuda:0`) is refused: every process would share it, which
+    NCCL cannot do; and a LOCAL_RANK without its own GPU is a clear error rather than a CUDA one mid-set-up."""
     device = resolve_device(requested)
     if device.type == "cuda":
+        if device.index is not None and launched_by_torchrun():
+            raise SettingError("{device} {requested} under torchrun would put every process on one GPU: use "
+                               "{device} cuda (each process takes the GPU of its LOCAL_RANK)",
+                               requested=requested)  # fmt: skip
         if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            local_rank, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+            if local_rank >= count:
+                raise SettingError("process LOCAL_RANK {rank} has no GPU of its own: torch sees {count} CUDA GPU(s); "
+                                   "start at most that many processes per machine", rank=local_rank,
+                                   count=count)  # fmt: skip
+            device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     return device
 

@@ -13,6 +13,7 @@ import torch
 
 from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.errors import TntError
+from tnt_cli.methods.registry import DENSE, REFERENCE
 from tnt_cli.train.config import TrainConfig
 from tnt_cli.train.plan import Plan
 
@@ -124,24 +125,29 @@ def final_evaluation(
     except TntError as exc:
         note(f"note: no evaluation ({exc})")
         return None
+    from tnt_cli.data.datasets import split_label
+
     dense = evaluate_accuracy(model, loader, device, Schedule(), progress=progress)
     pruned = evaluate_accuracy(model, loader, device, schedule, method=cfg.method, progress=progress)
-    return {"split": cfg.val_split, "images": dense.get("images"), "schedule": schedule.describe(),
+    subset = cfg.eval_limit is not None and cfg.eval_limit < len(loader.dataset)
+    return {"split": split_label(cfg.data, cfg.val_split), "images": dense.get("images"),
+            **({"limit": cfg.eval_limit, "seed": cfg.seed} if subset else {}), "schedule": schedule.describe(),
             "dense": _slim(dense), "pruned": _slim(pruned)}  # fmt: skip
 
 
 @torch.no_grad()
 def evaluate_accuracy(
-    model: TNTModel, loader, device: torch.device, schedule: Schedule, method: str = "tnt", *, progress: bool = False
+    model: TNTModel, loader, device: torch.device, schedule: Schedule, method: str = REFERENCE, *, progress=False
 ) -> dict:
-    """top-1 / top-5 / loss of `method` at `schedule`'s compute (eval mode), via the eval module's loop."""
-    from tnt_cli.eval.accuracy import evaluate_model
-    from tnt_cli.eval.baselines import apply_method
+    """top-1 / top-5 / loss of `method` at `schedule`'s compute (eval mode), via the methods' evaluation loop."""
+    from tnt_cli.methods.accuracy import evaluate_model
+    from tnt_cli.methods.apply import apply_method
 
     model.eval()
     what = "dense" if schedule.is_dense else schedule.describe()
-    with apply_method(model, "dense" if schedule.is_dense else method, schedule) as setup:
-        return evaluate_model(setup.module, loader, device=device, progress=progress, description=f"evaluating {what}")
+    with apply_method(model, DENSE if schedule.is_dense else method, schedule) as setup:
+        return evaluate_model(setup.module, loader, device=device, progress=progress, description=f"evaluating {what}",
+                              on_batch=setup.begin_batch)  # fmt: skip
 
 
 def _slim(result: dict) -> dict:

@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tnt_cli.errors import SettingError
+from tnt_cli.io.names import STAGING
+from tnt_cli.methods.registry import REFERENCE, lookup
 from tnt_cli.train.checkpoint import CHECKPOINT_DIR, checkpoint_path
 
 if TYPE_CHECKING:
     from tnt_cli.engine import TNTModel
 
-STAGING = ".final-model"
-
 
 def run_dir(out: Path) -> Path:
     """The side directory a run that replaces an existing OUT trains in (checkpoint and log), then swaps in."""
-    return out.with_name(f".{out.name}.run")
+    from tnt_cli.io.outdir import sibling_stem
+
+    return out.with_name(f"{sibling_stem(out)}.run")
 
 
 class RunOutput:
@@ -52,11 +54,20 @@ class RunOutput:
 
         The lock is held until `release`, also when this raises: call `release` in a `finally`.
         """
-        from tnt_cli.io.outdir import OutputExists, OutputLock, check_safe, check_target, clean_stale
+        from tnt_cli.io.outdir import (
+            OutputExists,
+            OutputLock,
+            check_safe,
+            check_target,
+            clean_stale,
+            refuse_link,
+            remove_own,
+        )
 
         out, inputs = self.out, tuple(inputs)
         check_safe(out, inputs)
         side = run_dir(out)
+        refuse_link(side, "a run's working directory")
         if self.push_to_hub:
             from tnt_cli.io.push import check_push_target
 
@@ -79,8 +90,10 @@ class RunOutput:
                 raise OutputExists(side, " (an unfinished run into OUT)", resumable=checkpoint_path(side).exists())
             work = side if out.exists() and any(out.iterdir()) else out
         self.work = work
+        for name in (CHECKPOINT_DIR, STAGING):  # written into, so never through a link planted there
+            refuse_link(work / name, "a run's " + ("checkpoint" if name == CHECKPOINT_DIR else "staging directory"))
         if is_main and not self.resume and work == side and side.exists():
-            shutil.rmtree(side)  # an earlier run's leftovers: this run replaces them
+            remove_own(side)  # an earlier run's leftovers: this run replaces them
         return work
 
     def release(self) -> None:
@@ -102,7 +115,7 @@ class RunOutput:
         push OUT if asked; returns the pushed repo's URL (None: not pushed)."""
         save_final(self.work, model, base_model=base_model, training=training, metrics=metrics, provenance=provenance)
         if not keep_checkpoint:
-            shutil.rmtree(self.work / CHECKPOINT_DIR, ignore_errors=True)
+            shutil.rmtree(self.work / CHECKPOINT_DIR, ignore_errors=True)  # never a link: refused by `open`
         if self.replacing:
             from tnt_cli.io.outdir import swap_in
 
@@ -124,11 +137,11 @@ def save_final(
     into OUT one rename each, config.json last: until then OUT does not look like a model directory.
     """
     from tnt_cli.io.model_dir import save_model_dir
+    from tnt_cli.io.outdir import remove_own
 
     staging = out / STAGING
-    if staging.exists():
-        shutil.rmtree(staging)
-    heads_trained = training.get("method", "tnt") == "tnt"  # a baseline's directory has untrained heads
+    remove_own(staging)
+    heads_trained = lookup(training.get("method", REFERENCE)).uses_heads  # a baseline's directory: untrained heads
     save_model_dir(staging, model, base_model=base_model, training=training, metrics=metrics, overwrite=True,
                    heads_trained=heads_trained, provenance=provenance)  # fmt: skip
     names = sorted(p.name for p in staging.iterdir())
@@ -137,6 +150,6 @@ def save_final(
         target = out / name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
-        os.replace(staging / name, target)
+        os.replace(staging / name, target)  # a link found at `target` is replaced, not followed
     shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tnt_cli.errors import TntError
+from tnt_cli.errors import SettingError, TntError
 from tnt_cli.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -65,8 +65,8 @@ def make_plan(cfg: TrainConfig, *, train_images: int, world_size: int, amp: str 
         total_steps=total,
         epochs=math.ceil(total / steps_per_epoch),
         warmup_steps=min(round(cfg.warmup_epochs * steps_per_epoch), total // 2),
-        base_lr=cfg.base_lr,
-        lr=cfg.base_lr * global_batch / LR_REFERENCE_BATCH,
+        base_lr=cfg.lr,
+        lr=cfg.lr * global_batch / LR_REFERENCE_BATCH,
         train_images=train_images,
         amp=amp,
     )
@@ -74,11 +74,15 @@ def make_plan(cfg: TrainConfig, *, train_images: int, world_size: int, amp: str 
 
 def resolve_amp(requested: str, device: torch.device) -> str:
     """The autocast precision a run uses: off on the CPU (slower than fp32 there, and it changes numerics); on CUDA
-    'auto' is bf16 where supported, else fp16."""
+    'auto' is bf16 where the GPU computes it natively (Ampere on), else fp16; bf16 asked of an older GPU is refused."""
     if device.type != "cuda":
         return "off"
-    if requested == "auto":
-        import torch
+    from tnt_cli.devices import native_bf16
 
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    bf16 = native_bf16(device)
+    if requested == "auto":
+        return "bf16" if bf16 else "fp16"
+    if requested == "bf16" and not bf16:  # refused here rather than emulated slowly
+        raise SettingError("{amp} bf16: this GPU does not compute in bfloat16 (it needs compute capability 8.0, "
+                           "Ampere, or newer): use {amp} fp16 or auto")  # fmt: skip
     return requested

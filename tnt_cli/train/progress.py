@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
-import json
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tnt_cli.io.jsonio import dumps_line
+from tnt_cli.errors import SettingError, TntError, first_line
+from tnt_cli.io.atomic import atomic_write_text
+from tnt_cli.io.jsonio import dumps_line, loads
+from tnt_cli.io.names import METRICS
+from tnt_cli.io.outdir import open_own
 from tnt_cli.progress import Progress
 
 if TYPE_CHECKING:
@@ -19,35 +24,64 @@ if TYPE_CHECKING:
     from tnt_cli.train.config import TrainConfig
     from tnt_cli.train.plan import Plan
 
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = METRICS
 
 
 class MetricsLog:
-    """Appends one JSON object per line to OUT/metrics.jsonl; flushed per line so a crash loses nothing."""
+    """Appends one JSON object per line to OUT/metrics.jsonl; flushed per line so a crash loses nothing.
+
+    `hooks` get every record too (e.g. `tensorboard_hook`)."""
 
     def __init__(self, path: Path, *, enabled: bool) -> None:
         self.path = path
         self.enabled = enabled
+        self.hooks: list[Callable[[dict], None]] = []
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop lines the interrupted run wrote after the checkpoint's step (they will be redone)."""
         if not self.enabled or not self.path.exists():
             return
         kept = []
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(errors="replace").splitlines():
             try:
-                if json.loads(line).get("step", 0) <= step:
+                if loads(line, self.path).get("step", 0) <= step:
                     kept.append(line)
-            except json.JSONDecodeError:
+            except (TntError, AttributeError):  # a line cut short by the kill, or not a record
                 continue
-        self.path.write_text("".join(f"{line}\n" for line in kept))
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))  # replaces a link, never follows it
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as fh:
+        with os.fdopen(open_own(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8") as fh:
             fh.write(dumps_line(record) + "\n")
+        for hook in self.hooks:
+            hook(record)
+
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def tensorboard_hook(out: Path, *, resumed_at: int | None = None) -> Callable[[dict], None]:
+    """A `MetricsLog` hook writing each record's numbers as TensorBoard scalars (`train/loss`, `train/lr`, ...) to
+    OUT/tensorboard (`tensorboard --logdir OUT`). A resumed run drops the events written after its checkpoint."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:  # installed, but broken (a missing dependency of its own)
+        raise SettingError("{tensorboard}: TensorBoard's writer does not import ({reason}): reinstall tensorboard",
+                           reason=first_line(exc)) from None  # fmt: skip
+    writer = SummaryWriter(str(out / TENSORBOARD_DIR), purge_step=None if resumed_at is None else resumed_at + 1)
+
+    def write(record: dict) -> None:
+        step = record.get("step")
+        for key, value in record.items():
+            for name, number in value.items() if isinstance(value, dict) else [(None, value)]:
+                if key != "step" and isinstance(number, int | float) and not isinstance(number, bool):
+                    writer.add_scalar(f"train/{key}" + (f"/{name}" if name is not None else ""), number, step)
+        writer.flush()
+
+    return write
 
 
 class LossWindow:

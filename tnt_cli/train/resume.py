@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tnt_cli.errors import SettingError
-from tnt_cli.train.config import TRAJECTORY, TrainConfig
+from tnt_cli.train.config import SETTINGS, TRAJECTORY, TrainConfig
 
 
 def check_resumable(saved: dict, cfg: TrainConfig, world_size: int) -> None:
@@ -22,13 +22,23 @@ def check_resumable(saved: dict, cfg: TrainConfig, world_size: int) -> None:
                            "with the same number", then=saved["world_size"], now=world_size)  # fmt: skip
 
 
+# Switches that are on by default and given as the flag that turns them off (`holdout`: --no-holdout).
+SWITCHED_OFF = {s.name for s in SETTINGS if s.type is bool and s.default is True}
+# Settings added after checkpoints were first written, with the value those checkpoints' runs had.
+IMPLIED_BEFORE = {"holdout": False, "opt": "adamw", "ema_decay": None}
+
+
 def resume_mismatch(saved: dict, current: TrainConfig) -> SettingError | None:
     """The first trajectory setting that differs from the checkpoint's, as the error to raise; None when all match."""
     now = current.to_dict()
+    saved = {**IMPLIED_BEFORE, **saved}
     for key in TRAJECTORY:
         if key in ("model", "data") and key in saved and _same_place(saved[key], now.get(key)):
             continue
         if key in saved and saved[key] != now.get(key):
+            if key in SWITCHED_OFF and isinstance(saved[key], bool):  # --no-holdout: say whether it was given
+                return SettingError(f"{{resume}}: the checkpoint was made {'without' if saved[key] else 'with'} "
+                                    f"{{{key}}}; resume with the original settings")  # fmt: skip
             return SettingError(
                 f"{{resume}}: {{{key}}} is {{now!r}} but the checkpoint was made with {{saved!r}}; resume with the "
                 "original settings",
@@ -45,3 +55,19 @@ def _same_place(a, b) -> bool:
         return True
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def check_same_classes(saved: dict, classes: list[str]) -> None:
+    """Refuse to resume when DATA's classes are not the checkpoint's (a class folder added, removed or renamed):
+    the classifier and the label order were built for the old ones. Checkpoints that predate the record pass
+    (the trainer then reports a model that does not fit)."""
+    before = saved.get("data_classes")
+    if before is None or list(before) == list(classes):
+        return
+    added = [c for c in classes if c not in before]
+    removed = [c for c in before if c not in classes]
+    change = "; ".join(part for part in (
+        f"added {', '.join(added)}" if added else "", f"removed {', '.join(removed)}" if removed else "",
+    ) if part) or "the same classes in another order"  # fmt: skip
+    raise SettingError("{resume}: DATA's classes changed since the checkpoint ({change}): resume with the data the run "
+                       "started with, or start a new run", change=change)  # fmt: skip

@@ -17,9 +17,10 @@ import torch
 
 from tnt_cli.engine import Schedule, TNTModel, attach_tnt
 from tnt_cli.errors import SettingError, TntError
+from tnt_cli.methods.registry import lookup
 from tnt_cli.train.config import TrainConfig
 from tnt_cli.train.losses import build_criterion, build_mixup
-from tnt_cli.train.task import LossSettings, PruningPass
+from tnt_cli.train.task import LossSettings, PruningPass, progressive
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
     from tnt_cli.io.builder import LoadedModel
 
+# Without a pruning pass, OUT's schedule is block 2 (or the nearest earlier noise block) at this keep rate; with one,
+# the pass's own block(s) at the rate it trained at nearest to this (`deployed_schedule`).
 DEFAULT_EVAL_BLOCK = 2
 DEFAULT_EVAL_KEEP = 0.5
 
@@ -34,19 +37,41 @@ Note = Callable[[str], None]  # prints a remark for the user (on rank 0 only)
 
 
 def seed_everything(seed: int) -> None:
-    """Seed the global RNGs a run draws from (python, numpy, torch): before building, so the heads start alike."""
+    """Seed the global RNGs a run draws from (python, numpy, torch): before building, so the heads start alike.
+    Any whole number: torch's seed is taken modulo 2**64 (the same seed for every value torch accepts itself)."""
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
+    torch.manual_seed(seed % (1 << 64))
 
 
 def default_eval_schedule(noise_blocks: tuple[int, ...], depth: int) -> Schedule:
-    """Block 2 at keep 0.5, moved to the nearest earlier noise block (only those get trained heads) and kept
-    before the last block (pruning after the last block changes nothing the classifier sees)."""
+    """Without a pruning pass: block 2 at keep 0.5, moved to the nearest earlier noise block (only those get trained
+    heads) and kept before the last block (pruning after the last block changes nothing the classifier sees)."""
     usable = [b for b in noise_blocks if b < depth - 1] or [min(noise_blocks)]
     earlier = [b for b in usable if b <= DEFAULT_EVAL_BLOCK]
     block = max(earlier) if earlier else min(usable)
     return Schedule(prune_layers=(block,), keep_rates=(DEFAULT_EVAL_KEEP,))
+
+
+def trained_keep(keeps: tuple[float, ...]) -> float:
+    """The keep rate OUT ships at: of the rates the pruning pass trained at, the one nearest 0.5 (the higher on a
+    tie)."""
+    return min(keeps, key=lambda k: (abs(k - DEFAULT_EVAL_KEEP), -k))
+
+
+def deployed_schedule(
+    cfg: TrainConfig, pruning_pass: PruningPass | None, noise_blocks: tuple[int, ...], depth: int
+) -> Schedule:
+    """THE schedule a run's output has by default: the one it trained for. The end-of-run evaluation, OUT's
+    config.json and its model card all take it from here (`--prune-layers/--keep-rates` override it).
+
+    With a hard-pruning pass: the pass's block(s) at `trained_keep` of its rates, spread over its blocks as the
+    pass spreads it (`progressive`), reduced with the run's reducer. Without one (e.g. --recipe official): the
+    heads were trained by noise only, at every noise block, so `default_eval_schedule`.
+    """
+    if pruning_pass is not None:
+        return progressive(pruning_pass.blocks, trained_keep(pruning_pass.keeps), cfg.reducer, cfg.merge_threshold)
+    return default_eval_schedule(noise_blocks, depth)
 
 
 def default_drop_block(noise_blocks: tuple[int, ...], depth: int) -> int:
@@ -62,7 +87,7 @@ def pruning_pass_blocks(cfg: TrainConfig, noise_blocks: tuple[int, ...], depth: 
     `default_drop_block`."""
     if cfg.drop_block is not None:
         return (cfg.drop_block,)
-    if cfg.anchor and cfg.method == "tnt":
+    if cfg.anchor and lookup(cfg.method).uses_heads:
         return tuple(b for b in noise_blocks if b < depth - 1) or (min(noise_blocks),)
     return (default_drop_block(noise_blocks, depth),)
 
@@ -89,8 +114,11 @@ class TrainingData:
 def open_training_data(cfg: TrainConfig) -> TrainingData:
     """Open the training split first: a bad DATA is reported before any model is loaded or changed."""
     from tnt_cli.data.datasets import base_dataset
+    from tnt_cli.data.holdout import SOURCE_SPLIT, without_holdout
 
     base = base_dataset(cfg.data, cfg.split, seed=cfg.seed)
+    if cfg.holdout and cfg.split == SOURCE_SPLIT:  # calibrate's images stay unseen (tnt_cli.data.holdout)
+        base = without_holdout(base)
     classes = list(getattr(base, "classes", []))
     if len(base) == 0 or not classes:
         raise TntError(f"{cfg.data} {cfg.split} has no images")
@@ -115,41 +143,43 @@ class TrainingModel:
 
 
 def build_training_model(cfg: TrainConfig, classes: list[str], device, note: Note) -> TrainingModel:
-    """Load MODEL, map the data's classes onto it, attach the heads the run trains and evaluates, choose what
-    trains (heads and/or backbone), and copy the teacher."""
+    """Load MODEL, copy the teacher (the model as loaded: distillation learns from its classifier), map the data's
+    classes onto it, attach the heads the run trains and evaluates, and choose what trains (heads and/or
+    backbone)."""
     from tnt_cli.io.sources import load_model
 
     loaded = load_model(cfg.model)
     vit = loaded.model.vit
     depth = len(vit.blocks)
+    teacher = None
+    if cfg.distill and cfg.train == "full":  # the model as it was, before its classifier is mapped or replaced
+        teacher = copy.deepcopy(vit).eval().requires_grad_(False).to(device)
     label_map, model_classes = align_classes(cfg, loaded, classes, note)
     noise_blocks = clamp_noise_blocks(cfg.noise_blocks, depth, note)
     pass_blocks = pruning_pass_blocks(cfg, noise_blocks, depth) if cfg.drop_weight > 0 else None
-    if cfg.anchor and cfg.method == "tnt" and pass_blocks is not None and pass_blocks != noise_blocks:
+    if cfg.anchor and lookup(cfg.method).uses_heads and pass_blocks is not None and pass_blocks != noise_blocks:
         note(f"note: anchored step: noise and heads at block(s) {','.join(map(str, pass_blocks))}, where the "
              "pruning pass prunes")  # fmt: skip
         noise_blocks = pass_blocks
     noise = cfg.noise(blocks=noise_blocks)
-    schedule = _eval_schedule(cfg, noise_blocks, depth)
-    trained = set(loaded.model.head_blocks) if loaded.heads_trained else set()
-    head_blocks = sorted(set(noise_blocks) | trained | set(schedule.prune_layers))
-    model = attach_tnt(vit, head_blocks, noise=noise, head_norm=loaded.model.head_norm)
     pruning_pass = None
     if pass_blocks is not None:
-        for block in pass_blocks:
-            if str(block) not in model.heads:
-                raise SettingError("{drop_block} {block}: no relevance head there (heads at blocks {heads}; the "
-                                   "model has blocks 0-{last})", block=block, heads=",".join(map(str, head_blocks)),
-                                   last=depth - 1)  # fmt: skip
         pruning_pass = PruningPass(pass_blocks, cfg.drop_keeps, cfg.reducer, cfg.merge_threshold)
+    trained = set(loaded.model.head_blocks) if loaded.heads_usable else set()
+    headed = sorted(set(noise_blocks) | trained)
+    for block in pass_blocks or ():  # the pass prunes by a head that trains (or came trained), never a fresh one
+        if block not in headed:
+            raise SettingError("{drop_block} {block}: no relevance head there (heads at blocks {heads}; the "
+                               "model has blocks 0-{last})", block=block, heads=",".join(map(str, headed)),
+                               last=depth - 1)  # fmt: skip
+    schedule = _eval_schedule(cfg, pruning_pass, noise_blocks, depth)
+    model = attach_tnt(vit, sorted(set(headed) | set(schedule.prune_layers)), noise=noise,
+                       head_norm=loaded.model.head_norm)  # fmt: skip
     for block in trained:  # continue from the heads a tnt directory brought
         model.heads[str(block)].load_state_dict(loaded.model.heads[str(block)].state_dict())
     for block, head in model.heads.items():  # baselines rank tokens their own way: their heads stay as they are
-        head.requires_grad_(int(block) in noise_blocks and cfg.method == "tnt")
+        head.requires_grad_(int(block) in noise_blocks and lookup(cfg.method).uses_heads)
     vit.requires_grad_(cfg.train == "full")
-    teacher = None
-    if cfg.distill and cfg.train == "full":
-        teacher = copy.deepcopy(vit).eval().requires_grad_(False).to(device)
     model = model.to(device)
     if not any(p.requires_grad for p in model.parameters()):
         raise TntError("nothing to train: no noise block has a relevance head")
@@ -157,17 +187,18 @@ def build_training_model(cfg: TrainConfig, classes: list[str], device, note: Not
                          pruning_pass=pruning_pass, label_map=label_map, model_classes=model_classes)  # fmt: skip
 
 
-def _eval_schedule(cfg: TrainConfig, noise_blocks: tuple[int, ...], depth: int) -> Schedule:
-    """The schedule OUT is evaluated and saved with: the one asked for, else `default_eval_schedule`."""
-    if cfg.eval_prune_layers:
-        schedule = Schedule(prune_layers=cfg.eval_prune_layers, keep_rates=cfg.eval_keep_rates or ())
-        untrained = [b for b in schedule.prune_layers if b not in noise_blocks]
-        if untrained and cfg.method == "tnt":
-            raise SettingError("{eval_prune_layers} {block}: only noise blocks get trained heads (noise blocks "
-                               "{blocks})", block=untrained[0], blocks=",".join(map(str, noise_blocks)))  # fmt: skip
-    else:
-        schedule = default_eval_schedule(noise_blocks, depth)
-    if cfg.method == "tnt" and schedule.prune_layers:
+def _eval_schedule(
+    cfg: TrainConfig, pruning_pass: PruningPass | None, noise_blocks: tuple[int, ...], depth: int
+) -> Schedule:
+    """The schedule OUT is evaluated and saved with: the one asked for, else `deployed_schedule`."""
+    if not cfg.eval_prune_layers:
+        return deployed_schedule(cfg, pruning_pass, noise_blocks, depth)
+    schedule = Schedule(prune_layers=cfg.eval_prune_layers, keep_rates=cfg.eval_keep_rates or ())
+    untrained = [b for b in schedule.prune_layers if b not in noise_blocks]
+    if untrained and lookup(cfg.method).uses_heads:
+        raise SettingError("{eval_prune_layers} {block}: only noise blocks get trained heads (noise blocks "
+                           "{blocks})", block=untrained[0], blocks=",".join(map(str, noise_blocks)))  # fmt: skip
+    if lookup(cfg.method).takes_reducer and schedule.prune_layers:
         # OUT's schedule reduces as training did
         schedule = dataclasses.replace(schedule, reducer=cfg.reducer, merge_threshold=cfg.merge_threshold)
     return schedule
@@ -211,8 +242,10 @@ def may_leave_unused(model: TNTModel, cfg: TrainConfig) -> bool:
 def build_train_loader(
     cfg: TrainConfig, model: TNTModel, data: TrainingData, label_map: list[int] | None
 ) -> DataLoader:
-    """The training loader (its sampler is an `EpochSampler`: the order is a function of (seed, epoch))."""
+    """The training loader (its sampler is an `EpochSampler`: the order is a function of (seed, epoch)); batches
+    are pinned only when the model is on a GPU."""
     from tnt_cli.data import build_loader
+    from tnt_cli.devices import pin_memory
 
     return build_loader(
         cfg.data,
@@ -229,6 +262,7 @@ def build_train_loader(
         re_prob=cfg.re_prob,
         base=data.base,
         label_map=label_map,
+        pin_memory=pin_memory(next(model.parameters()).device),
     )
 
 

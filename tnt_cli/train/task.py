@@ -12,7 +12,7 @@ Python API and the Fashion-MNIST study all train through `PruningTask`, so every
   sigmoid's rate term) trains heads and backbone, plus the hard-pruning pass.
 - `random` / `evit` / `evit-fuse` / `tome` (the baselines, fine-tuned as their papers fine-tune them): a plain
   dense pass, plus the hard-pruning pass with the method's own reducer, configured at the GMACs TNT has at the
-  drawn schedule (`tnt_cli.eval.baselines.apply_method`, the same matching rule evaluation uses).
+  drawn schedule (`tnt_cli.methods.apply.apply_method`, the same matching rule evaluation uses).
 
 Every pass gets the task loss and, with distillation, `distill_weight * KL(teacher || student)` (added).
 `forward` returns the total and its parts (`LOSS_PARTS`), as timm's tasks return their outputs, so the trainer
@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from tnt_cli.engine import Schedule, TNTModel
-from tnt_cli.method_names import REDUCING_METHODS as TRAIN_METHODS
+from tnt_cli.methods.registry import REDUCING_METHODS as TRAIN_METHODS
+from tnt_cli.methods.registry import lookup
 from tnt_cli.train.losses import distill_loss
 
 # The parts of a step's loss, as `PruningTask.forward` names them (a part a step does not have is left out):
@@ -142,13 +143,14 @@ class PruningTask(nn.Module):
     ) -> dict[str, torch.Tensor]:
         s, model = self.settings, self.model
         parts: dict[str, torch.Tensor] = {}
-        anchored = s.method == "tnt" and s.anchor
-        model.noise_enabled = s.method == "tnt" and not anchored  # baselines: a plain dense pass (no heads)
+        uses_heads = lookup(s.method).uses_heads  # tnt: its relevance heads rank the tokens, the noise trains them
+        anchored = uses_heads and s.anchor
+        model.noise_enabled = uses_heads and not anchored  # baselines: a plain dense pass (no heads)
         if anchored:
             keeps = self._noise_keeps(schedule)
             start = min(keeps)
             logits, tapped = model.forward_dense(images, taps=(start,))
-        elif s.method == "tnt" and not s.noise_trains_backbone:
+        elif uses_heads and not s.noise_trains_backbone:
             frozen = {f"vit.{k}": v.detach() for k, v in model.vit.named_parameters()}
             logits = torch.func.functional_call(model, frozen, (images,))  # gradients reach the heads only
         else:
@@ -161,7 +163,7 @@ class PruningTask(nn.Module):
             m = heads_batch(images.shape[0], s.heads_fraction)
             noisy = self._heads_pass(tapped[start][:m].detach(), start, keeps)
             heads = self._total(*self._task_loss(noisy, targets[:m], _first(teacher_logits, m)))
-        if s.method == "tnt" and s.rate_weight:
+        if uses_heads and s.rate_weight:
             rate = s.rate_weight * model.rate_loss()  # from the noisy pass (the pruned one sets none)
             if isinstance(rate, torch.Tensor):
                 loss = loss + rate
@@ -178,7 +180,7 @@ class PruningTask(nn.Module):
 
     def pruned_logits(self, images: torch.Tensor, schedule: Schedule, batch_start: int = 0) -> torch.Tensor:
         """Logits of the hard-pruned pass with the method's reducer, gradients into the backbone."""
-        from tnt_cli.eval.baselines import apply_method
+        from tnt_cli.methods.apply import apply_method
 
         with apply_method(self.model, self.settings.method, schedule) as setup:
             setup.begin_batch(batch_start)

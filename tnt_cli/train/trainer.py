@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,12 +24,21 @@ from torch import nn
 
 from tnt_cli import errors
 from tnt_cli.errors import TntError
+from tnt_cli.stopping import StopRequests
+from tnt_cli.terminal import console as safe_console
 from tnt_cli.train import distributed as D
 from tnt_cli.train import setup as S
-from tnt_cli.train.checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tnt_cli.train.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    restore_scaler,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from tnt_cli.train.config import TrainConfig, recipe_settings
 from tnt_cli.train.finish import finish_run
-from tnt_cli.train.optim import build_optimizer, build_scheduler
+from tnt_cli.train.optim import build_ema, build_optimizer, build_scheduler
 from tnt_cli.train.output import RunOutput
 from tnt_cli.train.plan import make_plan, resolve_amp
 from tnt_cli.train.progress import (
@@ -42,8 +49,9 @@ from tnt_cli.train.progress import (
     TrainProgress,
     describe_run,
     step_record,
+    tensorboard_hook,
 )
-from tnt_cli.train.resume import check_resumable
+from tnt_cli.train.resume import check_resumable, check_same_classes
 from tnt_cli.train.setup import seed_everything
 from tnt_cli.train.task import LOSS_PARTS, PruningTask
 
@@ -59,9 +67,10 @@ class NonFiniteLoss(TntError):
 class Interrupted(errors.Interrupted):
     """Ctrl-C (or SIGTERM): a checkpoint was written at the last finished step; resuming continues from it."""
 
-    def __init__(self, message: str, checkpoint: Path) -> None:
+    def __init__(self, message: str, checkpoint: Path, signum: int | None = None) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
+        self.signum = signum
 
 
 @dataclass
@@ -86,9 +95,9 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.resume = resume
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or safe_console(stderr=True)
         self.output = RunOutput(cfg.out, resume=resume, overwrite=overwrite, push_to_hub=push_to_hub)
-        self._stop_requested = False
+        self.stop = StopRequests(self._stopping)
 
     @property
     def work(self) -> Path:
@@ -116,7 +125,11 @@ class Trainer:
         if saved is not None:
             check_resumable(saved, cfg, self.dist.world_size)
         seed_everything(cfg.seed)
-        self._build(S.open_training_data(cfg))
+        data = S.open_training_data(cfg)
+        self.data_classes = data.classes
+        if saved is not None:
+            check_same_classes(saved, data.classes)
+        self._build(data)
         state = RunState()
         if saved is not None:
             state = self._restore(saved)
@@ -128,6 +141,8 @@ class Trainer:
         self.metrics = MetricsLog(self.work / METRICS_FILE, enabled=self.dist.is_main)
         if saved is not None:
             self.metrics.truncate_after(state.step)
+        if cfg.tensorboard and self.dist.is_main:
+            self.metrics.hooks.append(tensorboard_hook(self.work, resumed_at=state.step if saved else None))
         for line in describe_run(cfg, self.plan, drop_block=self.drop_block, device=self.device):
             self.note(line)
         if self.resume:
@@ -147,19 +162,25 @@ class Trainer:
         self.plan = plan = make_plan(cfg, train_images=len(self.sampler.indices), world_size=self.dist.world_size,
                                      amp=resolve_amp(cfg.amp, self.device))  # fmt: skip
         self.mixup, self.criterion = S.build_loss(cfg, self.model.vit.num_classes)
-        self.optimizer = build_optimizer(self.model, plan.lr, cfg.weight_decay, cfg.heads_lr_scale)
-        self.scheduler = build_scheduler(
-            self.optimizer, total=plan.total_steps, warmup=plan.warmup_steps, lr=plan.lr, min_lr=cfg.min_lr
-        )
+        self.optimizer = build_optimizer(self.model, plan.lr, cfg.weight_decay, cfg.heads_lr_scale, opt=cfg.opt)
+        self.scheduler = build_scheduler(self.optimizer, total=plan.total_steps, warmup=plan.warmup_steps,
+                                         min_lr=cfg.min_lr)  # fmt: skip
+        self.ema = build_ema(self.model, cfg.ema_decay)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=plan.amp == "fp16")
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
     def _restore(self, saved: dict) -> RunState:
-        self.model.load_state_dict(saved["model"])
+        try:
+            self.model.load_state_dict(saved["model"])
+        except RuntimeError as exc:  # a checkpoint from before data_classes were recorded, or another MODEL
+            raise errors.SettingError("{resume}: the checkpoint's model does not fit this run's ({reason}): did MODEL "
+                                      "or DATA change since it was written?", reason=errors.first_line(exc)) from None
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
+        restore_scaler(self.scaler, saved["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
         set_rng_state(saved["rng"][self.dist.rank])
         return RunState(epoch=saved["epoch"], step_in_epoch=saved["step_in_epoch"], step=saved["step"])
 
@@ -179,17 +200,13 @@ class Trainer:
         plan = self.plan
         interrupt_at = _env_int(INTERRUPT_ENV)
         nan_at = _env_int(NAN_ENV)
-        restore = self._install_signal_handlers()
         meter = Throughput()
         window = LossWindow()
         show = self.cfg.progress and self.dist.is_main
         progress = TrainProgress(self.console, plan.total_steps, state.step, enabled=show)
-        try:
-            with progress:
-                while state.step < plan.total_steps:
-                    self._train_epoch(state, progress, meter, window, interrupt_at, nan_at)
-        finally:
-            restore()
+        with self.stop, progress:  # first Ctrl-C / SIGTERM: finish the step, checkpoint, stop; a second: at once
+            while state.step < plan.total_steps:
+                self._train_epoch(state, progress, meter, window, interrupt_at, nan_at)
 
     def _train_epoch(self, state, progress, meter, window, interrupt_at, nan_at) -> None:
         cfg, plan = self.cfg, self.plan
@@ -216,11 +233,11 @@ class Trainer:
                 window.clear()
                 meter.reset()
             progress.update(state.step, loss, lr, ips, parts)
-            requested = self._stop_requested or (interrupt_at is not None and state.step == interrupt_at)
+            requested = self.stop.requested or (interrupt_at is not None and state.step == interrupt_at)
             if D.any_rank(requested, self.dist, self.device):
                 path = self._save_checkpoint(state)
                 done = f"{state.step}/{plan.total_steps}"
-                raise Interrupted(f"interrupted after step {done}: checkpoint saved to {path}", path)
+                raise Interrupted(f"interrupted after step {done}: checkpoint saved to {path}", path, self.stop.signum)
         del batches
         if state.step_in_epoch >= plan.steps_per_epoch or state.step >= plan.total_steps:
             state.epoch += 1
@@ -230,8 +247,7 @@ class Trainer:
 
     def _lr_before_step(self, step: int) -> float:
         """The lr that step `step` (1-based) used."""
-        base = self.scheduler.base_lrs[0]
-        return base * self.scheduler.lr_lambdas[0](step - 1)
+        return self.scheduler.lr_at(step - 1)
 
     def _train_step(self, batches, step: int, nan_at: int | None, state: RunState) -> tuple[float, dict[str, float]]:
         """One optimizer step; returns the loss and its parts (rank 0's, averaged over the micro-batches)."""
@@ -268,6 +284,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step=step)
         return total, parts
 
     def _loss(self, images: torch.Tensor, targets: torch.Tensor, step: int, micro: int) -> dict[str, torch.Tensor]:
@@ -314,12 +332,14 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
                 "rng": rng,
                 "epoch": state.epoch,
                 "step_in_epoch": state.step_in_epoch,
                 "step": state.step,
                 "world_size": self.dist.world_size,
                 "config": self.cfg.to_dict(),
+                "data_classes": list(self.data_classes),  # a resume with other classes is refused by name
             }
             summary = {"epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "step": state.step,
                        "total_steps": self.plan.total_steps, "time": time.time()}  # fmt: skip
@@ -327,33 +347,17 @@ class Trainer:
         D.barrier(self.dist)
         return path
 
-    def _install_signal_handlers(self):
-        """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. A second one stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            if self.dist.is_main:
-                self.console.print("stopping after this step (Ctrl-C again to stop now, without a checkpoint)")
-
-        for s in previous:
-            signal.signal(s, handler)
-
-        def restore():
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-        return restore
+    def _stopping(self, signum: int) -> None:
+        if self.dist.is_main:
+            self.console.print("stopping after this step (Ctrl-C again to stop now, without a checkpoint)")
 
     # ------------------------------------------------------------------ end
     def _finish(self, state: RunState) -> dict | None:
         D.barrier(self.dist)
         if not self.dist.is_main:
             return None
+        if self.ema is not None:  # the averaged weights are the run's result: evaluated and written
+            self.model.load_state_dict(self.ema.module.state_dict())
         return finish_run(self.cfg, self.built, self.output, self.plan, device=self.device, settings=self.settings(),
                           steps=state.step, final_loss=state.last_loss, note=self.note)  # fmt: skip
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tnt_cli.errors import SettingError, TntError
-from tnt_cli.method_names import ALIASES
+from tnt_cli.methods.registry import REFERENCE, canonical, names
 from tnt_cli.viz.result import ImageResult, StageView
 
 if TYPE_CHECKING:
@@ -22,14 +22,14 @@ if TYPE_CHECKING:
 
     from tnt_cli.engine import Schedule, TNTModel
 
-METHODS = ("tnt", "random", "evit")  # cls-attn is an alias of evit
+METHODS = names(traceable=True)  # the methods that select tokens (an alias is accepted for its method)
 
 BATCH = 16
 
 
 def check_method(method: str) -> str:
     """The canonical name of a method that selects tokens (cls-attn = evit), or one line naming the choices."""
-    name = ALIASES.get(method, method)
+    name = canonical(method)
     if name not in METHODS:
         raise SettingError(
             "unknown {method} {name!r}: choose one of {choices}", name=method, choices=", ".join(METHODS)
@@ -40,7 +40,7 @@ def check_method(method: str) -> str:
 @contextmanager
 def method_context(model: TNTModel, method: str, schedule: Schedule | None, seed: int = 0) -> Iterator[Any]:
     """Run `model` as `method` at `schedule` (default: its own), restoring scorer and schedule afterwards."""
-    from tnt_cli.eval.baselines import apply_method
+    from tnt_cli.methods.apply import apply_method
 
     with apply_method(model, check_method(method), schedule, seed=seed) as setup:
         yield setup
@@ -51,7 +51,7 @@ def trace_images(
     images: Sequence[Image.Image],
     *,
     sources: Sequence[str] | None = None,
-    method: str = "tnt",
+    method: str = REFERENCE,
     schedule: Schedule | None = None,
     class_names: list[str] | None = None,
     transform=None,

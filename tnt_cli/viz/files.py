@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tnt_cli.errors import SettingError, TntError
+from tnt_cli.methods.registry import REFERENCE
 from tnt_cli.viz.core import METHODS, check_method, trace_images
 from tnt_cli.viz.result import ImageResult
 
@@ -27,7 +28,7 @@ def visualize_files(
     paths: Sequence[str | Path],
     out_dir: str | Path,
     *,
-    method: str = "tnt",
+    method: str = REFERENCE,
     schedule: Schedule | None = None,
     class_names: list[str] | None = None,
     renderer: str = "auto",
@@ -87,12 +88,12 @@ class Visualized:
 
 def resolve_method(method: str, own: str, model: str) -> str:
     """`auto` is MODEL's own method (`own`), when it is one that selects tokens; else `method`, checked."""
-    from tnt_cli.eval.common import AUTO_METHOD
-    from tnt_cli.method_names import ALIASES
+    from tnt_cli.methods.loading import AUTO_METHOD
+    from tnt_cli.methods.registry import canonical
 
     if method != AUTO_METHOD:
         return check_method(method)
-    own = ALIASES.get(own, own)
+    own = canonical(own)
     if own not in METHODS:
         raise SettingError(
             "{spec} was fine-tuned for {own}, which merges tokens rather than selecting them: "
@@ -122,7 +123,7 @@ def visualize(
     `on_start(method, source)` is called once everything is loaded and checked, before the drawing (a long
     run can say what it is doing; a refusal comes before it).
     """
-    from tnt_cli.eval.common import load_for_method
+    from tnt_cli.methods.loading import load_for_method
     from tnt_cli.viz.images import class_names, read_image
     from tnt_cli.viz.render import resolve_renderer
 

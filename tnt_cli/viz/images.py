@@ -23,8 +23,11 @@ def read_image(path: str | Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise TntError(f"cannot read image {path}: {'no such file' if not path.exists() else 'not a file'}")
+    from tnt_cli.data.folder import quiet_bomb_warning, refuse_bomb
+
     try:
-        with Image.open(path) as img:
+        with quiet_bomb_warning(), Image.open(path) as img:
+            refuse_bomb(img, path)
             img.seek(0)
             img.load()
             return _to_l_or_rgb(img)

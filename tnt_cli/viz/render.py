@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tnt_cli.errors import SettingError, TntError
+from tnt_cli.methods.registry import lookup
+from tnt_cli.terminal import LITERAL, printable
 
 if TYPE_CHECKING:
     from tnt_cli.viz.result import ImageResult, StageView
@@ -90,10 +92,10 @@ def normalised_relevance(stage: StageView) -> np.ndarray | None:
 
 
 def titles(result: ImageResult) -> tuple[str, list[str], list[str]]:
-    pred = f"{result.class_label(result.prediction)} ({result.probability:.1%})"
+    pred = f"{printable(result.class_label(result.prediction))} ({result.probability:.1%})"
     kept = [f"{s.label}: {s.n_out}/{s.n_in} kept" for s in result.stages]
     heat = [
-        f"{'relevance' if result.method == 'tnt' else result.method} scores, {s.label}"
+        f"{'relevance' if lookup(result.method).uses_heads else result.method} scores, {s.label}"
         if s.relevance is not None
         else f"{s.label}: similarity only"
         for s in result.stages
@@ -102,7 +104,7 @@ def titles(result: ImageResult) -> tuple[str, list[str], list[str]]:
 
 
 def top_lines(result: ImageResult) -> list[str]:
-    return [f"{p:6.1%}  {result.class_label(c)}" for c, p in result.top]
+    return [f"{p:6.1%}  {printable(result.class_label(c))}" for c, p in result.top]
 
 
 # --------------------------------------------------------------------------- matplotlib
@@ -120,9 +122,10 @@ def _render_matplotlib(result: ImageResult) -> bytes:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].imshow(result.image, interpolation="nearest")
-    axes[0, 0].set_title(f"prediction: {pred}", fontsize=8)
+    axes[0, 0].set_title(f"prediction: {pred}", fontsize=8, **LITERAL)  # class names and paths: drawn as written
     axes[1, 0].axis("off")
-    axes[1, 0].text(0.0, 1.0, "top classes\n" + "\n".join(top_lines(result)), va="top", family="monospace", fontsize=7)
+    axes[1, 0].text(0.0, 1.0, "top classes\n" + "\n".join(top_lines(result)), va="top", family="monospace", fontsize=7,
+                    **LITERAL)  # fmt: skip
     rows, cols_grid = result.grid
     ph, pw = result.patch_size
     extent = (-0.5, cols_grid * pw - 0.5, rows * ph - 0.5, -0.5)
@@ -141,7 +144,7 @@ def _render_matplotlib(result: ImageResult) -> bytes:
             image = ax.imshow(heat, cmap="inferno", alpha=0.7, extent=extent, interpolation="nearest", vmin=0, vmax=1)
             bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, ticks=[0, 1])
             bar.ax.set_yticklabels(["low", "high"], fontsize=6)
-    fig.suptitle(f"{result.source}  [{result.method}: {result.schedule}]", fontsize=8)
+    fig.suptitle(f"{printable(result.source)}  [{result.method}: {result.schedule}]", fontsize=8, **LITERAL)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from tnt_cli.methods.registry import REFERENCE
+
 
 @dataclass
 class StageView:
@@ -49,8 +51,8 @@ class ImageResult:
     stages: list[StageView]
     top: list[tuple[int, float]]  # (class index, probability), best first
     class_names: list[str] | None = None
-    method: str = "tnt"
-    schedule: str = "dense"
+    method: str = REFERENCE
+    schedule: str = "dense"  # how the configuration is described
     output: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -1,4 +1,6 @@
-"""Alternating timing: every round runs each variant once, so load drift hits all of them equally."""
+"""Alternating timing: every round runs each variant once, in reversed order every other round, so load drift and
+cache or clock effects hit all of them equally. `tnt benchmark` and `tnt calibrate --measure-speed` both time here.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +36,13 @@ def time_alternating(
     device: str,
     warmup: int,
     iters: int,
+    repeat: int = 1,
     on_step: Callable[[], None] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per forward for each variant: `warmup` untimed rounds, then `iters` timed rounds, interleaved."""
+    """Seconds per forward for each variant: `warmup` untimed rounds, then `iters` timed rounds, interleaved.
+
+    Each timing runs the forward `repeat` times (and is divided by it), so a tiny model's forward is not timer noise.
+    """
     sync = synchronizer(device)
     names = list(variants)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -45,14 +51,25 @@ def time_alternating(
             forward = variants[name]
             sync()
             start = time.perf_counter()
-            forward(x)
+            for _ in range(repeat):
+                forward(x)
             sync()
-            elapsed = time.perf_counter() - start
+            elapsed = (time.perf_counter() - start) / repeat
             if r >= warmup:
                 times[name].append(elapsed)
             if on_step is not None:
                 on_step()
     return times
+
+
+def make_input(vit: torch.nn.Module, batch_size: int, *, device: str, channels_last: bool = False, seed: int = 0):
+    """Random images of the model's own input shape (speed does not depend on pixel values)."""
+    embed = vit.patch_embed
+    height, width = embed.img_size
+    channels = int(getattr(embed.proj, "in_channels", 3))
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, channels, height, width, generator=generator).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def percentile(values: Sequence[float], q: float) -> float:

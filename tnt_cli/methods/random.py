@@ -1,8 +1,17 @@
-"""The random baseline's scorer: uniform scores per image, then TNT's own schedule and top-k."""
+"""The random baseline: uniform scores per image, then exactly TNT's own schedule and top-k.
+
+It has TNT's token counts, so its MACs are TNT's without the relevance heads (random scores cost nothing).
+"""
 
 from __future__ import annotations
 
 import torch
+
+from tnt_cli.engine import Schedule, TNTModel
+from tnt_cli.engine.gmacs import relevance_head_macs
+from tnt_cli.methods.base import Configured, reference_macs, token_plan
+from tnt_cli.methods.registry import Method
+from tnt_cli.methods.tnt import run_schedule
 
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
@@ -45,3 +54,10 @@ class RandomScorer:
             generator = torch.Generator().manual_seed(self.image_seed(self._start + i, block))
             rows.append(torch.rand(n, generator=generator))
         return torch.stack(rows).to(device=x_out.device)
+
+
+def configure(model: TNTModel, schedule: Schedule, method: Method, *, seed: int = 0, own=None) -> Configured:
+    """Random scores at TNT's schedule: TNT's MACs less what its relevance heads cost."""
+    dim = int(model.vit.embed_dim)
+    heads = sum(relevance_head_macs(s, dim, head_norm=model.head_norm) for s in token_plan(model, schedule).stages)
+    return run_schedule(model, schedule, reference_macs(model, schedule) - heads, lambda: RandomScorer(seed))

@@ -1,9 +1,9 @@
 """A timm ViT block split open between attention and MLP, where ToMe merges and EViT prunes, and its MACs.
 
 `attention` re-runs timm's `Attention.forward` (qkv, q/k norms, fused or explicit attention, scale norm, gate,
-projection) but also returns q and k, which ToMe matches on and EViT scores with. The MAC counts follow
-`tnt_cli.engine.gmacs.block_macs` (fvcore's rules) with the block cut in two, so attention and MLP can run on
-different token counts.
+projection) but also returns q and k, which ToMe matches on and EViT scores with. The MAC counts are
+`tnt_cli.engine.gmacs`'s (fvcore's rules) with the block cut in two (`attention_macs`, `mlp_macs`), so attention
+and MLP can run on different token counts.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tnt_cli.engine.gmacs import attention_inner_dim, attention_macs, embed_macs, head_macs, mlp_macs
 from tnt_cli.errors import TntError
 
 _BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
@@ -82,33 +83,6 @@ def cls_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor) -> torch.Te
 
 
 # --------------------------------------------------------------------------- MACs
-def _part_macs(modules, tokens: int, dim: int) -> int:
-    from tnt_cli.engine.gmacs import norm_macs
-
-    macs = 0
-    for part in modules:
-        for module in part.modules():
-            if isinstance(module, nn.Linear):
-                macs += tokens * module.in_features * module.out_features
-            else:
-                macs += norm_macs(module, tokens * dim)
-    return macs
-
-
-def inner_dim(block: nn.Module) -> int:
-    return int(block.attn.num_heads * block.attn.head_dim)
-
-
-def attention_macs(block: nn.Module, tokens: int, dim: int) -> int:
-    """norm1 + attention (projections, q/k norms, both matmuls) on `tokens` tokens."""
-    return _part_macs((block.norm1, block.attn), tokens, dim) + 2 * tokens * tokens * inner_dim(block)
-
-
-def mlp_macs(block: nn.Module, tokens: int, dim: int) -> int:
-    """norm2 + MLP on `tokens` tokens."""
-    return _part_macs((block.norm2, block.mlp), tokens, dim)
-
-
 class BlockCosts:
     """Per-block MAC coefficients, so the matching searches cost thousands of plans in microseconds.
 
@@ -116,11 +90,9 @@ class BlockCosts:
     """
 
     def __init__(self, vit: nn.Module) -> None:
-        from tnt_cli.engine.gmacs import embed_macs
-
         dim = int(vit.embed_dim)
         self.vit = vit
-        self.inner = [inner_dim(b) for b in vit.blocks]
+        self.inner = [attention_inner_dim(b, dim) for b in vit.blocks]
         self.head_dim = [int(b.attn.head_dim) for b in vit.blocks]
         self.attn_lin = [attention_macs(b, 1, dim) - 2 * i for b, i in zip(vit.blocks, self.inner)]
         self.mlp_lin = [mlp_macs(b, 1, dim) for b in vit.blocks]
@@ -134,6 +106,4 @@ class BlockCosts:
         return self.mlp_lin[i] * tokens
 
     def head(self, tokens: int) -> int:
-        from tnt_cli.engine.gmacs import head_macs
-
         return head_macs(self.vit, tokens)

@@ -14,7 +14,9 @@ In every block, between attention and MLP:
 Deviations: timm's LayerScale (ls1 / ls2) is honoured (ToMe's patch predates it); for average-pooled models the
 final pooling is a size-weighted mean of the non-prefix tokens (our extension: ToMe pools unweighted), class-
 token models use timm's `forward_head`. Matching indices are computed without gradients, as in ToMe.
-`r` may also be a per-block list (ToMe's `parse_r` accepts one), which the GMACs matching uses.
+`r` may also be a per-block list (ToMe's `parse_r` accepts one), which the GMACs matching uses: at a budget,
+ToMe takes the per-block r whose MACs are closest to TNT's (`match_tome_r`: r in every block, r + 1 in the first m
+blocks, since a constant r moves DeiT-S in steps of up to 7%).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.errors import SettingError, TntError
-from tnt_cli.eval.methods.blocks import BlockCosts, attention_residual, check_blocks, mlp_residual
+from tnt_cli.methods.base import Configured, reference_macs
+from tnt_cli.methods.blocks import BlockCosts, attention_residual, check_blocks, mlp_residual
+from tnt_cli.methods.registry import Method
 
 
 def per_block_r(r: int | Sequence[int], depth: int) -> tuple[int, ...]:
@@ -134,12 +139,33 @@ def merge_wavg(
     return out[..., :dim] / size, size
 
 
+def configure(model: TNTModel, schedule: Schedule, method: Method, *, seed: int = 0, own=None) -> Configured:
+    """ToMe at the r plan closest to TNT's MACs at `schedule`, or at `own` (its merge count r, or one per block)."""
+    check_blocks(model.vit, method.name)
+    rs = match_tome_r(model.vit, reference_macs(model, schedule)) if own is None else per_block_r(own, model.depth)
+    details = {"schedule": None, "tome_r": min(rs) if rs else 0, "tome_r_per_block": list(rs)}  # no schedule runs
+    return Configured(tome_macs(model.vit, rs), schedule, describe_tome(rs), lambda: ToMeViT(model, rs), details,
+                      reduces=any(rs), own=rs)  # fmt: skip
+
+
+def describe_tome(rs: Sequence[int]) -> str:
+    """'tome r 3 (4 in blocks 0-1)': the plan as reports show it."""
+    rs = tuple(rs)
+    if not rs:
+        return "tome r 0"
+    base = min(rs)
+    more = [i for i, r in enumerate(rs) if r > base]
+    if not more:
+        return f"tome r {base}"
+    blocks = f"block {more[0]}" if len(more) == 1 else f"blocks {more[0]}-{more[-1]}"
+    return f"tome r {base} ({base + 1} in {blocks})"
+
+
 class ToMeViT(nn.Module):
     """A TNT model's timm ViT run with ToMe: r merges in every block (a per-block list is allowed)."""
 
     def __init__(self, model: nn.Module, r: int | Sequence[int]) -> None:
         super().__init__()
-        check_blocks(model.vit, "tome")
         self.model = model
         self.rs = per_block_r(r, model.depth)
 
@@ -149,6 +175,12 @@ class ToMeViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_from(self.model.embed(x))
+
+    def states_needed(self) -> set[int]:
+        return {0}  # ToMe changes every block
+
+    def forward_from_states(self, states: dict[int, torch.Tensor]) -> torch.Tensor:
+        return self.forward_from(states[0])
 
     def forward_from(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Logits from embedded tokens (the input of block 0; ToMe changes every block, so start is 0)."""

@@ -8,8 +8,11 @@ kept tokens only: x = x + ls2(mlp(norm2(x))). Later blocks run unchanged on what
 fused token is a token like the others (kept, or fused again), as in EViT.
 Deviations: the class-token row is recomputed from the block's own q and k (same math, so the block keeps its
 fused attention kernel) and taken before attention dropout (EViT's code takes it after; with the usual
-attn_drop = 0 they agree); EViT counts keep as ceil(rate * n), here the kept counts are set directly (matched to
-TNT's GMACs in `tnt_cli.eval.baselines`). EViT needs a class token: models without one are refused.
+attn_drop = 0 they agree); EViT counts keep as ceil(rate * n), here the kept counts are set directly, matched to
+TNT's GMACs (`evit_keep_counts`: at the schedule's blocks, the first stage's count searched over every value,
+later stages keeping TNT's counts scaled by the same factor; pruning inside the block makes EViT cheaper at equal
+counts, so it keeps a few more tokens; ties go to the cheaper plan). EViT needs a class token: models without one
+are refused.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tnt_cli.engine import Schedule, TNTModel
 from tnt_cli.engine.model import StageTrace
+from tnt_cli.engine.schedule import BEFORE_BLOCKS
 from tnt_cli.errors import TntError
-from tnt_cli.eval.methods.blocks import BlockCosts, attention_residual, check_blocks, cls_attention, mlp_residual
+from tnt_cli.methods.base import Configured, reference_macs, token_plan
+from tnt_cli.methods.blocks import BlockCosts, attention_residual, check_blocks, cls_attention, mlp_residual
+from tnt_cli.methods.registry import Method, names
 
 
 @dataclass(frozen=True)
@@ -39,13 +46,52 @@ class EvitStage:
         return self.keep + (1 if self.fuse and self.keep < self.n_in else 0)
 
 
-def check_evit(vit: nn.Module, method: str = "evit") -> None:
+def check_evit(vit: nn.Module, method: str) -> None:
     if getattr(vit, "cls_token", None) is None:
+        others = names(reduces=True, needs_class_token=False)
         raise TntError(
             f"{method} ranks tokens by the class token's attention, and this model has no class token "
-            "(use tnt, random or tome)"
+            f"(use {', '.join(others[:-1])} or {others[-1]})"
         )
     check_blocks(vit, method)
+
+
+def configure(
+    model: TNTModel, schedule: Schedule, method: Method, *, seed: int = 0, own=None, fuse: bool = False
+) -> Configured:
+    """EViT at the schedule's blocks, its kept counts matched to TNT's MACs at `schedule`."""
+    check_evit(model.vit, method.name)
+    stages = evit_keep_counts(model, schedule, fuse=fuse)
+    kept = ", ".join(f"block {s.block} keep {s.keep}/{s.n_in}" for s in stages) or "dense"
+    return Configured(evit_macs(model.vit, stages), schedule, f"{method.name}: {kept}",
+                      lambda: EViT(model, stages, fuse=fuse), {"evit_keep": [s.keep for s in stages]},
+                      reduces=bool(stages))  # fmt: skip
+
+
+def configure_fused(model: TNTModel, schedule: Schedule, method: Method, *, seed: int = 0, own=None) -> Configured:
+    """EViT with the dropped tokens fused into one extra token."""
+    return configure(model, schedule, method, seed=seed, own=own, fuse=True)
+
+
+def evit_keep_counts(model: TNTModel, schedule: Schedule, fuse: bool) -> tuple[EvitStage, ...]:
+    """EViT stages at the schedule's blocks whose MACs are closest to TNT's (see the module docstring)."""
+    plan = token_plan(model, schedule)
+    stages = [s for s in plan.stages if s.block != BEFORE_BLOCKS]
+    if not stages:
+        return ()
+    vit, n = model.vit, model.num_patches
+    costs, target = BlockCosts(vit), reference_macs(model, schedule)
+    blocks, counts = [s.block for s in stages], [s.n_out for s in stages]
+    best, best_gap, best_macs = (), float("inf"), 0
+    for first in range(1, n + 1):
+        scale = first / counts[0]
+        keeps = [first] + [max(1, round(scale * k)) for k in counts[1:]]
+        candidate = evit_stages(n, blocks, keeps, fuse)
+        macs = evit_macs(vit, candidate, costs)
+        gap = abs(macs - target)
+        if gap < best_gap or (gap == best_gap and macs < best_macs):
+            best, best_gap, best_macs = candidate, gap, macs
+    return best
 
 
 def evit_stages(num_patches: int, blocks: Sequence[int], keeps: Sequence[int], fuse: bool) -> tuple[EvitStage, ...]:
@@ -85,7 +131,6 @@ class EViT(nn.Module):
 
     def __init__(self, model: nn.Module, stages: Sequence[EvitStage], fuse: bool = False) -> None:
         super().__init__()
-        check_evit(model.vit, "evit-fuse" if fuse else "evit")
         self.model = model
         self.stages = tuple(stages)
         self.fuse = fuse
@@ -98,9 +143,15 @@ class EViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_from(self.model.embed(x), 0)
 
+    def states_needed(self) -> set[int]:
+        return {self.first_block}  # the input of its first pruning block
+
+    def forward_from_states(self, states: dict[int, torch.Tensor]) -> torch.Tensor:
+        return self.forward_from(states[self.first_block], self.first_block)
+
     def forward_traced(self, x: torch.Tensor) -> tuple[torch.Tensor, list[StageTrace]]:
         if self.fuse:
-            raise TntError("evit-fuse's fused token is no patch of the image: visualize evit instead")
+            raise TntError("EViT's fused token is no patch of the image: trace EViT without fusion instead")
         trace: list[StageTrace] = []
         return self.forward_from(self.model.embed(x), 0, trace), trace
 
