@@ -44,11 +44,12 @@ MULTI = (((1, 3), (0.7, 0.7)), ((1, 3), (0.5, 0.5)))
 # its rows stay reproducible whatever the default becomes.
 NOISY = {"anchor": False, "noise_blocks": (0, 1, 2, 3), "sigma0": 1.0, "relevance": "sigmoid", "target_rate": 0.3,
          "rate_weight": 1.0}  # fmt: skip
+BASELINE = {"anchor": False, "noise_blocks": (0, 1, 2, 3), "relevance": "sigmoid"}
 ANCHORED = {"anchor": True, "noise_blocks": (PRUNE_BLOCK,), "sigma0": 1.0, "heads_fraction": 0.25}
 PROGRESSIVE = {**ANCHORED, "relevance": "rank", "noise_blocks": (1, 3), "drop_block": None}
 # run name -> (finetune --method, --reducer, other `tnt finetune` settings); the name labels it in every table
 RUNS: dict[str, tuple[str, str, dict]] = {
-    "tnt": ("tnt", "drop", {}),  # the default recipe, as it is now
+    "tnt": ("tnt", "merge", {"drop_block": None}),  # the default recipe, as it is now (tnt-rank-prog-merge's settings)
     "tnt-noisy": ("tnt", "drop", NOISY),
     "tnt-noisy-merge": ("tnt", "merge", NOISY),
     "tnt-noisy-hn": ("tnt", "drop", {**NOISY, "noise_trains": "heads"}),  # the noise trains the heads only
@@ -63,12 +64,14 @@ RUNS: dict[str, tuple[str, str, dict]] = {
     "tnt-rank-fuse": ("tnt", "fuse", {**ANCHORED, "relevance": "rank"}),  # ... the left-out tokens fused into one
     # ... progressive: heads after blocks 1 and 3, the pruning pass prunes at both (keep split between them)
     "tnt-rank-prog": ("tnt", "drop", {**PROGRESSIVE}),
-    "tnt-eq": ("tnt", "drop", {}),  # the default recipe at the baselines' training GMACs (fewer steps: EQUAL_BUDGET)
+    # the default recipe at the baselines' training GMACs (fewer steps: EQUAL_BUDGET)
+    "tnt-eq": ("tnt", "merge", {"drop_block": None}),
     "tnt-rank-prog-merge": ("tnt", "merge", {**PROGRESSIVE}),  # ... progressive and merging
-    "random": ("random", "drop", {}),
-    "evit": ("evit", "drop", {}),
-    "evit-fuse": ("evit-fuse", "drop", {}),
-    "tome": ("tome", "drop", {}),
+    # baselines: the step and pruning-pass block they trained with in every round (their rows stay reproducible)
+    "random": ("random", "drop", BASELINE),
+    "evit": ("evit", "drop", BASELINE),
+    "evit-fuse": ("evit-fuse", "drop", BASELINE),
+    "tome": ("tome", "drop", BASELINE),
 }
 # run -> the run whose settings it trains with, for fewer steps: as many as the baselines' training GMACs allow
 EQUAL_BUDGET = {"tnt-eq": "tnt"}
@@ -129,13 +132,13 @@ def commands(bench: str, run: str, seed: int, steps: int, batch: int, schedule: 
     out = run_dir(bench, run, seed, steps, batch).relative_to(ROOT)
     settings.update(model=str(BASE_DIRS[bench].relative_to(ROOT)), out=str(out))
     ft = " ".join(["tnt finetune", *argv_from(SETTINGS, settings)])
-    _, reducer, extra = RUNS[run]
+    method, reducer, extra = RUNS[run]
     sched = next(s for name, s in schedules() if name == schedule)
     flags = ""
     if sched.prune_layers:
         flags = f" --prune-layers {','.join(map(str, sched.prune_layers))} --keep-rates "
         flags += ",".join(f"{k:g}" for k in sched.keep_rates)
-        if reducer != "drop":
+        if method == "tnt":
             flags += f" --reducer {reducer}"
         if extra.get("merge_threshold") is not None:
             flags += f" --merge-threshold {extra['merge_threshold']:g}"
@@ -416,8 +419,9 @@ def budget_table(rows: list[dict], bench: str, steps: int, batch: int, runs: lis
         wall = [float(r["train_s"]) for r in rows if (r["bench"], int(r["steps"]), int(r["batch"]), r["run"]) ==
                 (bench, steps, batch, run) and r["schedule"] == "dense"]  # fmt: skip
         wall_text = f"{statistics.fmean(wall):.0f} s" if wall else ""
-        lines.append(f"| {run} | {per:.4f} | {per * steps * batch / 1e3:.2f} | {per / reference - 1:+.1%} | "
-                     f"{wall_text} |")
+        lines.append(
+            f"| {run} | {per:.4f} | {per * steps * batch / 1e3:.2f} | {per / reference - 1:+.1%} | {wall_text} |"
+        )
     lines.append("")
     lines.append("Training compute counts every pass forward and backward (3x a forward; 2x through a detached "
                  "backbone) plus the teacher's forward; wall time is one thread on a 2-core machine shared with "
@@ -465,8 +469,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--merge-threshold", action="store_true",
-                    help="choose the gated merge's threshold on training images (needs the tnt-rank seed-0 run)")
+    ap.add_argument(
+        "--merge-threshold",
+        action="store_true",
+        help="choose the gated merge's threshold on training images (needs the tnt-rank seed-0 run)",
+    )
     ap.add_argument("--report", action="store_true", help="only write results/study/STUDY.md from the rows")
     ap.add_argument("--commands", nargs=4, metavar=("BENCH", "RUN", "SEED", "SCHEDULE"),
                     help="print the CLI commands that reproduce one row (with --steps/--batch)")  # fmt: skip
