@@ -150,3 +150,24 @@ def test_compare_runs_each_directory_with_its_own_method_at_matched_gmacs(base, 
     )
     refused = run_cli("compare", runs["tome"], "--methods", "tnt", "--data", "fashion-mnist", "--limit", "8")
     assert refused.exit_code == 1 and "no trained relevance heads" in refused.output
+
+    # --budget: each model at its best schedule costing at most the budget (+2%), progressive schedules included
+    dense = next(r for r in rows if r["method"] == "tnt" and r["schedule_text"] == "dense")
+    budget = 0.9 * dense["gmacs"]
+    result = run_cli("compare", runs["tnt"], runs["tome"], "--data", "fashion-mnist", "--keeps", "0.7,0.3",
+                     "--progressive", "1,3", "--budget", f"{budget}", "--limit", "48", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = report["rows"]
+    assert rows and all(r["gmacs_tnt"] <= budget * 1.02 for r in rows)  # dense (over the budget) is not run
+    assert {len(r["schedule"]["prune_layers"]) for r in rows} == {1, 2}
+    assert [b["label"] for b in report["best"]] == [str(runs["tnt"]), str(runs["tome"])]
+    for best in report["best"]:
+        within = [r for r in rows if r["label"] == best["label"] and r["gmacs"] <= budget * 1.02]
+        assert best["top1"] == max(r["top1"] for r in within) and best["gmacs"] <= budget * 1.02
+    text = run_cli("compare", runs["tnt"], "--data", "fashion-mnist", "--keeps", "0.3", "--budget", f"{budget}",
+                   "--limit", "16")  # fmt: skip
+    assert text.exit_code == 0 and "best schedule within" in text.stdout and "block 1 keep 0.3" in text.stdout
+    for bad in ("0", "-1", "nan"):
+        refused = run_cli("compare", runs["tnt"], "--data", "fashion-mnist", "--budget", bad)
+        assert refused.exit_code in (1, 2) and "--budget" in refused.output and "Traceback" not in refused.output

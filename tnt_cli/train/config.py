@@ -125,7 +125,8 @@ class TrainConfig:
         choices=NOISE_VARIANTS,
     )
     relevance: str | None = setting(
-        help="softmax (the paper) or sigmoid with a rate penalty.", panel=NOISE, from_recipe=True, summary=True,
+        help="softmax (the paper), sigmoid with a rate penalty, or rank (the default: a token's relevance is its "
+        "rank among the patch tokens, so the ranking gets gradient at every keep rate).", panel=NOISE, from_recipe=True, summary=True,
         choices=RELEVANCES,
     )
     target_rate: float | None = setting(
