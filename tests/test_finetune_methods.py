@@ -97,6 +97,22 @@ def test_tnt_with_the_merge_reducer_trains_and_deploys_with_it(base, tmp_path):
     report = json.loads(evaluated.stdout)
     assert report["method"] == "tnt" and report["schedule"]["reducer"] == "merge"
 
+    # another schedule from the flags keeps the model's reducer unless --reducer says otherwise (evaluate, prune,
+    # calibrate's sweep): a merging model is not silently measured dropping
+    flags = ("--prune-layers", "1", "--keep-rates", "0.3")
+    for reducer, expected in ((), "merge"), (("--reducer", "drop"), "drop"):
+        evaluated = run_cli("evaluate", out, "--data", "fashion-mnist", "--limit", "32", *flags, *reducer, "--json")
+        assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["schedule"]["reducer"] == expected
+        pruned = tmp_path / f"pruned-{expected}"
+        assert run_cli("prune", out, "--out", pruned, *flags, *reducer).exit_code == 0
+        assert json.loads((pruned / "config.json").read_text())["tnt"]["schedule"]["reducer"] == expected
+    swept = run_cli("calibrate", out, "--data", "fashion-mnist", "--limit", "32", "--eval-limit", "0", "--out",
+                    tmp_path / "calib", "--grid-layers", "1", "--grid-keep", "0.5", "--grid-sim", "0", "--methods",
+                    "tnt", "--max-drop", "100")  # fmt: skip
+    assert swept.exit_code == 0, swept.output
+    chosen = json.loads((tmp_path / "calib" / "schedule.json").read_text())
+    assert chosen["schedule"]["reducer"] == "merge", chosen
+
 
 def test_evaluate_runs_a_baseline_directory_with_its_own_method(base, tmp_path):
     out = tmp_path / "evit"

@@ -75,7 +75,6 @@ RUNS: dict[str, tuple[str, str, dict]] = {
 }
 # run -> the run whose settings it trains with, for fewer steps: as many as the baselines' training GMACs allow
 EQUAL_BUDGET = {"tnt-eq": "tnt"}
-TNT_RUNS = tuple(r for r, (m, _, _) in RUNS.items() if m == "tnt")
 BASELINES = ("random", "evit", "evit-fuse", "tome")
 FIELDS = ("bench", "run", "method", "reducer", "seed", "steps", "batch", "schedule", "keep", "gmacs", "gmacs_tnt",
           "top1", "top5", "images", "train_s")  # fmt: skip
@@ -351,7 +350,7 @@ def report(benches: tuple[str, ...] = BENCHES) -> str:
     for bench, steps, batch in configs:
         runs = [r for r in RUNS if any(k[:3] == (bench, steps, batch) and k[4] == r for k in stats)]
         lines += ["", f"## {bench}: {steps} steps x batch {batch}", ""]
-        lines.append("| schedule | GMACs | " + " | ".join(runs) + " | TNT - best baseline |")
+        lines.append("| schedule | GMACs | " + " | ".join(runs) + " | default recipe - best baseline |")
         lines.append("|---|---|" + "---|" * len(runs) + "---|")
         for name, _ in schedules():
             cells = {r: stats.get((bench, steps, batch, name, r)) for r in runs}
@@ -369,13 +368,10 @@ def report(benches: tuple[str, ...] = BENCHES) -> str:
                 row.append(f"{c['mean']:.2f}{spread}{star}")
             margin = ""
             base = [(cells[b]["mean"], b) for b in BASELINES if cells.get(b)]
-            tnt = cells.get("tnt")
-            if base and tnt and name != "dense":
+            default = [r for r in ("tnt", "tnt-eq") if cells.get(r)]
+            if base and default and name != "dense":
                 best, who = max(base)
-                margin = f"{tnt['mean'] - best:+.2f} vs {who}"
-                for variant in TNT_RUNS[1:]:
-                    if cells.get(variant):
-                        margin += f"; {variant} {cells[variant]['mean'] - best:+.2f}"
+                margin = "; ".join(f"{r} {cells[r]['mean'] - best:+.2f}" for r in default) + f" vs {who}"
             row.append(margin)
             lines.append("| " + " | ".join(row) + " |")
         n = {c["n"] for k, c in stats.items() if k[:3] == (bench, steps, batch)}
@@ -410,18 +406,20 @@ def budget_best_table(stats: dict, bench: str, steps: int, batch: int, runs: lis
 
 
 def budget_table(rows: list[dict], bench: str, steps: int, batch: int, runs: list[str]) -> list[str]:
-    """Each run's training compute (`train_gmacs_per_image` x steps x batch) against ToMe's, and its wall time."""
-    reference = train_gmacs_per_image(bench, "tome")
-    lines = ["| run | training GMACs per image-step | training TMACs | vs ToMe | fine-tuning wall time (mean) |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    """Each run's training compute (`train_gmacs_per_image` x its steps x batch) against ToMe's, and its wall
+    time."""
+    reference = train_gmacs_per_image(bench, "tome") * steps
+    lines = ["| run | training GMACs per image-step | steps | training TMACs | vs ToMe | fine-tuning wall time |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for run in runs:
         per = train_gmacs_per_image(bench, run)
+        run_steps = equal_budget_steps(bench, run, steps) if run in EQUAL_BUDGET else steps
         wall = [float(r["train_s"]) for r in rows if (r["bench"], int(r["steps"]), int(r["batch"]), r["run"]) ==
                 (bench, steps, batch, run) and r["schedule"] == "dense"]  # fmt: skip
         wall_text = f"{statistics.fmean(wall):.0f} s" if wall else ""
-        lines.append(
-            f"| {run} | {per:.4f} | {per * steps * batch / 1e3:.2f} | {per / reference - 1:+.1%} | {wall_text} |"
-        )
+        total = per * run_steps
+        lines.append(f"| {run} | {per:.4f} | {run_steps} | {total * batch / 1e3:.2f} | {total / reference - 1:+.1%} | "
+                     f"{wall_text} |")  # fmt: skip
     lines.append("")
     lines.append("Training compute counts every pass forward and backward (3x a forward; 2x through a detached "
                  "backbone) plus the teacher's forward; wall time is one thread on a 2-core machine shared with "

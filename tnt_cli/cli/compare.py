@@ -89,7 +89,7 @@ def compare(
 
       tnt compare runs/tnt --methods tnt,random,tome --data fashion-mnist --json
 
-      tnt compare runs/tnt runs/tome --data fashion-mnist --budget 0.02 --progressive 1,3
+      tnt compare runs/tnt runs/tome --data /in1k --budget 3.2 --progressive 1,3
     """
     o.apply_offline(offline)
     from tnt_cli.cli.output import print_json, stderr

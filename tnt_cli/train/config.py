@@ -126,8 +126,8 @@ class TrainConfig:
     )
     relevance: str | None = setting(
         help="softmax (the paper), sigmoid with a rate penalty, or rank (the default: a token's relevance is its "
-        "rank among the patch tokens, so the ranking gets gradient at every keep rate).", panel=NOISE, from_recipe=True, summary=True,
-        choices=RELEVANCES,
+        "rank among the patch tokens, so the ranking gets gradient at every keep rate).",
+        panel=NOISE, from_recipe=True, summary=True, choices=RELEVANCES,
     )
     target_rate: float | None = setting(
         help="sigmoid relevance: mean alpha the rate penalty pulls toward.", panel=NOISE, from_recipe=True, summary=True
