@@ -36,7 +36,7 @@ def test_finetune_ships_evaluates_and_cards_the_schedule_it_trained_for(finetune
     out, summary = finetuned
     block = summary["settings"]["drop_block"]
     assert block == 1  # the default recipe's pruning pass on a 4-block model
-    trained_for = Schedule(prune_layers=(block,), keep_rates=(0.5,))
+    trained_for = Schedule(prune_layers=(block,), keep_rates=(0.5,), reducer="merge")  # the default recipe merges
     assert summary["eval_schedule"] == trained_for.to_dict()
     assert summary["evaluation"]["schedule"] == trained_for.describe()  # what the end-of-run evaluation measured
     assert read_config(out)["tnt"]["schedule"] == trained_for.to_dict()  # what OUT runs

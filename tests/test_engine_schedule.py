@@ -8,6 +8,7 @@ import pytest
 
 from tnt_cli.engine import Schedule, attach_tnt, plan_tokens
 from tnt_cli.engine.model import TNTModel
+from tnt_cli.engine.noise import NoiseConfig
 from tnt_cli.engine.schedule import BEFORE_BLOCKS, keep_count
 from tnt_cli.errors import ScheduleError, TntError
 from tnt_cli.io.builder import LoadedModel
@@ -121,9 +122,9 @@ def test_pruning_at_a_block_without_a_head_is_refused(tiny_vit):
 
 
 def test_attach_tnt_adds_heads_for_scheduled_blocks(tiny_vit):
-    model = attach_tnt(tiny_vit("vit"), schedule=Schedule((3,), (0.5,)))
-    assert model.head_blocks == (0, 1, 2, 3)
-    assert model.plan.patches_per_block == (64, 64, 64, 64)  # pruning after the last block only shrinks the norm
+    model = attach_tnt(tiny_vit("vit"), schedule=Schedule((2,), (0.5,)))
+    assert model.head_blocks == tuple(sorted({*NoiseConfig().blocks, 2})) == (1, 2, 3)
+    assert model.plan.patches_per_block == (64, 64, 64, 32)  # block 3 runs on the tokens kept after block 2
 
 
 def test_install_schedule_refuses_untrained_heads(tiny_vit):
@@ -135,5 +136,5 @@ def test_install_schedule_refuses_untrained_heads(tiny_vit):
     install_schedule(loaded, Schedule((1,), (0.5,)), require_trained_heads=False)  # counting only
     assert loaded.model.schedule == Schedule((1,), (0.5,))
     loaded.heads_trained = True
-    install_schedule(loaded, Schedule((2,), (0.5,)))
+    install_schedule(loaded, Schedule((3,), (0.5,)))
     assert loaded.model.plan.final_patches == 32

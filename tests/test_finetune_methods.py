@@ -97,6 +97,22 @@ def test_tnt_with_the_merge_reducer_trains_and_deploys_with_it(base, tmp_path):
     report = json.loads(evaluated.stdout)
     assert report["method"] == "tnt" and report["schedule"]["reducer"] == "merge"
 
+    # another schedule from the flags keeps the model's reducer unless --reducer says otherwise (evaluate, prune,
+    # calibrate's sweep): a merging model is not silently measured dropping
+    flags = ("--prune-layers", "1", "--keep-rates", "0.3")
+    for reducer, expected in ((), "merge"), (("--reducer", "drop"), "drop"):
+        evaluated = run_cli("evaluate", out, "--data", "fashion-mnist", "--limit", "32", *flags, *reducer, "--json")
+        assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["schedule"]["reducer"] == expected
+        pruned = tmp_path / f"pruned-{expected}"
+        assert run_cli("prune", out, "--out", pruned, *flags, *reducer).exit_code == 0
+        assert json.loads((pruned / "config.json").read_text())["tnt"]["schedule"]["reducer"] == expected
+    swept = run_cli("calibrate", out, "--data", "fashion-mnist", "--limit", "32", "--eval-limit", "0", "--out",
+                    tmp_path / "calib", "--grid-layers", "1", "--grid-keep", "0.5", "--grid-sim", "0", "--methods",
+                    "tnt", "--max-drop", "100")  # fmt: skip
+    assert swept.exit_code == 0, swept.output
+    chosen = json.loads((tmp_path / "calib" / "schedule.json").read_text())
+    assert chosen["schedule"]["reducer"] == "merge", chosen
+
 
 def test_evaluate_runs_a_baseline_directory_with_its_own_method(base, tmp_path):
     out = tmp_path / "evit"
@@ -150,3 +166,24 @@ def test_compare_runs_each_directory_with_its_own_method_at_matched_gmacs(base, 
     )
     refused = run_cli("compare", runs["tome"], "--methods", "tnt", "--data", "fashion-mnist", "--limit", "8")
     assert refused.exit_code == 1 and "no trained relevance heads" in refused.output
+
+    # --budget: each model at its best schedule costing at most the budget (+2%), progressive schedules included
+    dense = next(r for r in rows if r["method"] == "tnt" and r["schedule_text"] == "dense")
+    budget = 0.9 * dense["gmacs"]
+    result = run_cli("compare", runs["tnt"], runs["tome"], "--data", "fashion-mnist", "--keeps", "0.7,0.3",
+                     "--progressive", "1,3", "--budget", f"{budget}", "--limit", "48", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = report["rows"]
+    assert rows and all(r["gmacs_tnt"] <= budget * 1.02 for r in rows)  # dense (over the budget) is not run
+    assert {len(r["schedule"]["prune_layers"]) for r in rows} == {1, 2}
+    assert [b["label"] for b in report["best"]] == [str(runs["tnt"]), str(runs["tome"])]
+    for best in report["best"]:
+        within = [r for r in rows if r["label"] == best["label"] and r["gmacs"] <= budget * 1.02]
+        assert best["top1"] == max(r["top1"] for r in within) and best["gmacs"] <= budget * 1.02
+    text = run_cli("compare", runs["tnt"], "--data", "fashion-mnist", "--keeps", "0.3", "--budget", f"{budget}",
+                   "--limit", "16")  # fmt: skip
+    assert text.exit_code == 0 and "best schedule within" in text.stdout and "block 1 keep 0.3" in text.stdout
+    for bad in ("0", "-1", "nan"):
+        refused = run_cli("compare", runs["tnt"], "--data", "fashion-mnist", "--budget", bad)
+        assert refused.exit_code in (1, 2) and "--budget" in refused.output and "Traceback" not in refused.output

@@ -28,12 +28,14 @@ def cfg(**kw) -> TrainConfig:
     return TrainConfig(model="m", data="fashion-mnist", out="o", **kw)
 
 
-def test_default_recipe_is_the_studys_sigmoid_drop():
+def test_default_recipe_is_the_studys_winner():
     c = cfg()
     assert c.recipe == "default"
-    # the study's winning recipe (examples/fashion_mnist/study.py, "sigmoid-drop")
-    assert (c.relevance, c.sigma0, c.noise_variant, c.target_rate, c.train) == ("sigmoid", 1.0, "std", 0.3, "full")
-    assert c.noise_blocks == (0, 1, 2, 3)
+    # the study's winning recipe (examples/fashion_mnist/study.py, "tnt-rank-prog-merge")
+    assert (c.relevance, c.sigma0, c.noise_variant, c.train) == ("rank", 1.0, "std", "full")
+    assert c.anchor is True and c.heads_fraction == 0.25 and c.reducer == "merge" and c.merge_threshold is None
+    assert c.noise_blocks == (1, 3)
+    assert cfg(method="tome").reducer == "drop"  # a baseline reduces its own way
     assert c.distill is True and c.distill_weight == 1.0
     assert c.drop_weight == 1.0 and c.drop_keeps == (0.7, 0.5, 0.3, 0.15) and c.drop_block is None
     # study lrs at batch 128 (backbone 2e-4, heads 3e-3) in the trainer's per-512 convention
@@ -47,6 +49,7 @@ def test_official_recipe_is_the_paper():
     c = cfg(recipe="official")
     assert (c.relevance, c.sigma0, c.train, c.distill, c.drop_weight) == ("softmax", 0.02, "heads", False, 0.0)
     assert c.noise_blocks == (0, 1, 2, 3, 4)  # as the official code
+    assert c.anchor is False and c.reducer == "drop"  # the paper's noisy step, tokens dropped
     assert c.heads_lr_scale == 1.0 and c.lr == pytest.approx(RECIPES["official"].lr["heads"])
 
 
@@ -182,4 +185,4 @@ def test_a_bare_tnt_model_gets_the_heads_attach_tnt_gives():
     assert TNTModel(vit).head_blocks == attach_tnt(vit).head_blocks == NoiseConfig().blocks
     assert TNTModel(vit).noise == attach_tnt(vit).noise == NoiseConfig()
     shallow = tiny_vit(shape=FMNIST, depth=2)  # the default noise blocks a model lacks are left out, as attach_tnt does
-    assert TNTModel(shallow).head_blocks == attach_tnt(shallow).head_blocks == (0, 1)
+    assert TNTModel(shallow).head_blocks == attach_tnt(shallow).head_blocks == (1,)

@@ -1,90 +1,80 @@
-"""The study's central claim at small scale, through the product, against a TRAINED baseline.
+"""The study's central claim at small scale, through the product, against the strongest TRAINED baselines.
 
-On cluttered Fashion-MNIST (most tokens are background), a tiny ViT is trained from scratch on a subset, then
-fine-tuned twice through `tnt_cli.train.trainer.finetune` with the same recipe, steps and seed: once with TNT,
-once with random-drop fine-tuning (`--method random`). Both are pruned after block 1 to keep 0.3 and compared
-with `tnt_cli.eval.compare` (what `tnt compare` runs) on held-out images. The margin threshold comes from
-repeated runs (see `MARGIN`). A second test checks that the study's rows are what the CLI prints.
+On textured Fashion-MNIST (an item on a 64x64 canvas over a texture: no two background patches equal, so merging
+gets nothing for free), the shipped base model is fine-tuned three times through `tnt_cli.train.trainer.finetune`
+with the same recipe, steps, data and seed: with TNT (the default recipe), and as EViT and ToMe (`--method`), the
+strongest trained baselines of the full study at keep 0.3 and 0.5. Each is compared with `tnt_cli.eval.compare`
+(what `tnt compare` runs, every method at TNT's GMACs) after block 1 at keep 0.5 and 0.3, on held-out test images.
+The thresholds come from repeated runs (see `MEASURED`). A second test checks that the study's rows are what the
+CLI prints.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist"
-BENCH = "cluttered-fashion-mnist"
+BENCH = "textured-fashion-mnist"
+KEEPS = (0.5, 0.3)
+BASELINES = ("evit", "tome")
 
-# Margin TNT - random (both fine-tuned the same way, 120 steps) at keep 0.3, measured with
-# `cd tests && python test_study.py 5 1` (seeds 0-4, one thread, 1000 test images; 45-49 s a seed on the 2-core
-# CPU): 8.7, 5.9, 3.2, 3.2, 5.0 points (TNT 33.7-41.0%, random 28.6-37.8%), mean 5.2, sd 2.3. The test runs
-# seed 0; its threshold sits below the smallest margin of any seed, and heads that rank no better than chance
-# (margin 0 +- 1.5, the sampling noise of 1000 images) fail it.
-MEASURED = {0: 8.7, 1: 5.9, 2: 3.2, 3: 3.2, 4: 5.0}
-MARGIN = 2.0
+# TNT - the best of EViT and ToMe (all fine-tuned the same way: 120 steps of 64 from the shipped base, 4000 train
+# images; 2000 test images), points at keep 0.5 / 0.3, measured with
+# `cd tests && python test_study.py 5 1 tnt,evit,tome,random` (seeds 0-4, one thread, 220-350 s a seed on the
+# 2-core CPU shared with other jobs; random drop was 6-11 points behind and never the best): every seed had TNT
+# ahead at both keep rates, by 0.1-0.8 (mean 0.45 / 0.44, sd 0.27 / 0.30). TNT at 58.90-60.00%, EViT 58.45-59.35%,
+# ToMe 57.15-59.50%. The test runs seed 0 and asks TNT to be at least as accurate as the better baseline at both
+# keep rates: below the smallest margin any seed showed, and failed by heads that rank no better than chance
+# (random drop's 48-54%) or by a baseline that keeps more.
+MEASURED = {0: (0.45, 0.2), 1: (0.1, 0.85), 2: (0.3, 0.6), 3: (0.8, 0.45), 4: (0.6, 0.1)}
+MARGIN = (0.0, 0.0)
 
 
-def tiny_base(seed: int, out: Path, train_n: int = 4000) -> Path:
-    """A tiny ViT trained from scratch for a few hundred steps (seconds), saved as a timm directory."""
+def small_scale(seed: int, tmp: Path, *, methods: tuple[str, ...] = ("tnt", *BASELINES), steps: int = 120,
+                test_n: int = 2000) -> dict[str, dict[float, float]]:  # fmt: skip
+    """Top-1 (%) after block 1 at each of KEEPS, per method, all fine-tuned the same way from the shipped base."""
     sys.path.insert(0, str(EXAMPLES))
     try:
-        import common
+        from common import BASE_DIRS
     finally:
         sys.path.remove(str(EXAMPLES))
-    from timm.models import save_for_hf
-
-    from tnt_cli.data.cluttered import ClutteredFashionMNIST
-
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    xtr, ytr, _ = ClutteredFashionMNIST("train", seed=0).tensors(limit=train_n)
-    spec = common.BenchSpec("tiny", img_size=64, patch_size=16, embed_dim=48, depth=3, num_heads=2, mlp_ratio=2.0)
-    vit = common.create_vit(spec)
-    opt = torch.optim.AdamW(vit.parameters(), lr=2e-3, weight_decay=0.05)
-    steps = 400
-    for step in range(steps):
-        idx = torch.randint(0, len(xtr), (64,), generator=gen)
-        for g in opt.param_groups:
-            g["lr"] = common.cosine_lr(step, steps, 25, 2e-3)
-        loss = torch.nn.functional.cross_entropy(vit(common.normalise(xtr[idx])), ytr[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    save_for_hf(vit.eval(), out, safe_serialization=True)
-    return out
-
-
-def small_scale(seed: int, tmp: Path, *, steps: int = 120, test_n: int = 1000) -> dict[str, float]:
-    """Top-1 (%) at keep 0.3 after block 1 of TNT and of random-drop, both fine-tuned the same way."""
     from tnt_cli.data import build_loader
     from tnt_cli.engine import Schedule
-    from tnt_cli.eval.compare import Entry, compare
-    from tnt_cli.io.sources import load_model
+    from tnt_cli.eval.compare import compare, load_entries
     from tnt_cli.train.config import TrainConfig
     from tnt_cli.train.trainer import finetune
 
-    base = tiny_base(seed, tmp / f"base-{seed}")
     entries = []
-    for method in ("tnt", "random"):
+    for method in methods:
         out = tmp / f"{method}-{seed}"
-        cfg = TrainConfig(model=str(base), data=BENCH, out=str(out), method=method, max_steps=steps,
+        cfg = TrainConfig(model=str(BASE_DIRS[BENCH]), data=BENCH, out=str(out), method=method, max_steps=steps,
                           batch_size=64, seed=seed, limit=4000, scale=(0.6, 1.0), eval_limit=0, progress=False,
-                          drop_block=1)  # fmt: skip
+                          holdout=False)  # fmt: skip
         finetune(cfg)
-        entries.append(Entry(method, load_model(str(out), require_trained_heads=False).model, method))
+        entries.append(replace(load_entries([str(out)])[0], label=method))  # its own method and reducer
     loader = build_loader(BENCH, "test", entries[0].model.vit, batch_size=250, limit=test_n, seed=0)
-    rows = compare(entries, loader, [Schedule((1,), (0.3,))], seed=seed)
-    return {r["label"]: 100 * r["top1"] for r in rows}
+    rows = compare(entries, loader, [Schedule((1,), (k,)) for k in KEEPS], seed=seed)
+    acc: dict[str, dict[float, float]] = {}
+    for r in rows:
+        acc.setdefault(r["label"], {})[r["schedule"]["keep_rates"][0]] = 100 * r["top1"]
+    return acc
+
+
+def margins(acc: dict[str, dict[float, float]]) -> tuple[float, ...]:
+    """TNT minus the best baseline at each of KEEPS."""
+    return tuple(acc["tnt"][k] - max(acc[b][k] for b in acc if b != "tnt") for k in KEEPS)
 
 
 @pytest.mark.slow
-def test_tnt_beats_random_drop_fine_tuned_the_same_way_on_cluttered(tmp_path):
+def test_tnt_against_the_strongest_trained_baselines_on_textured(tmp_path):
     torch.set_num_threads(1)  # as measured
     acc = small_scale(0, tmp_path)
-    assert acc["tnt"] - acc["random"] >= MARGIN, acc
+    assert all(m >= t for m, t in zip(margins(acc), MARGIN)), (acc, margins(acc), MARGIN)
 
 
 def test_a_study_row_is_what_the_cli_commands_print(tmp_path, monkeypatch):
@@ -133,9 +123,10 @@ if __name__ == "__main__":  # the repeated runs that justify MARGIN
     import time
 
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    compared = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else ("tnt", *BASELINES)
     for s in range(int(sys.argv[1]) if len(sys.argv) > 1 else 5):
         t = time.time()
         with tempfile.TemporaryDirectory() as d:
-            a = small_scale(s, Path(d))
-        print(s, {k: round(v, 2) for k, v in a.items()}, f"margin {a['tnt'] - a['random']:.2f}",
-              f"{time.time() - t:.0f}s", flush=True)  # fmt: skip
+            a = small_scale(s, Path(d), methods=compared)
+        shown = {m: {k: round(v, 2) for k, v in by_keep.items()} for m, by_keep in a.items()}
+        print(s, shown, "margins", tuple(round(m, 2) for m in margins(a)), f"{time.time() - t:.0f}s", flush=True)

@@ -1,6 +1,6 @@
 """Named fine-tuning recipes: the study's default and the paper's formulation, as plain data.
 
-`Recipe()`'s field defaults ARE the default recipe (the study's "sigmoid-drop"), and the engine's `NoiseConfig()`
+`Recipe()`'s field defaults ARE the default recipe (the study's "tnt-rank-prog-merge"), and the engine's `NoiseConfig()`
 takes its defaults from it, so `attach_tnt(vit)` trains with the noise `tnt finetune` uses; other recipes name only
 what they change. `tnt finetune --recipe NAME` fills every setting left unset from the recipe (the resolution is
 in `tnt_cli.train.config.TrainConfig`); field names are the settings' names. The numbers come from the
@@ -37,14 +37,14 @@ class Recipe:
     """Defaults for one fine-tuning formulation; the field defaults are the default recipe's."""
 
     # noise (`tnt_cli.engine.noise.NoiseConfig`)
-    noise_blocks: tuple[int, ...] = (0, 1, 2, 3)  # blocks after which noise is added (and heads trained)
+    noise_blocks: tuple[int, ...] = (1, 3)  # blocks after which noise is added (and heads trained)
     sigma0: float = 1.0
     noise_variant: str = "std"  # std | var
-    relevance: str = "sigmoid"  # softmax | sigmoid
+    relevance: str = "rank"  # softmax | sigmoid | rank
     target_rate: float = 0.3  # sigmoid relevance: mean alpha is pulled here
     rate_weight: float = 1.0  # sigmoid relevance: weight of the rate penalty
     # the step (tnt_cli/train/task.py): anchored = a clean dense pass trains the backbone, the noise the heads only
-    anchor: bool = False
+    anchor: bool = True
     heads_fraction: float = 0.25  # anchored step: share of the batch the heads' noisy pass runs on
     # training
     train: str = "full"  # heads | full
@@ -52,19 +52,23 @@ class Recipe:
     distill_weight: float = 1.0
     drop_weight: float = 1.0  # weight of the hard-pruning pass (0 = off); needs train "full"
     drop_keeps: tuple[float, ...] = (0.7, 0.5, 0.3, 0.15)  # keep rates the hard-pruning pass draws from
+    reducer: str = "merge"  # tnt: what the pruning pass and the saved schedule do with the left-out tokens (REDUCERS)
     lr: dict[str, float] = field(default_factory=lambda: dict(STUDY_LR))  # per train mode, at global batch 512
     head_lr_scale: float = 15.0  # full training: heads lr = lr * this
     summary: str = ""
 
 
 RECIPES: dict[str, Recipe] = {
-    # The study's pick ("sigmoid-drop"): sigmoid relevance with a rate term, the whole model trained with the
-    # noise on, distillation to the dense model added with weight 1, plus a hard-pruning pass at random keep
-    # rates (its loss added with weight 1) so the backbone learns to work from the tokens TNT keeps.
-    DEFAULT_RECIPE: Recipe(summary="sigmoid relevance, full training, distillation, hard-pruning pass"),
+    # The study's pick ("tnt-rank-prog-merge", examples/fashion_mnist/results/study/STUDY.md): the anchored step (a
+    # clean dense pass and a hard-pruning pass train the backbone, distilled to the dense model; the noise trains
+    # only the relevance heads), rank relevance (informative at every keep rate), heads after blocks 1 and 3 with
+    # the pruning pass pruning at both, and the left-out tokens merged into their most similar kept token.
+    DEFAULT_RECIPE: Recipe(summary="anchored step, rank relevance, heads after blocks 1 and 3, merging"),
     # Rao et al. 2024 as published: softmax relevance, the official code's sigma0, heads only on a frozen
-    # backbone, no distillation, no hard-pruning pass, noise after blocks 0-4.
+    # backbone, no distillation, no hard-pruning pass, noise after blocks 0-4, the noisy step, tokens dropped.
     "official": Recipe(
+        anchor=False,
+        reducer="drop",
         noise_blocks=(0, 1, 2, 3, 4),
         sigma0=0.02,
         relevance="softmax",

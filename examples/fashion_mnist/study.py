@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import platform
 import statistics
@@ -43,10 +44,12 @@ MULTI = (((1, 3), (0.7, 0.7)), ((1, 3), (0.5, 0.5)))
 # its rows stay reproducible whatever the default becomes.
 NOISY = {"anchor": False, "noise_blocks": (0, 1, 2, 3), "sigma0": 1.0, "relevance": "sigmoid", "target_rate": 0.3,
          "rate_weight": 1.0}  # fmt: skip
+BASELINE = {"anchor": False, "noise_blocks": (0, 1, 2, 3), "relevance": "sigmoid"}
 ANCHORED = {"anchor": True, "noise_blocks": (PRUNE_BLOCK,), "sigma0": 1.0, "heads_fraction": 0.25}
+PROGRESSIVE = {**ANCHORED, "relevance": "rank", "noise_blocks": (1, 3), "drop_block": None}
 # run name -> (finetune --method, --reducer, other `tnt finetune` settings); the name labels it in every table
 RUNS: dict[str, tuple[str, str, dict]] = {
-    "tnt": ("tnt", "drop", {}),  # the default recipe, as it is now
+    "tnt": ("tnt", "merge", {"drop_block": None}),  # the default recipe, as it is now (tnt-rank-prog-merge's settings)
     "tnt-noisy": ("tnt", "drop", NOISY),
     "tnt-noisy-merge": ("tnt", "merge", NOISY),
     "tnt-noisy-hn": ("tnt", "drop", {**NOISY, "noise_trains": "heads"}),  # the noise trains the heads only
@@ -56,14 +59,22 @@ RUNS: dict[str, tuple[str, str, dict]] = {
     "tnt-rank": ("tnt", "drop", {**ANCHORED, "relevance": "rank"}),  # ... and the rank relevance
     "tnt-rank-merge": ("tnt", "merge", {**ANCHORED, "relevance": "rank"}),  # ... with merging
     "tnt-rank-gmerge": ("tnt", "merge", {**ANCHORED, "relevance": "rank", "merge_threshold": 0.5}),  # ... gated
+    # ... gated at the threshold `--merge-threshold` chose on textured training images (merge-threshold-*.json)
+    "tnt-rank-gmerge.9": ("tnt", "merge", {**ANCHORED, "relevance": "rank", "merge_threshold": 0.9}),
+    "tnt-rank-fuse": ("tnt", "fuse", {**ANCHORED, "relevance": "rank"}),  # ... the left-out tokens fused into one
     # ... progressive: heads after blocks 1 and 3, the pruning pass prunes at both (keep split between them)
-    "tnt-rank-prog": ("tnt", "drop", {**ANCHORED, "relevance": "rank", "noise_blocks": (1, 3), "drop_block": None}),
-    "random": ("random", "drop", {}),
-    "evit": ("evit", "drop", {}),
-    "evit-fuse": ("evit-fuse", "drop", {}),
-    "tome": ("tome", "drop", {}),
+    "tnt-rank-prog": ("tnt", "drop", {**PROGRESSIVE}),
+    # the default recipe at the baselines' training GMACs (fewer steps: EQUAL_BUDGET)
+    "tnt-eq": ("tnt", "merge", {"drop_block": None}),
+    "tnt-rank-prog-merge": ("tnt", "merge", {**PROGRESSIVE}),  # ... progressive and merging
+    # baselines: the step and pruning-pass block they trained with in every round (their rows stay reproducible)
+    "random": ("random", "drop", BASELINE),
+    "evit": ("evit", "drop", BASELINE),
+    "evit-fuse": ("evit-fuse", "drop", BASELINE),
+    "tome": ("tome", "drop", BASELINE),
 }
-TNT_RUNS = tuple(r for r, (m, _, _) in RUNS.items() if m == "tnt")
+# run -> the run whose settings it trains with, for fewer steps: as many as the baselines' training GMACs allow
+EQUAL_BUDGET = {"tnt-eq": "tnt"}
 BASELINES = ("random", "evit", "evit-fuse", "tome")
 FIELDS = ("bench", "run", "method", "reducer", "seed", "steps", "batch", "schedule", "keep", "gmacs", "gmacs_tnt",
           "top1", "top5", "images", "train_s")  # fmt: skip
@@ -92,9 +103,16 @@ def run_dir(bench: str, run: str, seed: int, steps: int, batch: int) -> Path:
 def finetune_settings(bench: str, run: str, seed: int, steps: int, batch: int) -> dict:
     """The settings one run gives `tnt finetune` (`TrainConfig` names): what the study varies, nothing else."""
     method, reducer, extra = RUNS[run]
+    max_steps = equal_budget_steps(bench, run, steps) if run in EQUAL_BUDGET else steps
     return {"model": str(BASE_DIRS[bench]), "data": bench, "out": str(run_dir(bench, run, seed, steps, batch)),
-            "method": method, "reducer": reducer, "max_steps": steps, "batch_size": batch, "seed": seed,
+            "method": method, "reducer": reducer, "max_steps": max_steps, "batch_size": batch, "seed": seed,
             **FINETUNE, **extra}  # fmt: skip
+
+
+def equal_budget_steps(bench: str, run: str, steps: int) -> int:
+    """The steps `run` may train for within the training GMACs the cheapest baseline spends in `steps` steps."""
+    budget = min(train_gmacs_per_image(bench, b) for b in BASELINES) * steps
+    return min(steps, math.floor(budget / train_gmacs_per_image(bench, EQUAL_BUDGET[run])))
 
 
 def finetune_config(bench: str, run: str, seed: int, steps: int, batch: int):
@@ -113,13 +131,13 @@ def commands(bench: str, run: str, seed: int, steps: int, batch: int, schedule: 
     out = run_dir(bench, run, seed, steps, batch).relative_to(ROOT)
     settings.update(model=str(BASE_DIRS[bench].relative_to(ROOT)), out=str(out))
     ft = " ".join(["tnt finetune", *argv_from(SETTINGS, settings)])
-    _, reducer, extra = RUNS[run]
+    method, reducer, extra = RUNS[run]
     sched = next(s for name, s in schedules() if name == schedule)
     flags = ""
     if sched.prune_layers:
         flags = f" --prune-layers {','.join(map(str, sched.prune_layers))} --keep-rates "
         flags += ",".join(f"{k:g}" for k in sched.keep_rates)
-        if reducer != "drop":
+        if method == "tnt":
             flags += f" --reducer {reducer}"
         if extra.get("merge_threshold") is not None:
             flags += f" --merge-threshold {extra['merge_threshold']:g}"
@@ -218,6 +236,37 @@ def run_bench(bench: str, runs: list[str], seeds: list[int], steps: int, batch: 
             append_rows(bench, rows)
 
 
+# --------------------------------------------------------------------------- gated merge threshold
+THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.9)
+THRESHOLD_KEEPS = (0.5, 0.3)
+
+
+def choose_merge_threshold(bench: str, run: str = "tnt-rank", seed: int = 0, steps: int = 300, batch: int = 64,
+                           images: int = 2000) -> dict:  # fmt: skip
+    """The gated merge's threshold, chosen training-free on `images` TRAINING images (never the test set): `run`'s
+    fine-tuned model with the merge reducer at each threshold, mean top-1 over `THRESHOLD_KEEPS`; -1 is the
+    ungated merge, 'drop' no merge. Written to results/study/merge-threshold-BENCH.json."""
+    from tnt_cli.data import build_loader
+    from tnt_cli.engine import Schedule
+    from tnt_cli.eval.compare import Entry, compare
+    from tnt_cli.io.sources import load_model
+
+    model = load_model(str(run_dir(bench, run, seed, steps, batch)), require_trained_heads=False).model
+    loader = build_loader(bench, "train", model.vit, batch_size=500, limit=images, seed=1)
+    found: dict[str, float] = {}
+    for label, reducer, tau in [("drop", "drop", None), ("ungated", "merge", None),
+                                *((f"{t:g}", "merge", t) for t in THRESHOLDS)]:  # fmt: skip
+        rows = compare([Entry(label, model, "tnt", reducer, tau)], loader,
+                       [Schedule((PRUNE_BLOCK,), (k,)) for k in THRESHOLD_KEEPS])  # fmt: skip
+        found[label] = round(100 * statistics.fmean(r["top1"] for r in rows), 2)
+    best = max((v, k) for k, v in found.items() if k not in ("drop", "ungated"))[1]
+    result = {"bench": bench, "run": run, "seed": seed, "images": images, "split": "train", "keeps": THRESHOLD_KEEPS,
+              "mean_top1": found, "chosen": float(best)}  # fmt: skip
+    STUDY_RESULTS.mkdir(parents=True, exist_ok=True)
+    (STUDY_RESULTS / f"merge-threshold-{bench}.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 # --------------------------------------------------------------------------- training budget
 _BUDGETS: dict[tuple[str, str], float] = {}
 
@@ -301,7 +350,7 @@ def report(benches: tuple[str, ...] = BENCHES) -> str:
     for bench, steps, batch in configs:
         runs = [r for r in RUNS if any(k[:3] == (bench, steps, batch) and k[4] == r for k in stats)]
         lines += ["", f"## {bench}: {steps} steps x batch {batch}", ""]
-        lines.append("| schedule | GMACs | " + " | ".join(runs) + " | TNT - best baseline |")
+        lines.append("| schedule | GMACs | " + " | ".join(runs) + " | default recipe - best baseline |")
         lines.append("|---|---|" + "---|" * len(runs) + "---|")
         for name, _ in schedules():
             cells = {r: stats.get((bench, steps, batch, name, r)) for r in runs}
@@ -319,17 +368,15 @@ def report(benches: tuple[str, ...] = BENCHES) -> str:
                 row.append(f"{c['mean']:.2f}{spread}{star}")
             margin = ""
             base = [(cells[b]["mean"], b) for b in BASELINES if cells.get(b)]
-            tnt = cells.get("tnt")
-            if base and tnt and name != "dense":
+            default = [r for r in ("tnt", "tnt-eq") if cells.get(r)]
+            if base and default and name != "dense":
                 best, who = max(base)
-                margin = f"{tnt['mean'] - best:+.2f} vs {who}"
-                for variant in TNT_RUNS[1:]:
-                    if cells.get(variant):
-                        margin += f"; {variant} {cells[variant]['mean'] - best:+.2f}"
+                margin = "; ".join(f"{r} {cells[r]['mean'] - best:+.2f}" for r in default) + f" vs {who}"
             row.append(margin)
             lines.append("| " + " | ".join(row) + " |")
         n = {c["n"] for k, c in stats.items() if k[:3] == (bench, steps, batch)}
         lines += ["", f"Seeds per cell: {sorted(n)}.", ""]
+        lines += budget_best_table(stats, bench, steps, batch, runs)
         lines += budget_table(rows, bench, steps, batch, runs)
     lines += ["", f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, one thread per run.",
               "Reproduce a row: `study.py --commands BENCH RUN SEED SCHEDULE` prints its `tnt finetune` and "
@@ -337,18 +384,42 @@ def report(benches: tuple[str, ...] = BENCHES) -> str:
     return "\n".join(lines)
 
 
+def budget_best_table(stats: dict, bench: str, steps: int, batch: int, runs: list[str]) -> list[str]:
+    """Each run at its best schedule (single- or two-stage) within a GMACs budget: TNT's GMACs at each single-stage
+    keep rate, 2% tolerance (what `tnt compare --budget` reports for one model)."""
+    keys = [(k, (bench, steps, batch, f"block {PRUNE_BLOCK} keep {k:g}", runs[0])) for k in KEEPS[:3]]
+    budgets = [(k, stats[key]["gmacs_tnt"]) for k, key in keys if key in stats]
+    if not budgets:
+        return []
+    lines = ["Best schedule within a GMACs budget (mean top-1, the schedule in brackets):", "",
+             "| budget (GMACs) | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]  # fmt: skip
+    for keep, gmacs in budgets:
+        cells = []
+        for run in runs:
+            fits = [(c["mean"], k[3]) for k, c in stats.items()
+                    if k[:3] == (bench, steps, batch) and k[4] == run and k[3] != "dense"
+                    and c["gmacs"] <= 1.02 * gmacs]  # fmt: skip
+            best = max(fits) if fits else None
+            cells.append(f"{best[0]:.2f} ({best[1].replace('block ', 'b').replace(' keep ', ':')})" if best else "")
+        lines.append(f"| <= {gmacs:.5f} (keep {keep:g}) | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def budget_table(rows: list[dict], bench: str, steps: int, batch: int, runs: list[str]) -> list[str]:
-    """Each run's training compute (`train_gmacs_per_image` x steps x batch) against ToMe's, and its wall time."""
-    reference = train_gmacs_per_image(bench, "tome")
-    lines = ["| run | training GMACs per image-step | training TMACs | vs ToMe | fine-tuning wall time (mean) |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    """Each run's training compute (`train_gmacs_per_image` x its steps x batch) against ToMe's, and its wall
+    time."""
+    reference = train_gmacs_per_image(bench, "tome") * steps
+    lines = ["| run | training GMACs per image-step | steps | training TMACs | vs ToMe | fine-tuning wall time |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for run in runs:
         per = train_gmacs_per_image(bench, run)
+        run_steps = equal_budget_steps(bench, run, steps) if run in EQUAL_BUDGET else steps
         wall = [float(r["train_s"]) for r in rows if (r["bench"], int(r["steps"]), int(r["batch"]), r["run"]) ==
                 (bench, steps, batch, run) and r["schedule"] == "dense"]  # fmt: skip
         wall_text = f"{statistics.fmean(wall):.0f} s" if wall else ""
-        lines.append(f"| {run} | {per:.4f} | {per * steps * batch / 1e3:.2f} | {per / reference - 1:+.1%} | "
-                     f"{wall_text} |")
+        total = per * run_steps
+        lines.append(f"| {run} | {per:.4f} | {run_steps} | {total * batch / 1e3:.2f} | {total / reference - 1:+.1%} | "
+                     f"{wall_text} |")  # fmt: skip
     lines.append("")
     lines.append("Training compute counts every pass forward and backward (3x a forward; 2x through a detached "
                  "backbone) plus the teacher's forward; wall time is one thread on a 2-core machine shared with "
@@ -396,6 +467,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--merge-threshold",
+        action="store_true",
+        help="choose the gated merge's threshold on training images (needs the tnt-rank seed-0 run)",
+    )
     ap.add_argument("--report", action="store_true", help="only write results/study/STUDY.md from the rows")
     ap.add_argument("--commands", nargs=4, metavar=("BENCH", "RUN", "SEED", "SCHEDULE"),
                     help="print the CLI commands that reproduce one row (with --steps/--batch)")  # fmt: skip
@@ -403,6 +479,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.commands:
         bench, run, seed, schedule = args.commands
         print(commands(bench, run, int(seed), args.steps, args.batch, schedule))
+        return
+    if args.merge_threshold:
+        for bench in args.bench or BENCHES:
+            print(json.dumps(choose_merge_threshold(bench)))
         return
     if not args.report:
         import torch

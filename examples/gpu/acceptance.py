@@ -65,7 +65,7 @@ class Sizes:
     log_every: int
     bench_batches: str
     onnx_batch: int
-    schedule: tuple[str, ...]  # the benchmark's and export's schedule flags
+    schedule: tuple[str, ...]  # the benchmark's schedule flags
     budget: float | None  # seconds for the whole run (None: no limit)
     ddp_steps: int
 
@@ -186,8 +186,7 @@ def plan_parts(run: Run) -> list[Part]:
             "onnx-export",
             run.tnt(
                 "export",
-                str(run.path("finetune")),
-                *s.schedule,
+                str(run.path("finetune")),  # at the schedule it was fine-tuned for (the default recipe's blocks)
                 "--onnx",
                 str(run.path("onnx/model.onnx")),
                 "--batch-size",
@@ -568,7 +567,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated parts to run, with the parts they need that have not passed "
         "in OUTDIR (an earlier run's folder, or a new one); env always runs",
     )
-    parser.add_argument("--budget", type=float, help="seconds for the whole run (default: 460 full, none tiny)")
+    parser.add_argument(
+        "--budget", type=float, help=f"seconds for the whole run (default: {FULL.budget:g} full, none tiny)"
+    )
     args = parser.parse_args(argv)
     only = {p.strip() for p in args.only.split(",") if p.strip()} if args.only else None
     out = args.out.resolve()

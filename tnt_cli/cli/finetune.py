@@ -35,15 +35,16 @@ RUN_FLAGS: dict[str, tuple[Any, Any]] = {
 def finetune(**values: Any) -> None:
     """Fine-tune MODEL with Training Noise Tokens and write a tnt model directory to OUT.
 
-    The default recipe (the study's pick) trains the whole model with sigmoid relevance noise (sigma0 1, target
-    rate 0.3), distillation to the frozen dense model, and a hard-pruning pass at random keep rates.
+    The default recipe (the study's pick) is the anchored step: a clean dense pass and a hard-pruning pass at
+    random keep rates train the whole model, distilled to the frozen dense model, while rank relevance noise
+    trains only the heads (after blocks 1 and 3); left-out tokens are merged into their nearest kept token.
     --recipe official reproduces the paper: softmax relevance, sigma0 0.02, relevance heads only (backbone
-    frozen, bit-identical), no distillation, no pruning pass. Any explicit flag overrides the recipe; the
-    resolved settings are recorded in OUT/config.json. The lr is scaled by global batch / 512; a checkpoint is
-    written every epoch and on Ctrl-C; metrics go to OUT/metrics.jsonl. OUT runs the schedule it was trained for
-    (the pruning pass's block at keep 0.5; or --prune-layers/--keep-rates); at the end the dense and the pruned
-    model are evaluated on the val split. A tenth of the train split (at most 5000 images) is held out for
-    `tnt calibrate` (--no-holdout trains on all of it).
+    frozen, bit-identical), no distillation, no pruning pass, tokens dropped. Any explicit flag overrides the
+    recipe; the resolved settings are recorded in OUT/config.json. The lr is scaled by global batch / 512; a
+    checkpoint is written every epoch and on Ctrl-C; metrics go to OUT/metrics.jsonl. OUT runs the schedule it
+    was trained for (the pruning pass's blocks at keep 0.5 in all; or --prune-layers/--keep-rates); at the end
+    the dense and the pruned model are evaluated on the val split. A tenth of the train split (at most 5000
+    images) is held out for `tnt calibrate` (--no-holdout trains on all of it).
 
     Examples:
 
@@ -94,7 +95,9 @@ def _describe_recipe(summary: dict) -> str:
     if s.get("distill"):
         parts.append(f"distill x{s.get('distill_weight'):g}")
     if s.get("drop_block") is not None:
-        parts.append(f"pruning pass x{s.get('drop_weight'):g} at block {s.get('drop_block')}")
+        blocks = s.get("pruning_blocks") or [s.get("drop_block")]
+        parts.append(f"pruning pass x{s.get('drop_weight'):g} after block{'s' * (len(blocks) > 1)} "
+                     f"{' and '.join(map(str, blocks))}")  # fmt: skip
     return ", ".join(parts)
 
 

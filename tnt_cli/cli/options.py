@@ -55,14 +55,16 @@ SimPrune = Annotated[
 SimSeed = Annotated[
     int, typer.Option("--sim-seed", help="Seed of the similarity-pruning partition.", rich_help_panel="Schedule")
 ]
-# The CLI's reducer when --reducer is not given (a model directory's own schedule keeps its reducer).
+# The CLI's reducer when --reducer is not given and the model has none of its own (a model directory's reducer, from
+# `tnt finetune --reducer` or its recipe, is kept).
 DEFAULT_REDUCER = REDUCERS[0]
 Reducer = Annotated[
     str | None,
     typer.Option(
         "--reducer",
         help="What a prune layer does with the tokens it does not keep: drop (the paper), merge (each into its "
-        f"most similar kept token) or fuse (all into one extra token). Default: {DEFAULT_REDUCER}.",
+        f"most similar kept token) or fuse (all into one extra token). Default: the model's own (a tnt model "
+        f"directory's), else {DEFAULT_REDUCER}.",
         metavar="[" + "|".join(REDUCERS) + "]",
         show_default=False,
         rich_help_panel="Schedule",
@@ -149,6 +151,7 @@ def schedule_from_flags(
         sim_prune=sim_prune or 0,
         sim_seed=sim_seed,
         reducer=reducer or DEFAULT_REDUCER,
+        reducer_chosen=reducer is not None,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tnt_cli.errors import ScheduleError
 from tnt_cli.parsing import fits_seed
@@ -34,6 +34,9 @@ class Schedule:
     sim_seed: int = 0
     reducer: str = "drop"
     merge_threshold: float | None = None  # merge only: the least cosine similarity that merges (below: dropped)
+    # False: nobody chose the reducer (CLI flags without --reducer), so a model installing this schedule keeps its
+    # own reducer and gate (`with_reducer_of`); not part of the schedule's value (equality, dict, text)
+    reducer_chosen: bool = field(default=True, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.prune_layers, (str, bytes)) or isinstance(self.keep_rates, (str, bytes)):
@@ -75,6 +78,12 @@ class Schedule:
     def sim_before_blocks(self) -> bool:
         """Multi-layer form (and r without any relevance layer): similarity pruning on the patch embeddings."""
         return self.sim_prune > 0 and len(self.prune_layers) != 1
+
+    def with_reducer_of(self, own: Schedule) -> Schedule:
+        """This schedule with `own`'s reducer and gate when its own reducer was not chosen (else itself)."""
+        if self.reducer_chosen or not self.prune_layers or not own.prune_layers:
+            return self
+        return replace(self, reducer=own.reducer, merge_threshold=own.merge_threshold, reducer_chosen=True)
 
     def to_dict(self) -> dict:
         data = {

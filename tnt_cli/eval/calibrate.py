@@ -95,7 +95,9 @@ def _sweep_and_write(
             note(f"this model has no class token, so the {name} baseline is skipped")
     layers = list(s.grid_layers) if s.grid_layers is not None else sw.default_layer_grid(tnt_model)
     sims = sw.resolve_sim_grid(tnt_model, s.grid_sim)
-    schedules, invalid = sw.build_grid(tnt_model, layers, s.grid_keep, sims, sim_seed=s.sim_seed, reducer=s.reducer)
+    reducer, threshold = sw.grid_reducer(s.reducer, tnt_model.schedule)
+    schedules, invalid = sw.build_grid(tnt_model, layers, s.grid_keep, sims, sim_seed=s.sim_seed, reducer=reducer,
+                                       merge_threshold=threshold)  # fmt: skip
     if not schedules:
         raise TntError(
             "the schedule grid is empty: every combination is dense or cannot run on this model "

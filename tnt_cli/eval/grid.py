@@ -122,9 +122,10 @@ class Calibration:
         parse=_sim_grid,
     )  # fmt: skip
     sim_seed: int = setting(0, help="Seed of the similarity-pruning partition.", panel=SCHEDULE)
-    reducer: str = setting(
-        REDUCERS[0], help="What a prune layer does with the tokens it does not keep: drop (the paper), merge (each "
-        "into its most similar kept token) or fuse (all into one extra token).", panel=SCHEDULE, choices=REDUCERS,
+    reducer: str | None = setting(
+        None, help="What a prune layer does with the tokens it does not keep: drop (the paper), merge (each into its "
+        "most similar kept token) or fuse (all into one extra token). Default: the model's own (what it was "
+        "fine-tuned with; drop for a model without a schedule).", panel=SCHEDULE, choices=REDUCERS,
     )  # fmt: skip
     methods: tuple[str, ...] | None = setting(
         None, help=f"Methods to sweep: tnt plus baselines at matched GMACs. Default: {','.join(DEFAULT_METHODS)} (evit "
@@ -162,7 +163,7 @@ class Calibration:
         if self.eval_limit != 0 and self.eval_split == self.split:
             raise SettingError("{eval_split} is the split the schedule is chosen on ({value}): measure the choice "
                                "on another split, or give {eval_limit} 0", value=self.split)  # fmt: skip
-        if self.reducer not in REDUCERS:
+        if self.reducer is not None and self.reducer not in REDUCERS:
             raise SettingError("{reducer} must be one of {choices}, got {value!r}", choices=", ".join(REDUCERS),
                                value=self.reducer)  # fmt: skip
         if self.methods is not None and not self.methods:

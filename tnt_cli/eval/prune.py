@@ -51,6 +51,7 @@ def prune(
     loaded = load_model(model, random_weights=random_weights, require_trained_heads=False)
     # relevance pruning needs trained heads; a baseline's directory does not use them
     install_schedule(loaded, schedule, require_trained_heads=lookup(own_method(loaded)).uses_heads)
+    schedule = loaded.model.schedule  # with the model's own reducer where the flags chose none
     metrics = calibration_metrics(calibration) if calibration else None
     save_model_dir(
         out, loaded.model, base_model=loaded.base_model, metrics=metrics, overwrite=overwrite, inputs=(model,),

@@ -89,6 +89,16 @@ def auto_sim_prune(model: TNTModel) -> int:
     return max(1, int(model.num_patches / 8 + 0.5))
 
 
+def grid_reducer(chosen: str | None, own: Schedule) -> tuple[str, float | None]:
+    """The reducer (and merge gate) a sweep uses: the one chosen, else the model's own (what it was fine-tuned
+    with), else drop."""
+    if chosen is not None:
+        return chosen, None
+    if own.prune_layers:
+        return own.reducer, own.merge_threshold
+    return "drop", None
+
+
 def build_grid(
     model: TNTModel,
     layers: Sequence[tuple[int, ...]],
@@ -97,6 +107,7 @@ def build_grid(
     *,
     sim_seed: int = 0,
     reducer: str = "drop",
+    merge_threshold: float | None = None,
 ) -> tuple[list[Schedule], int]:
     """Every valid schedule in layers x keep rates x r (one keep rate at every layer, one reducer); and how many
     were invalid."""
@@ -115,7 +126,8 @@ def build_grid(
         for keep in keep_rates:
             for r in sim_counts:
                 try:
-                    schedule = Schedule(blocks, (keep,) * len(blocks), sim_prune=r, sim_seed=sim_seed, reducer=reducer)
+                    schedule = Schedule(blocks, (keep,) * len(blocks), sim_prune=r, sim_seed=sim_seed, reducer=reducer,
+                                        merge_threshold=merge_threshold)  # fmt: skip
                     plan = plan_tokens(
                         schedule, num_patches=model.num_patches, num_prefix=model.num_prefix_tokens, depth=model.depth
                     )

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from tnt_cli.engine import NoiseConfig, Schedule, TNTModel
     from tnt_cli.io.arch import SplitState
 
-# Heads an untrained model (a timm name, a plain checkpoint, random weights) gets: the paper's noise blocks 0-4,
-# not the default recipe's 0-3, so the paper's schedules run on it and `tnt finetune` (which draws these heads from
-# its seeded RNG before its own) reproduces earlier runs of models deeper than 4 blocks bit for bit.
+# Heads an untrained model (a timm name, a plain checkpoint, random weights) gets: the paper's noise blocks 0-4
+# (which include the default recipe's 1 and 3), so the paper's schedules run on it and `tnt finetune` (which draws
+# these heads from its seeded RNG before its own) reproduces earlier runs of models deeper than 4 blocks bit for bit.
 DEFAULT_HEAD_BLOCKS = RECIPES["official"].noise_blocks
 IMPORTED_FROM = {"official": "an official TNT checkpoint (github.com/mx-ethan-rao/tnt)"}
 

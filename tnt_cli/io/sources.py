@@ -255,7 +255,9 @@ def backbone_from_arch(arch: str, backbone: dict[str, torch.Tensor], *, where: s
 
 
 def install_schedule(loaded: LoadedModel, schedule: Schedule, *, require_trained_heads: bool = True) -> None:
-    """Set the schedule, refusing relevance pruning with heads that were never trained."""
+    """Set the schedule, refusing relevance pruning with heads that were never trained; a schedule whose reducer
+    nobody chose takes the model's own."""
+    schedule = schedule.with_reducer_of(loaded.model.schedule)
     if require_trained_heads and schedule.prune_layers and not schedule.is_dense and not loaded.heads_usable:
         raise SettingError(
             "{source} has no trained relevance heads: fine-tune it first (`tnt finetune`), use a baseline method, "

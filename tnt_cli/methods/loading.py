@@ -30,7 +30,7 @@ def load_for_method(
 
     loaded = load_model(spec, random_weights=random_weights, require_trained_heads=False)
     name = own_method(loaded) if name == AUTO_METHOD else lookup(name).name
-    schedule = loaded.model.schedule if schedule is None else schedule
+    schedule = loaded.model.schedule if schedule is None else schedule.with_reducer_of(loaded.model.schedule)
     if lookup(name).uses_heads:
         install_schedule(loaded, schedule)  # refuses heads that were never trained
     return loaded, schedule, name

@@ -42,7 +42,7 @@ class TrainConfig:
     recipe: str = setting(
         DEFAULT_RECIPE,
         help=f"Defaults for noise, training mode, distillation and the pruning pass: {DEFAULT_RECIPE} (the study's "
-        f"sigmoid-drop: {_DEFAULT.summary}) or official ({_OFFICIAL.summary}). Explicit flags override it.",
+        f"pick: {_DEFAULT.summary}) or official ({_OFFICIAL.summary}). Explicit flags override it.",
         panel=RUN, summary=True, choices=tuple(RECIPES),
     )  # fmt: skip
     # what is fine-tuned: TNT, or a baseline fine-tuned the same way with its own reducer in the pruning pass
@@ -54,11 +54,11 @@ class TrainConfig:
         "every block). OUT records it; evaluate, prune, calibrate and benchmark run it by default.",
         panel=RUN, summary=True, choices=REDUCING_METHODS,
     )  # fmt: skip
-    reducer: str = setting(
-        "drop",
+    reducer: str | None = setting(
         help="tnt: what happens to the tokens the heads do not keep, in the pruning pass and in OUT's schedule: "
-        "drop (the paper), merge (into their most similar kept token) or fuse (into one token).",
-        panel=RUN, summary=True, choices=REDUCERS,
+        "drop (the paper), merge (into their most similar kept token) or fuse (into one token). Baselines: drop "
+        "(they have their own reducer).",
+        panel=RUN, summary=True, choices=REDUCERS, from_recipe=True,
     )  # fmt: skip
     merge_threshold: float | None = setting(
         None,
@@ -125,8 +125,9 @@ class TrainConfig:
         choices=NOISE_VARIANTS,
     )
     relevance: str | None = setting(
-        help="softmax (the paper) or sigmoid with a rate penalty.", panel=NOISE, from_recipe=True, summary=True,
-        choices=RELEVANCES,
+        help="softmax (the paper), sigmoid with a rate penalty, or rank (the default: a token's relevance is its "
+        "rank among the patch tokens, so the ranking gets gradient at every keep rate).",
+        panel=NOISE, from_recipe=True, summary=True, choices=RELEVANCES,
     )
     target_rate: float | None = setting(
         help="sigmoid relevance: mean alpha the rate penalty pulls toward.", panel=NOISE, from_recipe=True, summary=True
@@ -254,6 +255,8 @@ class TrainConfig:
             self.distill = False
             self.notes.append("new classes: distillation is off (the dense model's classifier predicts other "
                               "classes, so it cannot teach the new one)")  # fmt: skip
+        if self.reducer is None and self.method in METHODS and not lookup(self.method).takes_reducer:
+            self.reducer = "drop"  # a baseline's own reducer does the reducing
         if self.lr is None:
             self.lr = recipe.lr[self.train]
         for s in RECIPE_SETTINGS:

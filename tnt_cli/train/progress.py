@@ -14,6 +14,7 @@ from tnt_cli.io.atomic import atomic_write_text
 from tnt_cli.io.jsonio import dumps_line, loads
 from tnt_cli.io.names import METRICS
 from tnt_cli.io.outdir import open_own
+from tnt_cli.methods.registry import lookup
 from tnt_cli.progress import Progress
 
 if TYPE_CHECKING:
@@ -181,7 +182,9 @@ class Throughput:
         return self.images / elapsed if elapsed > 0 else 0.0
 
 
-def describe_run(cfg: TrainConfig, plan: Plan, *, drop_block: int | None, device: torch.device) -> list[str]:
+def describe_run(
+    cfg: TrainConfig, plan: Plan, *, pruning_blocks: tuple[int, ...] | None, device: torch.device
+) -> list[str]:
     """The lines a run starts with: the recipe's remarks, its loss terms, and the plan's numbers."""
     from tnt_cli.train.plan import LR_REFERENCE_BATCH
 
@@ -190,9 +193,13 @@ def describe_run(cfg: TrainConfig, plan: Plan, *, drop_block: int | None, device
     extras = [f"{cfg.relevance} relevance, sigma0 {cfg.sigma0:g}"]
     if cfg.distill:
         extras.append(f"distill x{cfg.distill_weight:g}")
-    if drop_block is not None:
+    if cfg.anchor and lookup(cfg.method).uses_heads:
+        extras.append(f"anchored step (heads' noise on {cfg.heads_fraction:g} of the batch)")
+    if pruning_blocks is not None:
         keeps = "/".join(f"{k:g}" for k in cfg.drop_keeps)
-        extras.append(f"pruning pass x{cfg.drop_weight:g} at block {drop_block} keep {keeps}")
+        where = " and ".join(map(str, pruning_blocks))
+        extras.append(f"pruning pass x{cfg.drop_weight:g} after block{'s' * (len(pruning_blocks) > 1)} {where} "
+                      f"keep {keeps}, {cfg.reducer}")  # fmt: skip
     if cfg.heads_lr_scale != 1.0:
         extras.append(f"heads lr x{cfg.heads_lr_scale:g}")
     lines.append(f"recipe {cfg.recipe}: " + ", ".join(extras))

@@ -25,7 +25,7 @@ def check_resumable(saved: dict, cfg: TrainConfig, world_size: int) -> None:
 # Switches that are on by default and given as the flag that turns them off (`holdout`: --no-holdout).
 SWITCHED_OFF = {s.name for s in SETTINGS if s.type is bool and s.default is True}
 # Settings added after checkpoints were first written, with the value those checkpoints' runs had.
-IMPLIED_BEFORE = {"holdout": False, "opt": "adamw", "ema_decay": None}
+IMPLIED_BEFORE = {"holdout": False, "opt": "adamw", "ema_decay": None, "anchor": False}
 
 
 def resume_mismatch(saved: dict, current: TrainConfig) -> SettingError | None:

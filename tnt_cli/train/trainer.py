@@ -143,7 +143,8 @@ class Trainer:
             self.metrics.truncate_after(state.step)
         if cfg.tensorboard and self.dist.is_main:
             self.metrics.hooks.append(tensorboard_hook(self.work, resumed_at=state.step if saved else None))
-        for line in describe_run(cfg, self.plan, drop_block=self.drop_block, device=self.device):
+        blocks = self.pruning_pass.blocks if self.pruning_pass is not None else None
+        for line in describe_run(cfg, self.plan, pruning_blocks=blocks, device=self.device):
             self.note(line)
         if self.resume:
             self.note(f"resuming at step {state.step}/{self.plan.total_steps} (epoch {state.epoch + 1})")
@@ -304,6 +305,7 @@ class Trainer:
         data = recipe_settings(self.cfg)
         data["noise_blocks"] = list(self.model.noise.blocks)  # after clamping to the model
         data["drop_block"] = self.drop_block
+        data["pruning_blocks"] = list(self.pruning_pass.blocks) if self.pruning_pass is not None else None
         return data
 
     def _autocast(self):
