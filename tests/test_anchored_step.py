@@ -132,3 +132,23 @@ def test_anchored_step_noises_each_stage_of_a_progressive_pass_at_the_share_left
     model = attach_tnt(tiny_vit(shape=FMNIST, seed=1), (1, 3), noise=NoiseConfig(blocks=(1, 3), relevance="rank"))
     task = PruningTask(model.train(), torch.nn.CrossEntropyLoss(), settings())
     assert task._noise_keeps(progressive((1, 3), 0.49)) == pytest.approx({1: 0.7, 3: 0.49})
+
+
+def test_a_run_logs_its_loss_parts_and_shows_them(base, tmp_path):
+    """metrics.jsonl records each logged step's loss parts (they add up to the loss) and the progress line shows
+    them."""
+    import json
+
+    from _helpers import run_cli
+
+    out = tmp_path / "run"
+    result = run_cli("finetune", base, "--out", out, "--data", "fashion-mnist", "--crop-scale", "0.6,1", "--max-steps",
+                     "2", "--batch-size", "8", "--limit", "32", "--eval-limit", "0", "--log-every", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "loss_parts" in r]
+    assert len(logged) == 2
+    for r in logged:
+        assert {"task", "distill", "pruned", "heads"} <= set(r["loss_parts"]) <= set(LOSS_PARTS)
+        assert sum(r["loss_parts"].values()) == pytest.approx(r["loss"], rel=1e-4)
+    assert "pruned" in result.output and "heads" in result.output

@@ -92,6 +92,7 @@ def test_real_timm_name_with_random_weights(monkeypatch, tmp_path):
     report = json.loads(result.stdout)
     assert report["gmacs"]["dense"] == pytest.approx(1.26, abs=0.01)  # default schedule: block 2 keep 0.6 r 25
     assert report["schedule_text"] == "block 2 keep 0.6, r 25"
+    assert report["heads_trained"] is False  # random heads: the report says so (issue 24: one meaning per name)
 
 
 @pytest.mark.slow

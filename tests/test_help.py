@@ -85,3 +85,17 @@ def test_examples_paste_as_one_command(name, monkeypatch):
     assert examples
     for line in examples:
         assert line.startswith(("tnt ", "torchrun ")) and not line.endswith("\\"), line
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["finetune", "--help"], ["compare", "--help"]])
+def test_help_imports_neither_torch_nor_timm(argv):
+    """`tnt --help` stays instant: help screens are built from torch-free declarations (speed goals live in
+    benchmarks; what is imported is the part a test can hold)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "tnt_cli", *argv], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "Usage" in proc.stdout and not imported & {"torch", "timm"}
