@@ -184,6 +184,8 @@ def test_compare_runs_each_directory_with_its_own_method_at_matched_gmacs(base, 
     text = run_cli("compare", runs["tnt"], "--data", "fashion-mnist", "--keeps", "0.3", "--budget", f"{budget}",
                    "--limit", "16")  # fmt: skip
     assert text.exit_code == 0 and "best schedule within" in text.stdout and "block 1 keep 0.3" in text.stdout
+    tiny = run_cli("compare", runs["tnt"], "--data", "fashion-mnist", "--budget", "1e-6", "--limit", "16")
+    assert tiny.exit_code == 1 and "no schedule of --keeps" in tiny.output and "Traceback" not in tiny.output
     for bad in ("0", "-1", "nan"):
         refused = run_cli("compare", runs["tnt"], "--data", "fashion-mnist", "--budget", bad)
         assert refused.exit_code in (1, 2) and "--budget" in refused.output and "Traceback" not in refused.output

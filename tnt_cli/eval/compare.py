@@ -189,8 +189,12 @@ def compare_models(
     dev = resolve_device(device)
     if on_note is not None:
         on_note(f"comparing {len(entries)} model(s) at {len(schedules)} schedules on {data} {split}")
-    return compare(entries, loader, schedules, device=dev, seed=seed, on_row=on_row, skip=_lacks_heads,
+    rows = compare(entries, loader, schedules, device=dev, seed=seed, on_row=on_row, skip=_lacks_heads,
                    max_gmacs=None if budget is None else budget * (1 + BUDGET_TOLERANCE))  # fmt: skip
+    if not rows and budget is not None:
+        raise SettingError("no schedule of {keeps} (and {progressive}) costs at most {budget} GMACs per image "
+                           "(+{tolerance:.0%}): give a larger budget or smaller keep rates", tolerance=BUDGET_TOLERANCE)
+    return rows
 
 
 def _lacks_heads(entry: Entry, schedule: Schedule) -> bool:
