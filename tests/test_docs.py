@@ -59,3 +59,7 @@ def test_the_study_moved_to_docs_with_its_numbers():
     study = (ROOT / "examples" / "fashion_mnist" / "results" / "study" / "STUDY.md").read_text()
     for number in re.findall(r"\*\*(\d+\.\d\d)\*\*", results):  # every bold top-1 in the table is in STUDY.md
         assert number in study, number
+    readme = (ROOT / "README.md").read_text()
+    table = [line for line in readme.splitlines() if line.startswith("| ") and "top-1" not in line]
+    numbers = re.findall(r"\d+\.\d\d", " ".join(table))  # README's verdict table: every number from STUDY.md
+    assert len(numbers) >= 12 and all(n in study for n in numbers), numbers
