@@ -841,16 +841,36 @@ def test_resume_after_a_class_was_added_says_what_changed(base, tmp_path, monkey
 
 # ----------------------------------------------------------------------------- 8. file modes
 def test_every_file_tnt_writes_gets_the_mode_the_umask_gives(base, tmp_path):
+    from importlib.util import find_spec
+
+    from PIL import Image
+
     previous = os.umask(0o027)
     try:
         run = tmp_path / "run"
         assert run_cli("finetune", base, "--out", run, *SHORT, "--keep-checkpoint").exit_code == 0
         pruned = tmp_path / "pruned"
         assert run_cli("prune", run, "--out", pruned, "--prune-layers", "1", "--keep-rates", "0.5").exit_code == 0
+        image = tmp_path / "item.png"
+        Image.new("L", (28, 28), 128).save(image)
+        writers = (  # every other command that writes files: sweep + plot, timings, picture, ONNX graph
+            ("calibrate", run, "--data", "fashion-mnist", "--limit", "32", "--eval-limit", "0", "--methods", "tnt",
+             "--grid-layers", "1", "--grid-keep", "0.5", "--grid-sim", "0", "--max-drop", "100", "--out",
+             tmp_path / "calib"),
+            ("benchmark", run, "--batch-sizes", "1", "--warmup", "0", "--iters", "1", "--threads", "1", "--out",
+             tmp_path / "bench"),
+            ("visualize", run, image, "--out", tmp_path / "viz"),
+            *([("export", run, "--onnx", tmp_path / "onnx" / "model.onnx")] if find_spec("onnx") else []),
+        )  # fmt: skip
+        for argv in writers:
+            result = run_cli(*argv)
+            assert result.exit_code == 0, (argv[0], result.output)
     finally:
         os.umask(previous)
     modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in tmp_path.rglob("*")}
     assert "run/model.safetensors" in modes and "run/checkpoint/last.pt" in modes and "pruned/config.json" in modes
+    assert "calib/schedule.json" in modes and any(n.startswith("viz/") for n in modes)
+    assert "onnx/model.onnx" in modes or not find_spec("onnx")
     wrong = {name: oct(mode) for name, mode in modes.items()
              if mode != (0o750 if (tmp_path / name).is_dir() else 0o640)}  # fmt: skip
     assert wrong == {}
