@@ -67,6 +67,8 @@ RUNS: dict[str, tuple[str, str, dict]] = {
     # the default recipe at the baselines' training GMACs (fewer steps: EQUAL_BUDGET)
     "tnt-eq": ("tnt", "merge", {"drop_block": None}),
     "tnt-rank-prog-merge": ("tnt", "merge", {**PROGRESSIVE}),  # ... progressive and merging
+    # ... the merge gated at 0.9 (the textured set's choice): for heavy pruning, where ungated merging hurts
+    "tnt-rank-prog-gmerge.9": ("tnt", "merge", {**PROGRESSIVE, "merge_threshold": 0.9}),
     # baselines: the step and pruning-pass block they trained with in every round (their rows stay reproducible)
     "random": ("random", "drop", BASELINE),
     "evit": ("evit", "drop", BASELINE),
