@@ -81,7 +81,8 @@ def compare(
 
     The fair question on your own data: fine-tune TNT and each baseline with the same recipe and budget (`tnt
     finetune --method` each), then compare them here. Each baseline runs at the setting whose GMACs are closest
-    to TNT's (ToMe: its merge count r; EViT: its kept-token count); the table shows the largest GMACs gap.
+    to TNT's (ToMe: its merge count r; EViT: its kept-token count); the table shows the largest GMACs gap. With
+    --budget, a second table gives each model at its most accurate schedule costing at most that many GMACs.
 
     Examples:
 
