@@ -388,21 +388,22 @@ def report(benches: tuple[str, ...] = BENCHES) -> str:
 
 def budget_best_table(stats: dict, bench: str, steps: int, batch: int, runs: list[str]) -> list[str]:
     """Each run at its best schedule (single- or two-stage) within a GMACs budget: TNT's GMACs at each single-stage
-    keep rate, 2% tolerance (what `tnt compare --budget` reports for one model)."""
+    keep rate, 2% tolerance (`tnt compare --budget`'s rule, `best_within_budget`)."""
+    from tnt_cli.eval.compare import best_within_budget
+
     keys = [(k, (bench, steps, batch, f"block {PRUNE_BLOCK} keep {k:g}", runs[0])) for k in KEEPS[:3]]
     budgets = [(k, stats[key]["gmacs_tnt"]) for k, key in keys if key in stats]
     if not budgets:
         return []
     lines = ["Best schedule within a GMACs budget (mean top-1, the schedule in brackets):", "",
              "| budget (GMACs) | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]  # fmt: skip
+    # each run's mean over seeds at each pruned schedule, as rows `tnt compare --budget` picks from
+    rows = [{"label": k[4], "schedule_text": k[3], "gmacs": c["gmacs"], "top1": c["mean"]} for k, c in stats.items()
+            if k[:3] == (bench, steps, batch) and k[4] in runs and k[3] != "dense"]  # fmt: skip
     for keep, gmacs in budgets:
-        cells = []
-        for run in runs:
-            fits = [(c["mean"], k[3]) for k, c in stats.items()
-                    if k[:3] == (bench, steps, batch) and k[4] == run and k[3] != "dense"
-                    and c["gmacs"] <= 1.02 * gmacs]  # fmt: skip
-            best = max(fits) if fits else None
-            cells.append(f"{best[0]:.2f} ({best[1].replace('block ', 'b').replace(' keep ', ':')})" if best else "")
+        best = {r["label"]: r for r in best_within_budget(rows, gmacs) if r["schedule_text"] is not None}
+        cells = [f"{best[run]['top1']:.2f} ({best[run]['schedule_text'].replace('block ', 'b').replace(' keep ', ':')})"
+                 if run in best else "" for run in runs]  # fmt: skip
         lines.append(f"| <= {gmacs:.5f} (keep {keep:g}) | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
