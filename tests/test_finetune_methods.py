@@ -186,6 +186,8 @@ def test_compare_runs_each_directory_with_its_own_method_at_matched_gmacs(base, 
     assert text.exit_code == 0 and "best schedule within" in text.stdout and "block 1 keep 0.3" in text.stdout
     tiny = run_cli("compare", runs["tnt"], "--data", "fashion-mnist", "--budget", "1e-6", "--limit", "16")
     assert tiny.exit_code == 1 and "no schedule of --keeps" in tiny.output and "Traceback" not in tiny.output
+    far = run_cli("compare", runs["tnt"], "--data", "fashion-mnist", "--progressive", "1,9", "--limit", "16")
+    assert far.exit_code == 1 and "--progressive names blocks 0-3" in far.output and "%" not in far.output
     for bad in ("0", "-1", "nan"):
         refused = run_cli("compare", runs["tnt"], "--data", "fashion-mnist", "--budget", bad)
         assert refused.exit_code in (1, 2) and "--budget" in refused.output and "Traceback" not in refused.output

@@ -183,6 +183,10 @@ def compare_models(
         keeps = BUDGET_KEEPS if budget is not None else KEEPS
     schedules = candidate_schedules(block, keeps, progressive)
     entries = load_entries(models, methods)
+    depth = min(e.model.depth for e in entries)
+    if any(not 0 <= b < depth for b in progressive):
+        raise SettingError("{progressive} names blocks 0-{last} of these models, got {value}", last=depth - 1,
+                           value=",".join(map(str, progressive)))  # fmt: skip
     loader = build_loader(
         data, split, entries[0].model.vit, batch_size=batch_size, workers=workers, limit=limit, seed=seed
     )
